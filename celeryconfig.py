@@ -1,0 +1,49 @@
+"""Celery configuration, built from the one settings object (`KAKAROT_*`).
+
+Loaded by `kakarot_workers.celery_app` with `config_from_object("celeryconfig")`.
+"""
+
+from kombu import Queue
+
+from kakarot_workers.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+# Nothing reads task results; alerts land in the database.
+task_ignore_result = True
+
+# JSON only, never pickle.
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+task_queues = (Queue("streams"), Queue("alerts"), Queue("control"))
+task_default_queue = "control"
+task_routes = {
+    "kakarot.streams.*": {"queue": "streams"},
+    "kakarot.alerts.*": {"queue": "alerts"},
+    "kakarot.control.*": {"queue": "control"},
+}
+
+# One message at a time per pool slot: a stream task holds its slot for hours, so a prefetched
+# second one would starve behind it.
+worker_prefetch_multiplier = 1
+# Acknowledgement is set per task (stream tasks early, alert tasks late); see the task modules.
+task_acks_late = False
+task_reject_on_worker_lost = True
+
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Unacknowledged (acks_late) alert messages come back after this many seconds if their
+    # worker vanished. Stream tasks are acknowledged on receipt and never come back this way.
+    "visibility_timeout": _settings.broker_visibility_timeout_s,
+}
+worker_send_task_events = _settings.celery_task_events
+task_send_sent_event = _settings.celery_task_events
+worker_hijack_root_logger = False
+timezone = "UTC"
+enable_utc = True

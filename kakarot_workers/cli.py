@@ -1,0 +1,223 @@
+"""The `kakarot` command. Errors are one clear line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kakarot_workers.errors import KakarotError
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Kakarot Workers: watch DEX trading for configured tokens and alert.")
+db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
+config_cli = typer.Typer(no_args_is_help=True, help="Monitor configs (rules + channels).")
+task_cli = typer.Typer(no_args_is_help=True, help="Monitor tasks.")
+target_cli = typer.Typer(no_args_is_help=True, help="A task's targets (token contract addresses).")
+cli.add_typer(db_cli, name="db")
+cli.add_typer(config_cli, name="config")
+cli.add_typer(task_cli, name="task")
+cli.add_typer(target_cli, name="target")
+
+console = Console()
+EXIT_ERROR = 2
+
+
+def main() -> None:
+    """Console-script entry point: run the CLI, turning our errors into one line."""
+    try:
+        cli(standalone_mode=False)
+    except KakarotError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and the like
+        from click.exceptions import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+# --- db -------------------------------------------------------------------------------------
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Create or update the schema (Alembic migrations)."""
+    from kakarot_workers.db.session import current_revision, upgrade_schema
+    from kakarot_workers.settings import get_settings
+
+    upgrade_schema(revision=revision)
+    typer.echo(f"schema at revision {current_revision()} "
+               f"({get_settings().safe_dump()['database_url']})")
+
+
+# --- config ---------------------------------------------------------------------------------
+@config_cli.command("create")
+def config_create(
+    name: Annotated[str, typer.Option(help="Config name.")],
+    chain: Annotated[str, typer.Option(help="Chain: bsc, eth, base, sol, …")],
+    source: Annotated[str, typer.Option(help="feed or simulator.")] = "simulator",
+    min_usd: Annotated[float | None, typer.Option(help="Layer 1: single trade ≥ this USD.")] = None,
+    cumulative_usd: Annotated[float | None, typer.Option(help="Layer 1: cumulative USD in the interval.")] = None,
+    interval: Annotated[str, typer.Option(help="time_interval, e.g. 1m, 5m, 1h.")] = "5m",
+    events_config: Annotated[str | None, typer.Option(help="events_config JSON, or @file.json.")] = None,
+    trigger: Annotated[str, typer.Option(help="trigger_logic: any or all.")] = "any",
+    notify: Annotated[str | None, typer.Option(help="notify_methods JSON, or @file.json.")] = None,
+) -> None:
+    """Create a config; events_config is validated and errors name the field."""
+    from kakarot_workers.admin import create_config, load_json_arg
+    from kakarot_workers.db.session import session_scope
+
+    events = load_json_arg(events_config, "events_config")
+    with session_scope() as session:
+        config = create_config(session, name=name, chain=chain, source=source,
+                               min_transaction_usd=min_usd, cumulative_min_amount_usd=cumulative_usd,
+                               time_interval=interval,
+                               events_config=events if events is not None else None,
+                               trigger_logic=trigger,
+                               notify_methods=load_json_arg(notify, "notify_methods"))
+        typer.echo(f"config {config.id} created (version {config.version})")
+
+
+@config_cli.command("show")
+def config_show(config_id: Annotated[int, typer.Argument(help="Config id.")]) -> None:
+    """Print a config as JSON."""
+    from kakarot_workers.admin import config_as_dict, get_config
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        typer.echo(json.dumps(config_as_dict(get_config(session, config_id)), indent=2,
+                              ensure_ascii=False))
+
+
+# --- task -----------------------------------------------------------------------------------
+@task_cli.command("create")
+def task_create(
+    name: Annotated[str, typer.Option(help="Task name.")],
+    config_id: Annotated[int, typer.Option(help="The config the task uses.")],
+    chain: Annotated[str, typer.Option(help="Chain of the task.")],
+    task_type: Annotated[str, typer.Option("--type", help="smart, batch or block.")] = "batch",
+) -> None:
+    """Create a monitor task bound to one config."""
+    from kakarot_workers.admin import create_task
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        task = create_task(session, name=name, task_type=task_type, chain=chain,
+                           config_id=config_id)
+        typer.echo(f"task {task.id} created")
+
+
+@task_cli.command("list")
+def task_list() -> None:
+    """List tasks with their target counts and epochs."""
+    from kakarot_workers.admin import list_tasks
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        rows = list_tasks(session)
+    table = Table("id", "name", "type", "chain", "status", "epoch", "targets", "last heartbeat")
+    for row in rows:
+        table.add_row(*(str(row[k]) if row[k] is not None else "-" for k in
+                        ("id", "name", "type", "chain", "status", "epoch", "targets",
+                         "last_heartbeat")))
+    console.print(table)
+
+
+# --- target ---------------------------------------------------------------------------------
+@target_cli.command("add")
+def target_add(
+    task_id: Annotated[int, typer.Option(help="Task id.")],
+    ca: Annotated[str, typer.Option(help="Token contract address.")],
+    symbol: Annotated[str | None, typer.Option(help="Token symbol.")] = None,
+    pair: Annotated[str | None, typer.Option(help="Pair (pool) address.")] = None,
+) -> None:
+    """Add one target to a task (the address is validated for the task's chain)."""
+    from kakarot_workers.admin import add_targets, target_row
+    from kakarot_workers.batches import get_task
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        chain = get_task(session, task_id).chain_type
+        added, existing = add_targets(session, task_id, [target_row(chain, ca, symbol, pair)])
+    typer.echo("target added" if added else "target already present")
+
+
+@target_cli.command("import")
+def target_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a header: ca,symbol,pair[,name].")],
+    task_id: Annotated[int, typer.Option(help="Task id.")],
+) -> None:
+    """Import targets from CSV; any bad row refuses the whole file, naming each bad line."""
+    from kakarot_workers.admin import import_targets_file
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        added, existing = import_targets_file(session, task_id, file)
+    typer.echo(f"{added} targets added, {existing} already present")
+
+
+# --- running --------------------------------------------------------------------------------
+@cli.command("dispatch")
+def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
+    """Allocate the task if it has no batches yet, then send one consumer per batch."""
+    from kakarot_workers.control import dispatch, ensure_allocated
+
+    batch_ids = ensure_allocated(task_id)
+    dispatch(batch_ids)
+    typer.echo(f"dispatched {len(batch_ids)} batches of task {task_id}: {batch_ids}")
+
+
+@cli.command("simulator")
+def simulator_cmd(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    tokens: Annotated[int, typer.Option(help="Tokens traded.")] = 200,
+    rate: Annotated[float, typer.Option(help="Trades per second over all tokens.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Run the market simulator feed on 127.0.0.1 until Ctrl-C."""
+    import time
+
+    from kakarot_workers.market import Market
+    from kakarot_workers.simulator import SimulatorServer
+
+    with SimulatorServer(Market.with_tokens(seed, tokens), rate, port=port) as sim:
+        typer.echo(f"simulator on {sim.url}: {tokens} tokens, {rate:g} trades/s (Ctrl-C to stop)")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command("demo")
+def demo_cmd(
+    tokens: Annotated[int, typer.Option(min=1, help="Simulated tokens (targets).")] = 200,
+    rate: Annotated[float, typer.Option(min=0.1, help="Trades per second over all tokens.")] = 50.0,
+    duration: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
+    min_usd: Annotated[float, typer.Option(help="Alert on single trades ≥ this USD.")] = 5000.0,
+) -> None:
+    """Run the whole fleet on embedded defaults: Redis, SQLite, simulator, workers."""
+    from kakarot_workers.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(tokens=tokens, rate=rate, duration=duration, seed=seed, min_usd=min_usd),
+             console)
+
+
+@cli.callback()
+def _root(ctx: typer.Context) -> None:
+    # Fail early, with the variable named, if the settings are invalid.
+    from kakarot_workers.settings import get_settings
+
+    get_settings()

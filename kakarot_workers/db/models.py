@@ -1,0 +1,191 @@
+"""SQLAlchemy models of the `monitor_*_v2` tables (SPEC §2).
+
+Table and column names are the ones the Java admin backend reads and writes; do not rename them.
+All times are naive UTC (MySQL DATETIME). Schema changes go through Alembic migrations in
+`kakarot_workers/db/migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT in MySQL, INTEGER in SQLite (only INTEGER PRIMARY KEY auto-increments there).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Usd = Numeric(30, 8)
+
+TASK_ACTIVE = 1
+TARGET_ACTIVE = 1
+CONFIG_ACTIVE = 1
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the form every DATETIME column stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class _Timestamps:
+    create_time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False,
+                                                  server_default=func.now())
+    update_time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow,
+                                                  nullable=False, server_default=func.now())
+
+
+class MonitorConfig(_Timestamps, Base):
+    __tablename__ = "monitor_config_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    config_name: Mapped[str] = mapped_column(String(128))
+    config_category: Mapped[str | None] = mapped_column(String(32))
+    chain_type: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(32))
+    market_type: Mapped[str | None] = mapped_column(String(32))
+    min_transaction_usd: Mapped[Decimal | None] = mapped_column(Usd)
+    cumulative_min_amount_usd: Mapped[Decimal | None] = mapped_column(Usd)
+    time_interval: Mapped[str] = mapped_column(String(8), default="5m", server_default="5m")
+    top_holders_threshold: Mapped[Decimal | None] = mapped_column(Numeric(8, 4))
+    events_config: Mapped[Any | None] = mapped_column(JSON)
+    trigger_logic: Mapped[str] = mapped_column(String(8), default="any", server_default="any")
+    notify_methods: Mapped[Any | None] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    status: Mapped[int] = mapped_column(SmallInteger, default=CONFIG_ACTIVE, server_default="1")
+    del_flag: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+
+    __table_args__ = (Index("idx_config_update_time", "update_time"),)
+
+
+class MonitorTask(_Timestamps, Base):
+    __tablename__ = "monitor_task_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_name: Mapped[str] = mapped_column(String(128))
+    task_type: Mapped[str] = mapped_column(String(16))  # smart | batch | block
+    chain_type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int] = mapped_column(SmallInteger, default=TASK_ACTIVE, server_default="1")
+    del_flag: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    current_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class MonitorTaskConfig(Base):
+    __tablename__ = "monitor_task_config_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    config_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    config_order: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (UniqueConstraint("task_id", "config_id", name="uq_task_config"),)
+
+
+class MonitorTaskTarget(_Timestamps, Base):
+    __tablename__ = "monitor_task_target_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    target_type: Mapped[str] = mapped_column(String(16), default="token", server_default="token")
+    target_value: Mapped[str] = mapped_column(String(128))  # the CA
+    token_name: Mapped[str | None] = mapped_column(String(128))
+    token_symbol: Mapped[str | None] = mapped_column(String(64))
+    market_cap: Mapped[Decimal | None] = mapped_column(Usd)
+    pair_address: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str | None] = mapped_column(String(32))
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    batch_order: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    status: Mapped[int] = mapped_column(SmallInteger, default=TARGET_ACTIVE, server_default="1")
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "target_value", name="uq_task_target"),
+        Index("idx_target_task_status", "task_id", "status"),
+    )
+
+
+class MonitorBatch(_Timestamps, Base):
+    __tablename__ = "monitor_batch_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    batch_no: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # pending|running|paused|stopped|completed|error|stale|retired
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    consumer_id: Mapped[str | None] = mapped_column(String(128))
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+    total_alerts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_alert_time: Mapped[datetime | None] = mapped_column(DateTime)
+    error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "epoch", "batch_no", name="uq_batch_task_epoch_no"),
+        Index("idx_batch_task_epoch", "task_id", "epoch"),
+    )
+
+
+class MonitorBatchItem(Base):
+    __tablename__ = "monitor_batch_item_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger)
+    target_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    batch_order: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("batch_id", "target_id", name="uq_batch_item"),)
+
+
+class MonitorAlertLog(Base):
+    __tablename__ = "monitor_alert_log_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # sha256 of "task:chain:tx_hash:log_index:rule": one event can alert a task once per rule.
+    dedup_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    config_id: Mapped[int | None] = mapped_column(BigInteger)
+    config_version: Mapped[int | None] = mapped_column(Integer)
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    target_id: Mapped[int | None] = mapped_column(BigInteger)
+    chain_type: Mapped[str] = mapped_column(String(16))
+    ca: Mapped[str] = mapped_column(String(128))
+    token_symbol: Mapped[str | None] = mapped_column(String(64))
+    alert_type: Mapped[str] = mapped_column(String(32))
+    alert_data: Mapped[Any | None] = mapped_column(JSON)
+    tx_hash: Mapped[str | None] = mapped_column(String(128))
+    log_index: Mapped[int | None] = mapped_column(Integer)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    event_time: Mapped[datetime | None] = mapped_column(DateTime)
+    price_usd: Mapped[Decimal | None] = mapped_column(Usd)
+    amount_usd: Mapped[Decimal | None] = mapped_column(Usd)
+    incomplete_data: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    notify_status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    create_time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False,
+                                                  server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("dedup_key", name="uq_alert_dedup"),
+        Index("idx_alert_task_time", "task_id", "create_time"),
+        Index("idx_alert_ca_time", "ca", "create_time"),
+    )

@@ -1,0 +1,29 @@
+"""The error hierarchy: retry policies and the CLI match on these classes."""
+
+
+class KakarotError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(KakarotError):
+    """Settings or a monitor config are invalid; the message names the variable or field."""
+
+
+class InputError(KakarotError):
+    """Operator input (a CLI argument, a CSV row, an address) is malformed; says what and where."""
+
+
+class NotFoundError(KakarotError):
+    """A task, config or batch that was asked for does not exist."""
+
+
+class EventError(KakarotError):
+    """A swap event or a source frame is malformed."""
+
+
+class SourceError(KakarotError):
+    """A market-data source failed (connection, protocol); the consumer reconnects."""
+
+
+class NotifyError(KakarotError):
+    """A notifier could not deliver a message."""

@@ -1,0 +1,49 @@
+"""Every Redis key the fleet uses, in one place.
+
+Keys shared with other systems keep the names of the design notes (`heartbeat:node:{id}`,
+`node:metrics:{id}`, `monitor:config:changed`); the rest live under `kakarot:`. A configurable
+prefix (`KAKAROT_REDIS_KEY_PREFIX`) lets several fleets share one Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = ""
+
+    def _k(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    # --- shared with the backend (names from the notes) -------------------------------------
+    def node_heartbeat(self, node_id: str) -> str:
+        return self._k(f"heartbeat:node:{node_id}")
+
+    def node_metrics(self, node_id: str) -> str:
+        return self._k(f"node:metrics:{node_id}")
+
+    @property
+    def config_changed_channel(self) -> str:
+        return self._k("monitor:config:changed")
+
+    # --- stream side ------------------------------------------------------------------------
+    def batch_status(self, batch_id: int) -> str:
+        """Hash: status, events, last_event_ms, consumer_id, epoch; expires unless refreshed."""
+        return self._k(f"kakarot:batch:{batch_id}:status")
+
+    @property
+    def events_total(self) -> str:
+        """Counter of swap events emitted to the alert pool by every consumer."""
+        return self._k("kakarot:stats:events_emitted")
+
+    @property
+    def events_rejected(self) -> str:
+        """Counter of wire events the alert pool refused as malformed."""
+        return self._k("kakarot:stats:events_rejected")
+
+    @property
+    def frames_rejected(self) -> str:
+        """Counter of source frames that failed to parse."""
+        return self._k("kakarot:stats:frames_rejected")

@@ -1,0 +1,159 @@
+"""The one settings object: environment `KAKAROT_*`, optionally a YAML file, validated at start.
+
+Precedence, highest first: environment variables, the YAML file named by `KAKAROT_CONFIG_FILE`,
+the defaults below. Secrets (database and Redis passwords, bot tokens) belong in the environment;
+`Settings.safe_dump()` masks them so they are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from kakarot_workers.errors import ConfigError
+
+ENV_PREFIX = "KAKAROT_"
+CONFIG_FILE_ENV = "KAKAROT_CONFIG_FILE"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by KAKAROT_CONFIG_FILE; its keys are the field names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data = _read_yaml(os.environ.get(CONFIG_FILE_ENV))
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def _read_yaml(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}: no such file: {path}")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {path}: unknown setting(s): {', '.join(unknown)}")
+    return data
+
+
+class Settings(BaseSettings):
+    """Every knob of the fleet. Field `foo_bar` is read from `KAKAROT_FOO_BAR`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- services -------------------------------------------------------------------------
+    database_url: str = "sqlite:///var/kakarot.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = ""
+    # --- celery ---------------------------------------------------------------------------
+    celery_task_events: bool = True
+    # Alert tasks are acknowledged late; an unacknowledged message is re-delivered after this.
+    broker_visibility_timeout_s: int = Field(default=300, ge=30)
+    # --- allocation -----------------------------------------------------------------------
+    batch_cap: int = Field(default=99, ge=1, le=10_000)
+    # --- stream consumers -----------------------------------------------------------------
+    feed_url: str = "ws://127.0.0.1:8765"
+    simulator_url: str = "ws://127.0.0.1:8765"
+    emit_max_events: int = Field(default=200, ge=1)
+    emit_max_ms: int = Field(default=50, ge=1)
+    source_idle_timeout_s: float = Field(default=30.0, gt=0)
+    reconnect_max_backoff_s: float = Field(default=10.0, gt=0)
+    batch_status_ttl_s: int = Field(default=30, ge=1)
+    # --- alert pool -----------------------------------------------------------------------
+    config_cache_ttl_s: float = Field(default=5.0, ge=0)
+    explorer_tx_url: dict[str, str] = Field(
+        default_factory=lambda: {
+            "eth": "https://etherscan.io/tx/{tx}",
+            "bsc": "https://bscscan.com/tx/{tx}",
+            "base": "https://basescan.org/tx/{tx}",
+            "sol": "https://solscan.io/tx/{tx}",
+        }
+    )
+    # --- operations -----------------------------------------------------------------------
+    log_level: str = "INFO"
+    json_logs: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "mysql+pymysql:", "mysql:", "mariadb+pymysql:")):
+            raise ValueError("expected sqlite:///path or mysql+pymysql://user:pass@host/db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
+            raise ValueError("expected redis://host:port/db, rediss://… or unix:///path")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    def safe_dump(self) -> dict[str, Any]:
+        """The settings with passwords in URLs masked, fit for logs and `kakarot config show`."""
+        return {k: _mask_url(v) if isinstance(v, str) else v for k, v in self.model_dump().items()}
+
+
+def _mask_url(value: str) -> str:
+    if "://" in value and "@" in value:
+        scheme, rest = value.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings, turning a validation error into one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            where = f"{ENV_PREFIX}{field.upper()}" + ("." + ".".join(map(str, err["loc"][1:])) if len(err["loc"]) > 1 else "")
+            got = err.get("input")
+            shown = "" if field.endswith(("url", "token", "secret", "password")) else f" (got {got!r})"
+            problems.append(f"{where}: {err['msg']}{shown}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,151 @@
+"""The JSON market-data feed: one WebSocket per batch, up to 99 tokens per connection.
+
+Protocol: the client sends `{"op": "subscribe", "tokens": [CA, …]}`; the feed answers
+`{"type": "subscribed", "count": n}` and then pushes one frame per trade:
+
+| feed field      | SwapEvent field     | notes                              |
+|-----------------|---------------------|------------------------------------|
+| token           | ca                  | contract address                   |
+| txHash, logIndex| tx_hash, log_index  | the event's identity               |
+| blockNumber     | block_number        | optional                           |
+| timestamp       | ts_ms               | milliseconds since the epoch       |
+| side            | side                | "buy" or "sell"                    |
+| priceUsd        | price_usd           |                                    |
+| volumeUsd       | amount_usd          | the trade's value in USD           |
+| amount          | amount_token        | optional                           |
+| marketCapUsd    | market_cap_usd      | optional (missing → unknown)       |
+| top10HolderPct  | top10_holders_pct   | optional (missing → unknown)       |
+| symbol, pair    | symbol, pair        | optional                           |
+| chain           | chain               | optional; defaults to the task's   |
+
+`{"type": "error", "message": …}` frames are logged. A frame that fails to parse is counted,
+logged with a short excerpt, and skipped; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import websocket
+
+from kakarot_workers.errors import EventError
+from kakarot_workers.events import SwapEvent, from_wire
+from kakarot_workers.sources import SourceStats
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+TICK_S = 0.05
+EXCERPT_CHARS = 120
+_FIELD_MAP = {
+    "token": "ca", "txHash": "tx_hash", "logIndex": "log_index", "blockNumber": "block_number",
+    "timestamp": "ts_ms", "side": "side", "priceUsd": "price_usd", "volumeUsd": "amount_usd",
+    "amount": "amount_token", "marketCapUsd": "market_cap_usd",
+    "top10HolderPct": "top10_holders_pct", "symbol": "symbol", "pair": "pair", "chain": "chain",
+}
+
+
+def parse_trade(message: dict[str, Any], default_chain: str) -> SwapEvent:
+    """Map one `trade` frame to a SwapEvent; raise EventError naming the bad field."""
+    wire = {ours: message[theirs] for theirs, ours in _FIELD_MAP.items()
+            if message.get(theirs) is not None}
+    wire.setdefault("chain", default_chain)
+    return from_wire(wire)
+
+
+def excerpt(raw: str | bytes) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
+
+
+class FeedSource:
+    """A batch's subscription to a JSON trade feed, with reconnects (exponential, jittered)."""
+
+    def __init__(self, url: str, chain: str, tokens: list[str], *, idle_timeout_s: float = 30.0,
+                 max_backoff_s: float = 10.0, tick_s: float = TICK_S) -> None:
+        self.url = url
+        self.chain = chain
+        self.tokens = list(tokens)
+        self.idle_timeout_s = idle_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.tick_s = tick_s
+        self.stats = SourceStats()
+        self._wanted = set(tokens)
+
+    def events(self, stop: threading.Event) -> Iterator[SwapEvent | None]:
+        failures = 0
+        while not stop.is_set():
+            try:
+                conn = self._connect()
+            except (OSError, websocket.WebSocketException) as exc:
+                failures += 1
+                delay = self._backoff(failures)
+                log.warning("feed %s: connect failed (%s); retry in %.1fs", self.url, exc, delay)
+                self.stats.reconnects += 1
+                if stop.wait(delay):
+                    return
+                continue
+            failures = 0
+            try:
+                yield from self._read(conn, stop)
+            except (OSError, websocket.WebSocketException) as exc:
+                log.warning("feed %s: connection lost (%s); reconnecting", self.url, exc)
+            finally:
+                conn.close()
+            if not stop.is_set():
+                self.stats.reconnects += 1
+                if stop.wait(self._backoff(1)):
+                    return
+
+    def _connect(self) -> websocket.WebSocket:
+        conn = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT_S)
+        conn.send(json.dumps({"op": "subscribe", "tokens": self.tokens}))
+        conn.settimeout(self.tick_s)
+        return conn
+
+    def _read(self, conn: websocket.WebSocket, stop: threading.Event) -> Iterator[SwapEvent | None]:
+        last_frame = time.monotonic()
+        while not stop.is_set():
+            try:
+                raw = conn.recv()
+            except websocket.WebSocketTimeoutException:
+                if time.monotonic() - last_frame > self.idle_timeout_s:
+                    log.warning("feed %s: nothing for %.0fs; treating as dead", self.url,
+                                self.idle_timeout_s)
+                    return
+                yield None
+                continue
+            if not raw:  # closed by the server
+                return
+            last_frame = time.monotonic()
+            self.stats.frames += 1
+            event = self._decode(raw)
+            if event is not None:
+                yield event
+
+    def _decode(self, raw: str | bytes) -> SwapEvent | None:
+        try:
+            message = json.loads(raw)
+            if not isinstance(message, dict):
+                raise EventError("frame is not a JSON object")
+            kind = message.get("type")
+            if kind == "trade":
+                event = parse_trade(message, self.chain)
+                return event if event.ca in self._wanted else None
+            if kind == "error":
+                log.warning("feed %s says: %s", self.url, excerpt(str(message.get("message"))))
+            return None
+        except (ValueError, EventError) as exc:
+            self.stats.frames_rejected += 1
+            log.warning("feed %s: rejected frame (%s): %s", self.url, exc, excerpt(raw))
+            return None
+
+    def _backoff(self, failures: int) -> float:
+        base = min(self.max_backoff_s, 0.2 * 2 ** min(failures, 10))
+        return base * random.uniform(0.5, 1.0)
