@@ -34,7 +34,8 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """One Celery worker subprocess serving `queues`."""
 
-    def __init__(self, name: str, queues: str, *, pool: str = "prefork", concurrency: int = 2,
+    def __init__(self, name: str, queues: str, *, pool: str | None = None,
+                 concurrency: int | None = None,
                  env: dict[str, str] | None = None, log_path: Path | None = None,
                  extra_args: list[str] | None = None) -> None:
         self.name = name
@@ -54,9 +55,12 @@ class WorkerProcess:
 
     def start(self, wait: bool = True) -> WorkerProcess:
         command = [sys.executable, "-m", "celery", "-A", "kakarot_workers", "worker",
-                   "-Q", self.queues, "-n", self.nodename, "--pool", self.pool,
-                   "--concurrency", str(self.concurrency), "--loglevel", "INFO",
+                   "-Q", self.queues, "-n", self.nodename, "--loglevel", "INFO",
                    "--without-mingle", *self.extra_args]
+        if self.pool is not None:
+            command += ["--pool", self.pool]
+        if self.concurrency is not None:
+            command += ["--concurrency", str(self.concurrency)]
         output = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,15 +76,27 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
-def upgrade_schema(url: str | None = None, revision: str = "head") -> None:
-    """Create or update the schema to `revision` with the packaged Alembic migrations."""
-    from alembic import command
+def _alembic_config(url: str | None) -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url or get_settings().database_url
-    command.upgrade(config, revision)
+    return config
+
+
+def upgrade_schema(url: str | None = None, revision: str = "head") -> None:
+    """Create or update the schema to `revision` with the packaged Alembic migrations."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade_schema(url: str | None = None, revision: str = "-1") -> None:
+    """Step the schema back to `revision` ("base" drops every table the migrations made)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)
 
 
 def current_revision(url: str | None = None) -> str | None:

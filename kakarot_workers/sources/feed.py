@@ -64,6 +64,15 @@ def excerpt(raw: str | bytes) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
 
 
+def _close(conn: websocket.WebSocket) -> None:
+    # close() does nothing once the peer has closed (connected is already False), leaving the
+    # socket open; shutdown() closes it in every case.
+    try:
+        conn.close(timeout=1)
+    finally:
+        conn.shutdown()
+
+
 class FeedSource:
     """A batch's subscription to a JSON trade feed, with reconnects (exponential, jittered)."""
 
@@ -97,7 +106,7 @@ class FeedSource:
             except (OSError, websocket.WebSocketException) as exc:
                 log.warning("feed %s: connection lost (%s); reconnecting", self.url, exc)
             finally:
-                conn.close()
+                _close(conn)
             if not stop.is_set():
                 self.stats.reconnects += 1
                 if stop.wait(self._backoff(1)):
@@ -105,8 +114,12 @@ class FeedSource:
 
     def _connect(self) -> websocket.WebSocket:
         conn = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT_S)
-        conn.send(json.dumps({"op": "subscribe", "tokens": self.tokens}))
-        conn.settimeout(self.tick_s)
+        try:
+            conn.send(json.dumps({"op": "subscribe", "tokens": self.tokens}))
+            conn.settimeout(self.tick_s)
+        except BaseException:
+            _close(conn)
+            raise
         return conn
 
     def _read(self, conn: websocket.WebSocket, stop: threading.Event) -> Iterator[SwapEvent | None]:

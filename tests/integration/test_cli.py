@@ -1,0 +1,103 @@
+"""The `kakarot` console script, run as a real subprocess against a fresh SQLite database."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KAKAROT = str(Path(sys.executable).with_name("kakarot"))
+CA = ["0x" + f"{i:040x}" for i in range(1, 4)]
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {**os.environ, "KAKAROT_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+
+    def kakarot(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([KAKAROT, *args], env=env, capture_output=True, text=True,
+                                timeout=60, cwd=tmp_path)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    kakarot("db", "upgrade")
+    return kakarot
+
+
+@pytest.fixture
+def task_id(run):
+    run("config", "create", "--name", "c", "--chain", "bsc", "--min-usd", "5000")
+    run("task", "create", "--name", "t", "--config-id", "1", "--chain", "bsc")
+    return "1"
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one clear line, no traceback
+    return lines[0]
+
+
+def test_happy_path(run, task_id, tmp_path):
+    config = json.loads(run("config", "show", "1").stdout)
+    assert config["min_transaction_usd"] == 5000 and config["chain"] == "bsc"
+    assert "target added" in run("target", "add", "--task-id", task_id, "--ca", CA[0],
+                                 "--symbol", "AAA").stdout
+    csv = tmp_path / "targets.csv"
+    csv.write_text(f"ca,symbol,pair\n{CA[0]},AAA,\n{CA[1].upper().replace('0X', '0x')},BBB,{CA[2]}\n")
+    assert "1 targets added, 1 already present" in run("target", "import", str(csv), "--task-id",
+                                                       task_id).stdout
+    listing = run("task", "list").stdout
+    assert " 2 " in listing  # two targets
+
+
+def test_bad_csv_row_names_the_line_and_imports_nothing(run, task_id, tmp_path):
+    csv = tmp_path / "targets.csv"
+    csv.write_text(f"ca,symbol,pair\n{CA[0]},AAA,\n0xnothex,BBB,\n{CA[1]},CCC,0x12\n")
+    line = _one_error_line(run("target", "import", str(csv), "--task-id", task_id, ok=False))
+    assert "targets.csv line 3: invalid address '0xnothex' for chain bsc" in line
+    assert "targets.csv line 4: invalid address '0x12'" in line
+    assert "nothing was imported" in line
+    assert " 0 " in run("task", "list").stdout.replace("│", " ")
+
+
+def test_csv_without_ca_header(run, task_id, tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"{CA[0]},AAA\n")
+    line = _one_error_line(run("target", "import", str(csv), "--task-id", task_id, ok=False))
+    assert "t.csv line 1: header must name a 'ca' column" in line
+
+
+def test_invalid_events_config_is_refused_naming_the_field(run):
+    result = run("config", "create", "--name", "bad", "--chain", "bsc", "--events-config",
+                 '{"price_change": {"threshold_pct": -2, "window": "1m"}}', ok=False)
+    assert "events_config.price_change.threshold_pct: Input should be greater than 0" in \
+        _one_error_line(result)
+    result = run("config", "create", "--name", "bad", "--chain", "bsc", "--events-config",
+                 '{"volume": ', ok=False)
+    assert "events_config: not valid JSON" in _one_error_line(result)
+
+
+def test_unknown_task_and_config(run):
+    assert "task 42 does not exist" in _one_error_line(
+        run("target", "add", "--task-id", "42", "--ca", CA[0], ok=False))
+    assert "config 9 does not exist" in _one_error_line(
+        run("task", "create", "--name", "t", "--config-id", "9", "--chain", "bsc", ok=False))
+    assert "config 9 does not exist" in _one_error_line(run("config", "show", "9", ok=False))
+
+
+def test_bad_address_and_chain(run, task_id):
+    assert "expected 0x followed by 40 hex digits" in _one_error_line(
+        run("target", "add", "--task-id", task_id, "--ca", "0x1", ok=False))
+    assert "unknown chain 'doge'" in _one_error_line(
+        run("config", "create", "--name", "c", "--chain", "doge", ok=False))
+
+
+def test_invalid_settings_fail_naming_the_variable(tmp_path):
+    env = {**os.environ, "KAKAROT_BATCH_CAP": "lots"}
+    result = subprocess.run([KAKAROT, "task", "list"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert "KAKAROT_BATCH_CAP: Input should be a valid integer" in _one_error_line(result)
