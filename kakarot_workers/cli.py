@@ -180,18 +180,19 @@ def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None
 
 @cli.command("simulator")
 def simulator_cmd(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind (containers need 0.0.0.0).")] = "127.0.0.1",
     tokens: Annotated[int, typer.Option(help="Tokens traded.")] = 200,
     rate: Annotated[float, typer.Option(help="Trades per second over all tokens.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
-    """Run the market simulator feed on 127.0.0.1 until Ctrl-C."""
+    """Run the market simulator feed until Ctrl-C."""
     import time
 
     from kakarot_workers.market import Market
     from kakarot_workers.simulator import SimulatorServer
 
-    with SimulatorServer(Market.with_tokens(seed, tokens), rate, port=port) as sim:
+    with SimulatorServer(Market.with_tokens(seed, tokens), rate, host=host, port=port) as sim:
         typer.echo(f"simulator on {sim.url}: {tokens} tokens, {rate:g} trades/s (Ctrl-C to stop)")
         try:
             while True:
