@@ -18,7 +18,9 @@ def check_chain(chain: str) -> str:
     """Return the chain name lower-cased, or raise naming the known ones."""
     name = chain.strip().lower()
     if name not in KNOWN_CHAINS:
-        raise InputError(f"unknown chain {chain!r}: expected one of {', '.join(sorted(KNOWN_CHAINS))}")
+        raise InputError(
+            f"unknown chain {chain!r}: expected one of {', '.join(sorted(KNOWN_CHAINS))}"
+        )
     return name
 
 
@@ -28,10 +30,14 @@ def normalize_address(chain: str, address: str) -> str:
     name = check_chain(chain)
     if name in EVM_CHAINS:
         if not _EVM_ADDRESS.match(value):
-            raise InputError(f"invalid address {address!r} for chain {name}: "
-                             "expected 0x followed by 40 hex digits")
+            raise InputError(
+                f"invalid address {address!r} for chain {name}: "
+                "expected 0x followed by 40 hex digits"
+            )
         return value.lower()
     if not _BASE58_ADDRESS.match(value):
-        raise InputError(f"invalid address {address!r} for chain {name}: "
-                         "expected a base58 string of 32-44 characters")
+        raise InputError(
+            f"invalid address {address!r} for chain {name}: "
+            "expected a base58 string of 32-44 characters"
+        )
     return value

@@ -29,12 +29,20 @@ TASK_TYPES = ("smart", "batch", "block")
 MAX_REPORTED_ROWS = 10
 
 
-def create_config(session: Session, *, name: str, chain: str, source: str = "simulator",
-                  min_transaction_usd: float | None = None,
-                  cumulative_min_amount_usd: float | None = None, time_interval: str = "5m",
-                  events_config: str | dict[str, Any] | None = None, trigger_logic: str = "any",
-                  notify_methods: list[Any] | None = None,
-                  top_holders_threshold: float | None = None) -> MonitorConfig:
+def create_config(
+    session: Session,
+    *,
+    name: str,
+    chain: str,
+    source: str = "simulator",
+    min_transaction_usd: float | None = None,
+    cumulative_min_amount_usd: float | None = None,
+    time_interval: str = "5m",
+    events_config: str | dict[str, Any] | None = None,
+    trigger_logic: str = "any",
+    notify_methods: list[Any] | None = None,
+    top_holders_threshold: float | None = None,
+) -> MonitorConfig:
     """Validate and insert a config; `events_config` errors name the field."""
     if source not in SOURCE_KINDS:
         raise InputError(f"source {source!r}: expected one of {', '.join(SOURCE_KINDS)}")
@@ -44,16 +52,21 @@ def create_config(session: Session, *, name: str, chain: str, source: str = "sim
         parse_interval(time_interval)
     except ValueError as exc:
         raise InputError(f"time_interval: {exc}") from None
-    for label, value in (("min_transaction_usd", min_transaction_usd),
-                         ("cumulative_min_amount_usd", cumulative_min_amount_usd)):
+    for label, value in (
+        ("min_transaction_usd", min_transaction_usd),
+        ("cumulative_min_amount_usd", cumulative_min_amount_usd),
+    ):
         if value is not None and value < 0:
             raise InputError(f"{label}: must not be negative, got {value}")
     events = parse_events_config(events_config)
     config = MonitorConfig(
-        config_name=name, chain_type=check_chain(chain), source=source,
+        config_name=name,
+        chain_type=check_chain(chain),
+        source=source,
         min_transaction_usd=_decimal(min_transaction_usd),
         cumulative_min_amount_usd=_decimal(cumulative_min_amount_usd),
-        time_interval=time_interval, trigger_logic=trigger_logic,
+        time_interval=time_interval,
+        trigger_logic=trigger_logic,
         events_config=events.model_dump(exclude_none=True),
         notify_methods=notify_methods or [],
         top_holders_threshold=_decimal(top_holders_threshold),
@@ -74,8 +87,9 @@ def get_config(session: Session, config_id: int) -> MonitorConfig:
     return config
 
 
-def create_task(session: Session, *, name: str, task_type: str, chain: str,
-                config_id: int) -> MonitorTask:
+def create_task(
+    session: Session, *, name: str, task_type: str, chain: str, config_id: int
+) -> MonitorTask:
     if task_type not in TASK_TYPES:
         raise InputError(f"task type {task_type!r}: expected one of {', '.join(TASK_TYPES)}")
     get_config(session, config_id)
@@ -99,24 +113,39 @@ def add_targets(session: Session, task_id: int, rows: list[TargetRow]) -> tuple[
     task = get_task(session, task_id)
     if task.task_type == "block":
         raise InputError(f"task {task_id} is a block task: it watches the whole chain, no targets")
-    existing = set(session.scalars(select(MonitorTaskTarget.target_value)
-                                   .where(MonitorTaskTarget.task_id == task_id)))
+    existing = set(
+        session.scalars(
+            select(MonitorTaskTarget.target_value).where(MonitorTaskTarget.task_id == task_id)
+        )
+    )
     added = 0
     for row in rows:
         if row.ca in existing:
             continue
         existing.add(row.ca)
-        session.add(MonitorTaskTarget(task_id=task_id, target_value=row.ca, token_symbol=row.symbol,
-                                      token_name=row.name, pair_address=row.pair))
+        session.add(
+            MonitorTaskTarget(
+                task_id=task_id,
+                target_value=row.ca,
+                token_symbol=row.symbol,
+                token_name=row.name,
+                pair_address=row.pair,
+            )
+        )
         added += 1
     return added, len(rows) - added
 
 
-def target_row(chain: str, ca: str, symbol: str | None = None, pair: str | None = None,
-               name: str | None = None) -> TargetRow:
+def target_row(
+    chain: str, ca: str, symbol: str | None = None, pair: str | None = None, name: str | None = None
+) -> TargetRow:
     """Validate one target for `chain`."""
-    return TargetRow(ca=normalize_address(chain, ca), symbol=(symbol or None),
-                     pair=normalize_address(chain, pair) if pair else None, name=(name or None))
+    return TargetRow(
+        ca=normalize_address(chain, ca),
+        symbol=(symbol or None),
+        pair=normalize_address(chain, pair) if pair else None,
+        name=(name or None),
+    )
 
 
 def parse_targets_csv(text: str, chain: str, source_name: str = "csv") -> list[TargetRow]:
@@ -124,8 +153,10 @@ def parse_targets_csv(text: str, chain: str, source_name: str = "csv") -> list[T
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "ca" not in header:
-        raise InputError(f"{source_name} line 1: header must name a 'ca' column "
-                         f"(columns: ca,symbol,pair[,name]); got {','.join(header) or 'nothing'}")
+        raise InputError(
+            f"{source_name} line 1: header must name a 'ca' column "
+            f"(columns: ca,symbol,pair[,name]); got {','.join(header) or 'nothing'}"
+        )
     reader.fieldnames = header
     rows, errors = [], []
     for row in reader:
@@ -137,8 +168,15 @@ def parse_targets_csv(text: str, chain: str, source_name: str = "csv") -> list[T
         if not any(values.values()):
             continue
         try:
-            rows.append(target_row(chain, values.get("ca", ""), values.get("symbol"),
-                                   values.get("pair"), values.get("name")))
+            rows.append(
+                target_row(
+                    chain,
+                    values.get("ca", ""),
+                    values.get("symbol"),
+                    values.get("pair"),
+                    values.get("name"),
+                )
+            )
         except InputError as exc:
             errors.append(f"{source_name} line {line}: {exc}")
     if errors:
@@ -158,24 +196,44 @@ def import_targets_file(session: Session, task_id: int, path: Path) -> tuple[int
 
 
 def list_tasks(session: Session) -> list[dict[str, Any]]:
-    counts = dict(session.execute(
-        select(MonitorTaskTarget.task_id, func.count()).where(MonitorTaskTarget.status == 1)
-        .group_by(MonitorTaskTarget.task_id)).all())
-    tasks = session.scalars(select(MonitorTask).where(MonitorTask.del_flag == 0)
-                            .order_by(MonitorTask.id)).all()
-    return [{"id": t.id, "name": t.task_name, "type": t.task_type, "chain": t.chain_type,
-             "status": t.status, "epoch": t.current_epoch, "targets": counts.get(t.id, 0),
-             "last_heartbeat": t.last_heartbeat} for t in tasks]
+    counts = dict(
+        session.execute(
+            select(MonitorTaskTarget.task_id, func.count())
+            .where(MonitorTaskTarget.status == 1)
+            .group_by(MonitorTaskTarget.task_id)
+        ).all()
+    )
+    tasks = session.scalars(
+        select(MonitorTask).where(MonitorTask.del_flag == 0).order_by(MonitorTask.id)
+    ).all()
+    return [
+        {
+            "id": t.id,
+            "name": t.task_name,
+            "type": t.task_type,
+            "chain": t.chain_type,
+            "status": t.status,
+            "epoch": t.current_epoch,
+            "targets": counts.get(t.id, 0),
+            "last_heartbeat": t.last_heartbeat,
+        }
+        for t in tasks
+    ]
 
 
 def config_as_dict(config: MonitorConfig) -> dict[str, Any]:
     return {
-        "id": config.id, "name": config.config_name, "chain": config.chain_type,
-        "source": config.source, "version": config.version,
+        "id": config.id,
+        "name": config.config_name,
+        "chain": config.chain_type,
+        "source": config.source,
+        "version": config.version,
         "min_transaction_usd": _num(config.min_transaction_usd),
         "cumulative_min_amount_usd": _num(config.cumulative_min_amount_usd),
-        "time_interval": config.time_interval, "trigger_logic": config.trigger_logic,
-        "events_config": config.events_config, "notify_methods": config.notify_methods,
+        "time_interval": config.time_interval,
+        "trigger_logic": config.trigger_logic,
+        "events_config": config.events_config,
+        "notify_methods": config.notify_methods,
     }
 
 

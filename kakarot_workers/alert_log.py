@@ -16,7 +16,9 @@ from kakarot_workers.db.models import MonitorAlertLog, MonitorBatch, utcnow
 
 def dedup_key(task_id: int, chain: str, tx_hash: str, log_index: int, rule: str) -> str:
     """sha256 of `task:chain:tx:log_index:rule`: one event alerts a task at most once per rule."""
-    return hashlib.sha256(f"{task_id}:{chain}:{tx_hash.lower()}:{log_index}:{rule}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{task_id}:{chain}:{tx_hash.lower()}:{log_index}:{rule}".encode()
+    ).hexdigest()
 
 
 def _insert_ignoring_duplicates(session: Session) -> Insert:
@@ -38,7 +40,9 @@ def record_alerts(session: Session, rows: Iterable[dict[str, Any]]) -> list[dict
             inserted.append(row)
     per_batch = Counter(row["batch_id"] for row in inserted if row.get("batch_id"))
     for batch_id, count in per_batch.items():
-        session.execute(update(MonitorBatch).where(MonitorBatch.id == batch_id)
-                        .values(total_alerts=MonitorBatch.total_alerts + count,
-                                last_alert_time=utcnow()))
+        session.execute(
+            update(MonitorBatch)
+            .where(MonitorBatch.id == batch_id)
+            .values(total_alerts=MonitorBatch.total_alerts + count, last_alert_time=utcnow())
+        )
     return inserted

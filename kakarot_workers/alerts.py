@@ -40,8 +40,9 @@ def alert_row(rules: RuleSet, event: SwapEvent, firing: Firing) -> dict[str, Any
     """The `monitor_alert_log_v2` row for one firing."""
     incomplete = event.market_cap_usd is None or event.top10_holders_pct is None
     return {
-        "dedup_key": dedup_key(rules.task_id, event.chain, event.tx_hash, event.log_index,
-                               firing.rule),
+        "dedup_key": dedup_key(
+            rules.task_id, event.chain, event.tx_hash, event.log_index, firing.rule
+        ),
         "task_id": rules.task_id,
         "config_id": rules.config_id,
         "config_version": rules.config_version,
@@ -51,9 +52,12 @@ def alert_row(rules: RuleSet, event: SwapEvent, firing: Firing) -> dict[str, Any
         "ca": event.ca,
         "token_symbol": event.symbol or None,
         "alert_type": firing.rule,
-        "alert_data": {**firing.values, "price_usd": event.price_usd,
-                       "market_cap_usd": event.market_cap_usd,
-                       "top10_holders_pct": event.top10_holders_pct},
+        "alert_data": {
+            **firing.values,
+            "price_usd": event.price_usd,
+            "market_cap_usd": event.market_cap_usd,
+            "top10_holders_pct": event.top10_holders_pct,
+        },
         "tx_hash": event.tx_hash,
         "log_index": event.log_index,
         "block_number": event.block_number,
@@ -76,9 +80,16 @@ def _parse(events: list[Any]) -> list[SwapEvent]:
     return parsed
 
 
-@app.task(name="kakarot.alerts.evaluate_events", acks_late=True, reject_on_worker_lost=True,
-          ignore_result=True, autoretry_for=(SQLAlchemyError, redis.RedisError),
-          retry_backoff=True, retry_backoff_max=30, max_retries=40)
+@app.task(
+    name="kakarot.alerts.evaluate_events",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(SQLAlchemyError, redis.RedisError),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=40,
+)
 def evaluate_events(events: list[Any]) -> int:
     """Judge a micro-batch of wire events; record and log the alerts; return how many are new."""
     if not isinstance(events, list):
@@ -103,8 +114,16 @@ def evaluate_events(events: list[Any]) -> int:
             new_rows = record_alerts(session, rows)
     for row in new_rows:
         template = explorer.get(row["chain_type"])
-        log.info(alert_line(task_id=row["task_id"], symbol=row["token_symbol"], ca=row["ca"],
-                            rule=row["alert_type"], values=row["alert_data"],
-                            price_usd=row["price_usd"], tx_hash=row["tx_hash"],
-                            explorer_url=template.format(tx=row["tx_hash"]) if template else None))
+        log.info(
+            alert_line(
+                task_id=row["task_id"],
+                symbol=row["token_symbol"],
+                ca=row["ca"],
+                rule=row["alert_type"],
+                values=row["alert_data"],
+                price_usd=row["price_usd"],
+                tx_hash=row["tx_hash"],
+                explorer_url=template.format(tx=row["tx_hash"]) if template else None,
+            )
+        )
     return len(new_rows)

@@ -23,4 +23,4 @@ def plain_split(task_id: int, cas: Sequence[str], cap: int) -> list[list[str]]:
     if cap < 1:
         raise ValueError("cap must be at least 1")
     ordered = sorted(set(cas), key=lambda ca: (target_hash(task_id, ca), ca))
-    return [ordered[i:i + cap] for i in range(0, len(ordered), cap)]
+    return [ordered[i : i + cap] for i in range(0, len(ordered), cap)]

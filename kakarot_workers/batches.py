@@ -58,8 +58,9 @@ def allocate_plain(session: Session, task_id: int, cap: int) -> int:
     """
     task = get_task(session, task_id)
     targets = session.scalars(
-        select(MonitorTaskTarget).where(MonitorTaskTarget.task_id == task_id,
-                                        MonitorTaskTarget.status == TARGET_ACTIVE)
+        select(MonitorTaskTarget).where(
+            MonitorTaskTarget.task_id == task_id, MonitorTaskTarget.status == TARGET_ACTIVE
+        )
     ).all()
     by_ca = {t.target_value: t for t in targets}
     epoch = task.current_epoch + 1
@@ -71,20 +72,28 @@ def allocate_plain(session: Session, task_id: int, cap: int) -> int:
             target = by_ca[ca]
             session.add(MonitorBatchItem(batch_id=batch.id, target_id=target.id, batch_order=order))
             target.batch_id, target.batch_order = batch.id, order
-    session.execute(update(MonitorBatch)
-                    .where(MonitorBatch.task_id == task_id, MonitorBatch.epoch < epoch,
-                           MonitorBatch.status != "retired")
-                    .values(status="retired", update_time=utcnow()))
+    session.execute(
+        update(MonitorBatch)
+        .where(
+            MonitorBatch.task_id == task_id,
+            MonitorBatch.epoch < epoch,
+            MonitorBatch.status != "retired",
+        )
+        .values(status="retired", update_time=utcnow())
+    )
     task.current_epoch = epoch  # set last: consumers follow current_epoch
     return epoch
 
 
 def current_batch_ids(session: Session, task_id: int) -> list[int]:
     task = get_task(session, task_id)
-    return list(session.scalars(
-        select(MonitorBatch.id).where(MonitorBatch.task_id == task_id,
-                                      MonitorBatch.epoch == task.current_epoch)
-        .order_by(MonitorBatch.batch_no)))
+    return list(
+        session.scalars(
+            select(MonitorBatch.id)
+            .where(MonitorBatch.task_id == task_id, MonitorBatch.epoch == task.current_epoch)
+            .order_by(MonitorBatch.batch_no)
+        )
+    )
 
 
 def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
@@ -93,20 +102,39 @@ def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
         raise NotFoundError(f"batch {batch_id} does not exist")
     task = get_task(session, batch.task_id)
     config = task_config(session, task.id)
-    tokens = list(session.scalars(
-        select(MonitorTaskTarget.target_value)
-        .join(MonitorBatchItem, MonitorBatchItem.target_id == MonitorTaskTarget.id)
-        .where(MonitorBatchItem.batch_id == batch_id)
-        .order_by(MonitorBatchItem.batch_order)))
-    return BatchPlan(batch_id=batch.id, task_id=task.id, epoch=batch.epoch, chain=task.chain_type,
-                     source=config.source if config else None, tokens=tokens)
+    tokens = list(
+        session.scalars(
+            select(MonitorTaskTarget.target_value)
+            .join(MonitorBatchItem, MonitorBatchItem.target_id == MonitorTaskTarget.id)
+            .where(MonitorBatchItem.batch_id == batch_id)
+            .order_by(MonitorBatchItem.batch_order)
+        )
+    )
+    return BatchPlan(
+        batch_id=batch.id,
+        task_id=task.id,
+        epoch=batch.epoch,
+        chain=task.chain_type,
+        source=config.source if config else None,
+        tokens=tokens,
+    )
 
 
-def set_batch_status(session: Session, batch_id: int, status: str, *, consumer_id: str | None = None,
-                     worker_id: str | None = None, worker_pid: int | None = None,
-                     error: str | None = None) -> None:
-    values: dict[str, object] = {"status": status, "update_time": utcnow(),
-                                 "last_heartbeat": utcnow()}
+def set_batch_status(
+    session: Session,
+    batch_id: int,
+    status: str,
+    *,
+    consumer_id: str | None = None,
+    worker_id: str | None = None,
+    worker_pid: int | None = None,
+    error: str | None = None,
+) -> None:
+    values: dict[str, object] = {
+        "status": status,
+        "update_time": utcnow(),
+        "last_heartbeat": utcnow(),
+    }
     if consumer_id is not None:
         values.update(consumer_id=consumer_id, worker_id=worker_id, worker_pid=worker_pid)
     if error is not None:

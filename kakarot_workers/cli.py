@@ -13,8 +13,12 @@ from rich.table import Table
 
 from kakarot_workers.errors import KakarotError
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Kakarot Workers: watch DEX trading for configured tokens and alert.")
+cli = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Kakarot Workers: watch DEX trading for configured tokens and alert.",
+)
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
 config_cli = typer.Typer(no_args_is_help=True, help="Monitor configs (rules + channels).")
 task_cli = typer.Typer(no_args_is_help=True, help="Monitor tasks.")
@@ -57,8 +61,9 @@ def db_upgrade(revision: str = "head") -> None:
     from kakarot_workers.settings import get_settings
 
     upgrade_schema(revision=revision)
-    typer.echo(f"schema at revision {current_revision()} "
-               f"({get_settings().safe_dump()['database_url']})")
+    typer.echo(
+        f"schema at revision {current_revision()} ({get_settings().safe_dump()['database_url']})"
+    )
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -68,9 +73,13 @@ def config_create(
     chain: Annotated[str, typer.Option(help="Chain: bsc, eth, base, sol, …")],
     source: Annotated[str, typer.Option(help="feed or simulator.")] = "simulator",
     min_usd: Annotated[float | None, typer.Option(help="Layer 1: single trade ≥ this USD.")] = None,
-    cumulative_usd: Annotated[float | None, typer.Option(help="Layer 1: cumulative USD in the interval.")] = None,
+    cumulative_usd: Annotated[
+        float | None, typer.Option(help="Layer 1: cumulative USD in the interval.")
+    ] = None,
     interval: Annotated[str, typer.Option(help="time_interval, e.g. 1m, 5m, 1h.")] = "5m",
-    events_config: Annotated[str | None, typer.Option(help="events_config JSON, or @file.json.")] = None,
+    events_config: Annotated[
+        str | None, typer.Option(help="events_config JSON, or @file.json.")
+    ] = None,
     trigger: Annotated[str, typer.Option(help="trigger_logic: any or all.")] = "any",
     notify: Annotated[str | None, typer.Option(help="notify_methods JSON, or @file.json.")] = None,
 ) -> None:
@@ -80,12 +89,18 @@ def config_create(
 
     events = load_json_arg(events_config, "events_config")
     with session_scope() as session:
-        config = create_config(session, name=name, chain=chain, source=source,
-                               min_transaction_usd=min_usd, cumulative_min_amount_usd=cumulative_usd,
-                               time_interval=interval,
-                               events_config=events if events is not None else None,
-                               trigger_logic=trigger,
-                               notify_methods=load_json_arg(notify, "notify_methods"))
+        config = create_config(
+            session,
+            name=name,
+            chain=chain,
+            source=source,
+            min_transaction_usd=min_usd,
+            cumulative_min_amount_usd=cumulative_usd,
+            time_interval=interval,
+            events_config=events if events is not None else None,
+            trigger_logic=trigger,
+            notify_methods=load_json_arg(notify, "notify_methods"),
+        )
         typer.echo(f"config {config.id} created (version {config.version})")
 
 
@@ -96,8 +111,9 @@ def config_show(config_id: Annotated[int, typer.Argument(help="Config id.")]) ->
     from kakarot_workers.db.session import session_scope
 
     with session_scope() as session:
-        typer.echo(json.dumps(config_as_dict(get_config(session, config_id)), indent=2,
-                              ensure_ascii=False))
+        typer.echo(
+            json.dumps(config_as_dict(get_config(session, config_id)), indent=2, ensure_ascii=False)
+        )
 
 
 # --- task -----------------------------------------------------------------------------------
@@ -113,8 +129,9 @@ def task_create(
     from kakarot_workers.db.session import session_scope
 
     with session_scope() as session:
-        task = create_task(session, name=name, task_type=task_type, chain=chain,
-                           config_id=config_id)
+        task = create_task(
+            session, name=name, task_type=task_type, chain=chain, config_id=config_id
+        )
         typer.echo(f"task {task.id} created")
 
 
@@ -128,9 +145,21 @@ def task_list() -> None:
         rows = list_tasks(session)
     table = Table("id", "name", "type", "chain", "status", "epoch", "targets", "last heartbeat")
     for row in rows:
-        table.add_row(*(str(row[k]) if row[k] is not None else "-" for k in
-                        ("id", "name", "type", "chain", "status", "epoch", "targets",
-                         "last_heartbeat")))
+        table.add_row(
+            *(
+                str(row[k]) if row[k] is not None else "-"
+                for k in (
+                    "id",
+                    "name",
+                    "type",
+                    "chain",
+                    "status",
+                    "epoch",
+                    "targets",
+                    "last_heartbeat",
+                )
+            )
+        )
     console.print(table)
 
 
@@ -181,7 +210,9 @@ def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None
 @cli.command("simulator")
 def simulator_cmd(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to bind (containers need 0.0.0.0).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind (containers need 0.0.0.0).")
+    ] = "127.0.0.1",
     tokens: Annotated[int, typer.Option(help="Tokens traded.")] = 200,
     rate: Annotated[float, typer.Option(help="Trades per second over all tokens.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
@@ -205,15 +236,19 @@ def simulator_cmd(
 def demo_cmd(
     tokens: Annotated[int, typer.Option(min=1, help="Simulated tokens (targets).")] = 200,
     rate: Annotated[float, typer.Option(min=0.1, help="Trades per second over all tokens.")] = 50.0,
-    duration: Annotated[float | None, typer.Option(min=1, help="Stop after this many seconds.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="Stop after this many seconds.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
     min_usd: Annotated[float, typer.Option(help="Alert on single trades ≥ this USD.")] = 5000.0,
 ) -> None:
     """Run the whole fleet on embedded defaults: Redis, SQLite, simulator, workers."""
     from kakarot_workers.demo import DemoOptions, run_demo
 
-    run_demo(DemoOptions(tokens=tokens, rate=rate, duration=duration, seed=seed, min_usd=min_usd),
-             console)
+    run_demo(
+        DemoOptions(tokens=tokens, rate=rate, duration=duration, seed=seed, min_usd=min_usd),
+        console,
+    )
 
 
 @cli.callback()

@@ -29,10 +29,17 @@ def build_rule_set(session: Session, task_id: int, last_valid: RuleSet | None = 
         events = parse_events_config(config.events_config)
     except ConfigError as exc:
         if last_valid is not None and last_valid.config_id == config.id:
-            log.error("config %s v%s refused (%s); v%s stays in force", config.id, config.version,
-                      exc, last_valid.config_version)
+            log.error(
+                "config %s v%s refused (%s); v%s stays in force",
+                config.id,
+                config.version,
+                exc,
+                last_valid.config_version,
+            )
             return last_valid
-        log.error("config %s v%s refused (%s); applying layer 1 only", config.id, config.version, exc)
+        log.error(
+            "config %s v%s refused (%s); applying layer 1 only", config.id, config.version, exc
+        )
         events = EventsConfig()
     try:
         interval_s = parse_interval(config.time_interval or "5m")

@@ -75,25 +75,36 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             _use_redis(redis_server.url)
         settings = get_settings()
         upgrade_schema()
-        console.print(f"[dim]database {settings.safe_dump()['database_url']} (schema up to date)[/dim]")
+        console.print(
+            f"[dim]database {settings.safe_dump()['database_url']} (schema up to date)[/dim]"
+        )
 
         market = Market.with_tokens(options.seed, options.tokens, chain=options.chain)
         simulator = stack.enter_context(SimulatorServer(market, options.rate))
         os.environ["KAKAROT_SIMULATOR_URL"] = simulator.url
         get_settings.cache_clear()
-        console.print(f"[dim]simulator on {simulator.url}: {options.tokens} tokens, "
-                      f"{options.rate:g} trades/s, seed {options.seed}[/dim]")
+        console.print(
+            f"[dim]simulator on {simulator.url}: {options.tokens} tokens, "
+            f"{options.rate:g} trades/s, seed {options.seed}[/dim]"
+        )
 
         task_id = _create_demo_task(market, options)
         batch_ids = ensure_allocated(task_id)
-        console.print(f"task {task_id}: {options.tokens} targets in {len(batch_ids)} batches; "
-                      f"alert on single trades ≥ ${options.min_usd:,.0f}")
+        console.print(
+            f"task {task_id}: {options.tokens} targets in {len(batch_ids)} batches; "
+            f"alert on single trades ≥ ${options.min_usd:,.0f}"
+        )
 
-        streams = WorkerProcess("demo-streams", "streams", pool="threads",
-                                concurrency=max(8, len(batch_ids) + 2),
-                                log_path=log_dir / "streams.log")
-        alerts = WorkerProcess("demo-alerts", "alerts", pool="prefork", concurrency=2,
-                               log_path=log_dir / "alerts.log")
+        streams = WorkerProcess(
+            "demo-streams",
+            "streams",
+            pool="threads",
+            concurrency=max(8, len(batch_ids) + 2),
+            log_path=log_dir / "streams.log",
+        )
+        alerts = WorkerProcess(
+            "demo-alerts", "alerts", pool="prefork", concurrency=2, log_path=log_dir / "alerts.log"
+        )
         stack.callback(alerts.kill)
         stack.callback(streams.kill)
         console.print("[dim]starting workers …[/dim]")
@@ -101,10 +112,10 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         alerts.start(wait=False)
         streams.wait_ready()
         alerts.wait_ready()
-        dispatch(batch_ids)
-        console.print(f"[green]running[/green] — {'Ctrl-C to stop' if options.duration is None else f'for {options.duration:g}s (Ctrl-C to stop early)'}")
-
         progress = _Progress(console, task_id, settings.explorer_tx_url.get(options.chain))
+        dispatch(batch_ids)
+        until = "Ctrl-C" if options.duration is None else f"{options.duration:g}s or Ctrl-C"
+        console.print(f"[green]running[/green] until {until}")
         try:
             progress.follow(options.duration)
         except KeyboardInterrupt:
@@ -114,22 +125,38 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         _wait_queue_empty("alerts", DRAIN_TIMEOUT_S)
         alerts.stop()
         progress.poll_alerts()
-        result = DemoResult(task_id, progress.events(), progress.alerts_seen, settings.database_url,
-                            log_dir)
-    console.print(f"done: {result.events} events, {result.alerts} alerts for task {task_id} "
-                  f"in {result.database_url} (monitor_alert_log_v2); worker logs in {log_dir}")
+        result = DemoResult(
+            task_id, progress.events(), progress.alerts_seen, settings.database_url, log_dir
+        )
+    console.print(
+        f"done: {result.events} events, {result.alerts} alerts for task {task_id} "
+        f"in {result.database_url} (monitor_alert_log_v2); worker logs in {log_dir}"
+    )
     return result
 
 
 def _create_demo_task(market: Market, options: DemoOptions) -> int:
     with session_scope() as session:
-        config = create_config(session, name=f"demo seed {options.seed}", chain=options.chain,
-                               source="simulator", min_transaction_usd=options.min_usd,
-                               time_interval="5m")
-        task = create_task(session, name=f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                           task_type="batch", chain=options.chain, config_id=config.id)
-        add_targets(session, task.id, [target_row(options.chain, t.ca, t.symbol, t.pair)
-                                       for t in market.tokens])
+        config = create_config(
+            session,
+            name=f"demo seed {options.seed}",
+            chain=options.chain,
+            source="simulator",
+            min_transaction_usd=options.min_usd,
+            time_interval="5m",
+        )
+        task = create_task(
+            session,
+            name=f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            task_type="batch",
+            chain=options.chain,
+            config_id=config.id,
+        )
+        add_targets(
+            session,
+            task.id,
+            [target_row(options.chain, t.ca, t.symbol, t.pair) for t in market.tokens],
+        )
         return task.id
 
 
@@ -152,14 +179,17 @@ class _Progress:
         self.started = time.monotonic()
         self.redis = runtime.redis_client()
         self.keys = runtime.keys()
+        self._events_before = self._events_total()  # a shared Redis may hold earlier runs' counts
+
+    def _events_total(self) -> int:
+        return int(self.redis.get(self.keys.events_total) or 0)
 
     def events(self) -> int:
-        return int(self.redis.get(self.keys.events_total) or 0)
+        return self._events_total() - self._events_before
 
     def batches_live(self) -> int:
         live = 0
-        for key in self.redis.scan_iter(match=self.keys.batch_status(0).replace(":0:", ":*:"),
-                                        count=500):
+        for key in self.redis.scan_iter(match=self.keys.batch_status_pattern, count=500):
             if self.redis.hget(key, "status") == "running":
                 live += 1
         return live
@@ -167,26 +197,46 @@ class _Progress:
     def status(self) -> Text:
         elapsed = time.monotonic() - self.started
         events = self.events()
-        return Text(f"  {elapsed:5.0f}s · events {events:,} ({events / max(elapsed, 1):,.0f}/s) "
-                    f"· alerts {self.alerts_seen:,} · batches live {self.batches_live()}",
-                    style="bold cyan")
+        return Text(
+            f"  {elapsed:5.0f}s · events {events:,} ({events / max(elapsed, 1):,.0f}/s) "
+            f"· alerts {self.alerts_seen:,} · batches live {self.batches_live()}",
+            style="bold cyan",
+        )
 
     def poll_alerts(self) -> None:
         with session_scope() as session:
             rows = session.scalars(
-                select(MonitorAlertLog).where(MonitorAlertLog.task_id == self.task_id,
-                                              MonitorAlertLog.id > self.last_alert_id)
-                .order_by(MonitorAlertLog.id)).all()
-            self.alerts_seen = session.scalar(
-                select(func.count(MonitorAlertLog.id))
-                .where(MonitorAlertLog.task_id == self.task_id)) or 0
+                select(MonitorAlertLog)
+                .where(
+                    MonitorAlertLog.task_id == self.task_id, MonitorAlertLog.id > self.last_alert_id
+                )
+                .order_by(MonitorAlertLog.id)
+            ).all()
+            self.alerts_seen = (
+                session.scalar(
+                    select(func.count(MonitorAlertLog.id)).where(
+                        MonitorAlertLog.task_id == self.task_id
+                    )
+                )
+                or 0
+            )
         for row in rows:
             self.last_alert_id = row.id
             url = self.explorer.format(tx=row.tx_hash) if self.explorer and row.tx_hash else None
-            self.console.print(alert_line(
-                task_id=row.task_id, symbol=row.token_symbol, ca=row.ca, rule=row.alert_type,
-                values=row.alert_data or {}, price_usd=float(row.price_usd or 0), tx_hash=row.tx_hash,
-                explorer_url=url), highlight=False, soft_wrap=True)
+            self.console.print(
+                alert_line(
+                    task_id=row.task_id,
+                    symbol=row.token_symbol,
+                    ca=row.ca,
+                    rule=row.alert_type,
+                    values=row.alert_data or {},
+                    price_usd=float(row.price_usd or 0),
+                    tx_hash=row.tx_hash,
+                    explorer_url=url,
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def follow(self, duration: float | None) -> None:
         deadline = None if duration is None else time.monotonic() + duration

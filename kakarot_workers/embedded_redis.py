@@ -45,8 +45,9 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start with `with EmbeddedRedis() as server: server.url`; the server stops on exit."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, appendonly: bool = False
+    ) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kakarot-redis-"))
@@ -60,15 +61,24 @@ class EmbeddedRedis:
     def start(self) -> EmbeddedRedis:
         args = [
             str(redis_server_binary()),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", str(self.workdir / "redis.log"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
@@ -81,8 +91,9 @@ class EmbeddedRedis:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     log_tail = self._log_tail()
                     self.stop()
-                    raise ConfigError(f"embedded Redis did not start on 127.0.0.1:{self.port}: "
-                                      f"{log_tail}") from None
+                    raise ConfigError(
+                        f"embedded Redis did not start on 127.0.0.1:{self.port}: {log_tail}"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()
@@ -110,6 +121,10 @@ class EmbeddedRedis:
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

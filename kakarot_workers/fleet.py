@@ -4,6 +4,7 @@ a ping, stop it warmly (SIGTERM) or kill it. Used by `kakarot demo` and by the t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -25,19 +26,24 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """In the child, before exec: own process group, and SIGTERM if the parent dies (Linux)."""
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):  # not Linux: no parent-death signal
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 class WorkerProcess:
     """One Celery worker subprocess serving `queues`."""
 
-    def __init__(self, name: str, queues: str, *, pool: str | None = None,
-                 concurrency: int | None = None,
-                 env: dict[str, str] | None = None, log_path: Path | None = None,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        queues: str,
+        *,
+        pool: str | None = None,
+        concurrency: int | None = None,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.name = name
         self.nodename = f"{name}@{socket.gethostname()}"
         self.queues = queues
@@ -54,9 +60,22 @@ class WorkerProcess:
         return self.process.pid if self.process else None
 
     def start(self, wait: bool = True) -> WorkerProcess:
-        command = [sys.executable, "-m", "celery", "-A", "kakarot_workers", "worker",
-                   "-Q", self.queues, "-n", self.nodename, "--loglevel", "INFO",
-                   "--without-mingle", *self.extra_args]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "kakarot_workers",
+            "worker",
+            "-Q",
+            self.queues,
+            "-n",
+            self.nodename,
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            *self.extra_args,
+        ]
         if self.pool is not None:
             command += ["--pool", self.pool]
         if self.concurrency is not None:
@@ -66,9 +85,14 @@ class WorkerProcess:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
             output = self._log
-        self.process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=output, stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            command,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
         if wait:
             self.wait_ready()
         return self
@@ -78,9 +102,11 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise KakarotError(f"worker {self.nodename} exited during start-up "
-                                   f"(code {self.process.returncode if self.process else '?'}); "
-                                   f"see {self.log_path or 'its output'}")
+                raise KakarotError(
+                    f"worker {self.nodename} exited during start-up "
+                    f"(code {self.process.returncode if self.process else '?'}); "
+                    f"see {self.log_path or 'its output'}"
+                )
             replies = app.control.ping(destination=[self.nodename], timeout=0.5)
             if any(self.nodename in reply for reply in replies):
                 return
@@ -103,10 +129,8 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL the whole process group (the worker and its pool children)."""
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait()
         self._close_log()
 
@@ -118,6 +142,10 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

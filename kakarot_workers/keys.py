@@ -34,6 +34,11 @@ class Keys:
         return self._k(f"kakarot:batch:{batch_id}:status")
 
     @property
+    def batch_status_pattern(self) -> str:
+        """SCAN pattern matching every batch status key."""
+        return self._k("kakarot:batch:*:status")
+
+    @property
     def events_total(self) -> str:
         """Counter of swap events emitted to the alert pool by every consumer."""
         return self._k("kakarot:stats:events_emitted")

@@ -146,5 +146,13 @@ def evaluate_layer1(rules: RuleSet, event: SwapEvent) -> list[Firing]:
     threshold = rules.min_transaction_usd
     if threshold is None or threshold <= 0 or event.amount_usd < threshold:
         return []
-    return [Firing("min_transaction", {"amount_usd": round(event.amount_usd, 2),
-                                       "threshold_usd": threshold, "side": event.side})]
+    return [
+        Firing(
+            "min_transaction",
+            {
+                "amount_usd": round(event.amount_usd, 2),
+                "threshold_usd": threshold,
+                "side": event.side,
+            },
+        )
+    ]

@@ -31,8 +31,9 @@ def redis_client() -> redis.Redis:
         with _lock:
             client = _clients.get(pid)
             if client is None:
-                client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True,
-                                              health_check_interval=30)
+                client = redis.Redis.from_url(
+                    get_settings().redis_url, decode_responses=True, health_check_interval=30
+                )
                 _clients[pid] = client
     return client
 

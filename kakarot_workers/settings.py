@@ -139,16 +139,20 @@ def _mask_url(value: str) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build and validate the settings, turning a validation error into one line per bad variable."""
+    """Build and validate the settings; a validation error becomes one line naming each variable."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            where = f"{ENV_PREFIX}{field.upper()}" + ("." + ".".join(map(str, err["loc"][1:])) if len(err["loc"]) > 1 else "")
+            where = f"{ENV_PREFIX}{field.upper()}" + (
+                "." + ".".join(map(str, err["loc"][1:])) if len(err["loc"]) > 1 else ""
+            )
             got = err.get("input")
-            shown = "" if field.endswith(("url", "token", "secret", "password")) else f" (got {got!r})"
+            shown = (
+                "" if field.endswith(("url", "token", "secret", "password")) else f" (got {got!r})"
+            )
             problems.append(f"{where}: {err['msg']}{shown}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
 

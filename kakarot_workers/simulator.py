@@ -35,9 +35,17 @@ START_TIMEOUT_S = 10.0
 class SimulatorServer:
     """`with SimulatorServer(Market.with_tokens(7, 200), rate=50) as sim: sim.url`."""
 
-    def __init__(self, market: Market, rate: float, *, host: str = "127.0.0.1", port: int = 0,
-                 record: bool = False, max_trades: int | None = None,
-                 on_trade: Callable[[Trade], None] | None = None) -> None:
+    def __init__(
+        self,
+        market: Market,
+        rate: float,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = False,
+        max_trades: int | None = None,
+        on_trade: Callable[[Trade], None] | None = None,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.market = market
@@ -70,8 +78,12 @@ class SimulatorServer:
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S) or self._error is not None:
             raise RuntimeError(f"simulator did not start: {self._error!r}")
-        log.info("simulator on %s: %d tokens, %.0f trades/s", self.url, len(self.market.tokens),
-                 self.rate)
+        log.info(
+            "simulator on %s: %d tokens, %.0f trades/s",
+            self.url,
+            len(self.market.tokens),
+            self.rate,
+        )
         return self
 
     def stop(self) -> None:
@@ -186,8 +198,10 @@ class SimulatorServer:
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
                 return {"type": "error", "message": "subscribe: 'tokens' must be a list of strings"}
             if len(set(tokens) | client.tokens) > FEED_MAX_TOKENS:
-                return {"type": "error",
-                        "message": f"subscribe: at most {FEED_MAX_TOKENS} tokens per connection"}
+                return {
+                    "type": "error",
+                    "message": f"subscribe: at most {FEED_MAX_TOKENS} tokens per connection",
+                }
             with self._lock:
                 for ca in tokens:
                     self.market.add_token(ca)

@@ -34,8 +34,13 @@ WireEvent = dict[str, Any]
 class EventBatcher:
     """Collects events and hands them on in groups: full at `max_events`, due after `max_ms`."""
 
-    def __init__(self, max_events: int, max_ms: int, send: Callable[[list[WireEvent]], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_events: int,
+        max_ms: int,
+        send: Callable[[list[WireEvent]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_events = max_events
         self.max_s = max_ms / 1000
         self.send = send
@@ -78,8 +83,11 @@ class BatchConsumer:
         """Consume until `stop` is set; return how many events were emitted."""
         self._write_status("running")
         next_refresh = time.monotonic() + STATUS_REFRESH_S
-        stamp = {"task_id": self.plan.task_id, "batch_id": self.plan.batch_id,
-                 "epoch": self.plan.epoch}
+        stamp = {
+            "task_id": self.plan.task_id,
+            "batch_id": self.plan.batch_id,
+            "epoch": self.plan.epoch,
+        }
         try:
             for event in self.source.events(stop):
                 if event is not None:
@@ -106,11 +114,18 @@ class BatchConsumer:
     def _write_status(self, status: str) -> None:
         key = self.keys.batch_status(self.plan.batch_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={"status": status, "consumer_id": self.consumer_id,
-                                "epoch": self.plan.epoch, "task_id": self.plan.task_id,
-                                "frames_rejected": self.source.stats.frames_rejected,
-                                "reconnects": self.source.stats.reconnects,
-                                "updated_ms": int(time.time() * 1000)})
+        pipe.hset(
+            key,
+            mapping={
+                "status": status,
+                "consumer_id": self.consumer_id,
+                "epoch": self.plan.epoch,
+                "task_id": self.plan.task_id,
+                "frames_rejected": self.source.stats.frames_rejected,
+                "reconnects": self.source.stats.reconnects,
+                "updated_ms": int(time.time() * 1000),
+            },
+        )
         pipe.expire(key, self.status_ttl_s)
         pipe.execute()
 
@@ -126,10 +141,17 @@ def consume_batch(self: Any, batch_id: int) -> int:
     worker = getattr(self.request, "hostname", None) or "unknown"
     with session_scope() as session:
         plan = load_batch_plan(session, batch_id)
-        set_batch_status(session, batch_id, "running", consumer_id=cid, worker_id=worker,
-                         worker_pid=os.getpid())
-    log.info("batch %s (task %s, epoch %s): %d tokens, consumer %s", batch_id, plan.task_id,
-             plan.epoch, len(plan.tokens), cid)
+        set_batch_status(
+            session, batch_id, "running", consumer_id=cid, worker_id=worker, worker_pid=os.getpid()
+        )
+    log.info(
+        "batch %s (task %s, epoch %s): %d tokens, consumer %s",
+        batch_id,
+        plan.task_id,
+        plan.epoch,
+        len(plan.tokens),
+        cid,
+    )
     try:
         source = open_source(plan.source, plan.chain, plan.tokens, get_settings())
         emitted = BatchConsumer(plan, source, cid).run(runtime.shutdown_requested)

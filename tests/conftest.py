@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-for _name in [n for n in os.environ if n.startswith("KAKAROT_") and not n.startswith("KAKAROT_TEST_")]:
+for _name in [
+    n for n in os.environ if n.startswith("KAKAROT_") and not n.startswith("KAKAROT_TEST_")
+]:
     del os.environ[_name]
 with socket.socket() as _sock:
     _sock.bind(("127.0.0.1", 0))
@@ -54,10 +56,13 @@ def mariadb_server() -> Iterator[MariaDBServer]:
     binaries = find_binaries()
     if binaries is None:
         if os.environ.get("KAKAROT_TEST_REQUIRE_MARIADB"):
-            pytest.fail("MariaDB is required here (KAKAROT_TEST_REQUIRE_MARIADB) but "
-                        "mariadb-server is not installed")
-        pytest.skip("mariadb-server is not installed (apt-get install mariadb-server; "
-                    ".ci/run does it)")
+            pytest.fail(
+                "MariaDB is required here (KAKAROT_TEST_REQUIRE_MARIADB) but "
+                "mariadb-server is not installed"
+            )
+        pytest.skip(
+            "mariadb-server is not installed (apt-get install mariadb-server; .ci/run does it)"
+        )
     server = MariaDBServer(*binaries).start()
     yield server
     server.stop()

@@ -3,8 +3,11 @@ from hypothesis import strategies as st
 
 from kakarot_workers.allocation import plain_split
 
-cas = st.lists(st.text(alphabet="0123456789abcdef", min_size=40, max_size=40).map(lambda h: "0x" + h),
-               max_size=400, unique=True)
+cas = st.lists(
+    st.text(alphabet="0123456789abcdef", min_size=40, max_size=40).map(lambda h: "0x" + h),
+    max_size=400,
+    unique=True,
+)
 
 
 @given(cas, st.integers(1, 120), st.integers(1, 10_000))

@@ -3,8 +3,16 @@ import pytest
 from kakarot_workers.errors import EventError
 from kakarot_workers.events import SwapEvent, from_wire
 
-GOOD = {"chain": "bsc", "ca": "0x" + "a" * 40, "tx_hash": "0x" + "b" * 64, "log_index": 2,
-        "ts_ms": 1_700_000_000_000, "side": "sell", "amount_usd": 12.5, "price_usd": 0.01}
+GOOD = {
+    "chain": "bsc",
+    "ca": "0x" + "a" * 40,
+    "tx_hash": "0x" + "b" * 64,
+    "log_index": 2,
+    "ts_ms": 1_700_000_000_000,
+    "side": "sell",
+    "amount_usd": 12.5,
+    "price_usd": 0.01,
+}
 
 
 def test_round_trip():
@@ -18,16 +26,19 @@ def test_numbers_as_strings_are_accepted():
     assert event.log_index == 7 and event.amount_usd == 1.5
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"side": "hold"}, "event.side"),
-    ({"amount_usd": "lots"}, "event.amount_usd"),
-    ({"amount_usd": float("nan")}, "event.amount_usd"),
-    ({"amount_usd": -3}, "event.amount_usd"),
-    ({"log_index": 1.5}, "event.log_index"),
-    ({"log_index": True}, "event.log_index"),
-    ({"tx_hash": ""}, "missing field(s) tx_hash"),
-    ({"colour": "red"}, "unknown field(s) colour"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"side": "hold"}, "event.side"),
+        ({"amount_usd": "lots"}, "event.amount_usd"),
+        ({"amount_usd": float("nan")}, "event.amount_usd"),
+        ({"amount_usd": -3}, "event.amount_usd"),
+        ({"log_index": 1.5}, "event.log_index"),
+        ({"log_index": True}, "event.log_index"),
+        ({"tx_hash": ""}, "missing field(s) tx_hash"),
+        ({"colour": "red"}, "unknown field(s) colour"),
+    ],
+)
 def test_malformed_events_say_which_field(change, message):
     with pytest.raises(EventError) as error:
         from_wire({**GOOD, **change})

@@ -10,8 +10,9 @@ def test_same_seed_same_trades():
 def test_other_seed_other_trades():
     a = Market.with_tokens(seed=3, count=20)
     b = Market.with_tokens(seed=4, count=20)
-    assert [t.tx_hash for t in (a.next_trade() for _ in range(10))] != \
-        [t.tx_hash for t in (b.next_trade() for _ in range(10))]
+    assert [t.tx_hash for t in (a.next_trade() for _ in range(10))] != [
+        t.tx_hash for t in (b.next_trade() for _ in range(10))
+    ]
 
 
 def test_trades_are_unique_and_plausible():

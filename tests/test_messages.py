@@ -2,10 +2,16 @@ from kakarot_workers.messages import alert_line, short, usd
 
 
 def test_alert_line_has_what_a_trader_needs():
-    line = alert_line(task_id=3, symbol="PEPE", ca="0x" + "ab" * 20, rule="min_transaction",
-                      values={"amount_usd": 12345.0, "threshold_usd": 5000.0, "side": "buy"},
-                      price_usd=0.0123, tx_hash="0x" + "cd" * 32,
-                      explorer_url="https://bscscan.com/tx/0x" + "cd" * 32)
+    line = alert_line(
+        task_id=3,
+        symbol="PEPE",
+        ca="0x" + "ab" * 20,
+        rule="min_transaction",
+        values={"amount_usd": 12345.0, "threshold_usd": 5000.0, "side": "buy"},
+        price_usd=0.0123,
+        tx_hash="0x" + "cd" * 32,
+        explorer_url="https://bscscan.com/tx/0x" + "cd" * 32,
+    )
     assert "task 3" in line and "PEPE" in line and "0xabab" in line
     assert "single buy $12,345.00 ≥ $5,000.00" in line
     assert "price $0.0123" in line

@@ -10,15 +10,22 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("KAKAROT_BATCH_CAP", "many", "KAKAROT_BATCH_CAP: Input should be a valid integer"),
-    ("KAKAROT_BATCH_CAP", "0", "KAKAROT_BATCH_CAP: Input should be greater than or equal to 1"),
-    ("KAKAROT_DATABASE_URL", "postgres://x", "KAKAROT_DATABASE_URL: Value error, expected sqlite"),
-    ("KAKAROT_REDIS_URL", "http://x", "KAKAROT_REDIS_URL: Value error, expected redis://"),
-    ("KAKAROT_LOG_LEVEL", "LOUD", "KAKAROT_LOG_LEVEL: Value error, expected one of DEBUG"),
-    ("KAKAROT_EMIT_MAX_MS", "-5", "KAKAROT_EMIT_MAX_MS"),
-    ("KAKAROT_JSON_LOGS", "perhaps", "KAKAROT_JSON_LOGS: Input should be a valid boolean"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("KAKAROT_BATCH_CAP", "many", "KAKAROT_BATCH_CAP: Input should be a valid integer"),
+        ("KAKAROT_BATCH_CAP", "0", "KAKAROT_BATCH_CAP: Input should be greater than or equal to 1"),
+        (
+            "KAKAROT_DATABASE_URL",
+            "postgres://x",
+            "KAKAROT_DATABASE_URL: Value error, expected sqlite",
+        ),
+        ("KAKAROT_REDIS_URL", "http://x", "KAKAROT_REDIS_URL: Value error, expected redis://"),
+        ("KAKAROT_LOG_LEVEL", "LOUD", "KAKAROT_LOG_LEVEL: Value error, expected one of DEBUG"),
+        ("KAKAROT_EMIT_MAX_MS", "-5", "KAKAROT_EMIT_MAX_MS"),
+        ("KAKAROT_JSON_LOGS", "perhaps", "KAKAROT_JSON_LOGS: Input should be a valid boolean"),
+    ],
+)
 def test_invalid_variable_is_named(clean_env, name, value, message):
     clean_env.setenv(name, value)
     with pytest.raises(ConfigError) as error:
@@ -51,12 +58,15 @@ def test_yaml_file_and_env_precedence(clean_env, tmp_path):
     assert settings.emit_max_ms == 10  # the environment wins
 
 
-@pytest.mark.parametrize("content, message", [
-    ("batch_cap: [1", "is not valid YAML"),
-    ("- 1\n- 2\n", "must hold a mapping"),
-    ("batch_cpa: 5\n", "unknown setting(s): batch_cpa"),
-    ("batch_cap: nope\n", "KAKAROT_BATCH_CAP: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("batch_cap: [1", "is not valid YAML"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+        ("batch_cpa: 5\n", "unknown setting(s): batch_cpa"),
+        ("batch_cap: nope\n", "KAKAROT_BATCH_CAP: Input should be a valid integer"),
+    ],
+)
 def test_bad_yaml_file(clean_env, tmp_path, content, message):
     file = tmp_path / "kakarot.yaml"
     file.write_text(content)

@@ -44,10 +44,12 @@ class Base(DeclarativeBase):
 
 
 class _Timestamps:
-    create_time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False,
-                                                  server_default=func.now())
-    update_time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow,
-                                                  nullable=False, server_default=func.now())
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime, default=utcnow, nullable=False, server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime, default=utcnow, onupdate=utcnow, nullable=False, server_default=func.now()
+    )
 
 
 class MonitorConfig(_Timestamps, Base):
@@ -180,9 +182,12 @@ class MonitorAlertLog(Base):
     price_usd: Mapped[Decimal | None] = mapped_column(Usd)
     amount_usd: Mapped[Decimal | None] = mapped_column(Usd)
     incomplete_data: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
-    notify_status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
-    create_time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False,
-                                                  server_default=func.now())
+    notify_status: Mapped[str] = mapped_column(
+        String(16), default="pending", server_default="pending"
+    )
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime, default=utcnow, nullable=False, server_default=func.now()
+    )
 
     __table_args__ = (
         UniqueConstraint("dedup_key", name="uq_alert_dedup"),

@@ -43,6 +43,13 @@ def open_source(kind: str | None, chain: str, tokens: list[str], settings: Setti
     elif name == "simulator":
         url = settings.simulator_url
     else:
-        raise ConfigError(f"source {kind!r} is not supported: expected one of {', '.join(SOURCE_KINDS)}")
-    return FeedSource(url, chain, tokens, idle_timeout_s=settings.source_idle_timeout_s,
-                      max_backoff_s=settings.reconnect_max_backoff_s)
+        raise ConfigError(
+            f"source {kind!r} is not supported: expected one of {', '.join(SOURCE_KINDS)}"
+        )
+    return FeedSource(
+        url,
+        chain,
+        tokens,
+        idle_timeout_s=settings.source_idle_timeout_s,
+        max_backoff_s=settings.reconnect_max_backoff_s,
+    )

@@ -44,17 +44,30 @@ CONNECT_TIMEOUT_S = 5.0
 TICK_S = 0.05
 EXCERPT_CHARS = 120
 _FIELD_MAP = {
-    "token": "ca", "txHash": "tx_hash", "logIndex": "log_index", "blockNumber": "block_number",
-    "timestamp": "ts_ms", "side": "side", "priceUsd": "price_usd", "volumeUsd": "amount_usd",
-    "amount": "amount_token", "marketCapUsd": "market_cap_usd",
-    "top10HolderPct": "top10_holders_pct", "symbol": "symbol", "pair": "pair", "chain": "chain",
+    "token": "ca",
+    "txHash": "tx_hash",
+    "logIndex": "log_index",
+    "blockNumber": "block_number",
+    "timestamp": "ts_ms",
+    "side": "side",
+    "priceUsd": "price_usd",
+    "volumeUsd": "amount_usd",
+    "amount": "amount_token",
+    "marketCapUsd": "market_cap_usd",
+    "top10HolderPct": "top10_holders_pct",
+    "symbol": "symbol",
+    "pair": "pair",
+    "chain": "chain",
 }
 
 
 def parse_trade(message: dict[str, Any], default_chain: str) -> SwapEvent:
     """Map one `trade` frame to a SwapEvent; raise EventError naming the bad field."""
-    wire = {ours: message[theirs] for theirs, ours in _FIELD_MAP.items()
-            if message.get(theirs) is not None}
+    wire = {
+        ours: message[theirs]
+        for theirs, ours in _FIELD_MAP.items()
+        if message.get(theirs) is not None
+    }
     wire.setdefault("chain", default_chain)
     return from_wire(wire)
 
@@ -76,8 +89,16 @@ def _close(conn: websocket.WebSocket) -> None:
 class FeedSource:
     """A batch's subscription to a JSON trade feed, with reconnects (exponential, jittered)."""
 
-    def __init__(self, url: str, chain: str, tokens: list[str], *, idle_timeout_s: float = 30.0,
-                 max_backoff_s: float = 10.0, tick_s: float = TICK_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        chain: str,
+        tokens: list[str],
+        *,
+        idle_timeout_s: float = 30.0,
+        max_backoff_s: float = 10.0,
+        tick_s: float = TICK_S,
+    ) -> None:
         self.url = url
         self.chain = chain
         self.tokens = list(tokens)
@@ -129,8 +150,11 @@ class FeedSource:
                 raw = conn.recv()
             except websocket.WebSocketTimeoutException:
                 if time.monotonic() - last_frame > self.idle_timeout_s:
-                    log.warning("feed %s: nothing for %.0fs; treating as dead", self.url,
-                                self.idle_timeout_s)
+                    log.warning(
+                        "feed %s: nothing for %.0fs; treating as dead",
+                        self.url,
+                        self.idle_timeout_s,
+                    )
                     return
                 yield None
                 continue

@@ -11,8 +11,8 @@ import time
 from sqlalchemy import select
 
 from kakarot_workers import alerts, runtime
-from kakarot_workers.celery_app import app
 from kakarot_workers.admin import add_targets, create_config, create_task, target_row
+from kakarot_workers.celery_app import app
 from kakarot_workers.control import dispatch, ensure_allocated
 from kakarot_workers.db.models import MonitorAlertLog, MonitorBatch
 from kakarot_workers.db.session import session_scope
@@ -34,8 +34,9 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
 
 def _create_task(market: Market) -> int:
     with session_scope() as session:
-        config = create_config(session, name="e2e", chain="bsc", source="simulator",
-                               min_transaction_usd=THRESHOLD_USD)
+        config = create_config(
+            session, name="e2e", chain="bsc", source="simulator", min_transaction_usd=THRESHOLD_USD
+        )
         task = create_task(session, name="e2e", task_type="batch", chain="bsc", config_id=config.id)
         add_targets(session, task.id, [target_row("bsc", t.ca, t.symbol) for t in market.tokens])
         return task.id
@@ -43,8 +44,12 @@ def _create_task(market: Market) -> int:
 
 def _alert_keys(task_id: int) -> list[tuple[str, int]]:
     with session_scope() as session:
-        return [(r.tx_hash, r.log_index) for r in session.scalars(
-            select(MonitorAlertLog).where(MonitorAlertLog.task_id == task_id))]
+        return [
+            (r.tx_hash, r.log_index)
+            for r in session.scalars(
+                select(MonitorAlertLog).where(MonitorAlertLog.task_id == task_id)
+            )
+        ]
 
 
 def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, workers, use_env):
@@ -65,8 +70,11 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         sim.pause()
         delivered = sim.delivered_snapshot()
         keys = runtime.keys()
-        _wait_for(lambda: int(redis_client.get(keys.events_total) or 0) >= len(delivered), 15,
-                  "every delivered trade emitted")
+        _wait_for(
+            lambda: int(redis_client.get(keys.events_total) or 0) >= len(delivered),
+            15,
+            "every delivered trade emitted",
+        )
 
         # Then: every delivered trade at or above the threshold has exactly one alert row
         expected = {(t.tx_hash, t.log_index) for t in delivered if t.amount_usd >= THRESHOLD_USD}
@@ -87,23 +95,44 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         assert len(_alert_keys(task_id)) == len(rows)
 
         with session_scope() as session:
-            statuses = {b.status for b in session.scalars(
-                select(MonitorBatch).where(MonitorBatch.id.in_(batch_ids)))}
+            statuses = {
+                b.status
+                for b in session.scalars(select(MonitorBatch).where(MonitorBatch.id.in_(batch_ids)))
+            }
         assert statuses == {"running"}
 
 
 def _wire_events(task_id: int, trades) -> list[dict]:
-    return [{"chain": t.chain, "ca": t.ca, "tx_hash": t.tx_hash, "log_index": t.log_index,
-             "ts_ms": int(time.time() * 1000), "side": t.side, "amount_usd": t.amount_usd,
-             "price_usd": t.price_usd, "task_id": task_id} for t in trades]
+    return [
+        {
+            "chain": t.chain,
+            "ca": t.ca,
+            "tx_hash": t.tx_hash,
+            "log_index": t.log_index,
+            "ts_ms": int(time.time() * 1000),
+            "side": t.side,
+            "amount_usd": t.amount_usd,
+            "price_usd": t.price_usd,
+            "task_id": task_id,
+        }
+        for t in trades
+    ]
 
 
 def test_malformed_events_are_rejected_and_the_rest_still_alert(db_url, redis_client):
     market = Market.with_tokens(seed=2, count=1)
     task_id = _create_task(market)
-    good = {"chain": "bsc", "ca": market.tokens[0].ca, "tx_hash": "0x" + "e" * 64, "log_index": 0,
-            "ts_ms": 1, "side": "buy", "amount_usd": THRESHOLD_USD * 2, "price_usd": 1.0,
-            "task_id": task_id}
+    good = {
+        "chain": "bsc",
+        "ca": market.tokens[0].ca,
+        "tx_hash": "0x" + "e" * 64,
+        "log_index": 0,
+        "ts_ms": 1,
+        "side": "buy",
+        "amount_usd": THRESHOLD_USD * 2,
+        "price_usd": 1.0,
+        "task_id": task_id,
+    }
     bad = [{**good, "side": "hold"}, "not an event", {**good, "amount_usd": "lots"}]
     assert alerts.evaluate_events.run([*bad, good]) == 1
     assert int(redis_client.get(runtime.keys().events_rejected)) == 3
@@ -112,8 +141,23 @@ def test_malformed_events_are_rejected_and_the_rest_still_alert(db_url, redis_cl
 
 def test_streams_worker_with_no_flags_answers_inspect_ping(workers):
     worker = workers("streams")  # exactly `celery -A kakarot_workers worker -Q streams`
-    result = subprocess.run([sys.executable, "-m", "celery", "-A", "kakarot_workers", "inspect",
-                             "ping", "-d", worker.nodename, "--timeout", "5"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "kakarot_workers",
+            "inspect",
+            "ping",
+            "-d",
+            worker.nodename,
+            "--timeout",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "pong" in result.stdout and worker.nodename in result.stdout

@@ -17,8 +17,9 @@ def run(tmp_path):
     env = {**os.environ, "KAKAROT_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
 
     def kakarot(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([KAKAROT, *args], env=env, capture_output=True, text=True,
-                                timeout=60, cwd=tmp_path)
+        result = subprocess.run(
+            [KAKAROT, *args], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         if ok:
             assert result.returncode == 0, result.stderr
         return result
@@ -44,12 +45,18 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
 def test_happy_path(run, task_id, tmp_path):
     config = json.loads(run("config", "show", "1").stdout)
     assert config["min_transaction_usd"] == 5000 and config["chain"] == "bsc"
-    assert "target added" in run("target", "add", "--task-id", task_id, "--ca", CA[0],
-                                 "--symbol", "AAA").stdout
+    assert (
+        "target added"
+        in run("target", "add", "--task-id", task_id, "--ca", CA[0], "--symbol", "AAA").stdout
+    )
     csv = tmp_path / "targets.csv"
-    csv.write_text(f"ca,symbol,pair\n{CA[0]},AAA,\n{CA[1].upper().replace('0X', '0x')},BBB,{CA[2]}\n")
-    assert "1 targets added, 1 already present" in run("target", "import", str(csv), "--task-id",
-                                                       task_id).stdout
+    csv.write_text(
+        f"ca,symbol,pair\n{CA[0]},AAA,\n{CA[1].upper().replace('0X', '0x')},BBB,{CA[2]}\n"
+    )
+    assert (
+        "1 targets added, 1 already present"
+        in run("target", "import", str(csv), "--task-id", task_id).stdout
+    )
     listing = run("task", "list").stdout
     assert " 2 " in listing  # two targets
 
@@ -72,32 +79,57 @@ def test_csv_without_ca_header(run, task_id, tmp_path):
 
 
 def test_invalid_events_config_is_refused_naming_the_field(run):
-    result = run("config", "create", "--name", "bad", "--chain", "bsc", "--events-config",
-                 '{"price_change": {"threshold_pct": -2, "window": "1m"}}', ok=False)
-    assert "events_config.price_change.threshold_pct: Input should be greater than 0" in \
-        _one_error_line(result)
-    result = run("config", "create", "--name", "bad", "--chain", "bsc", "--events-config",
-                 '{"volume": ', ok=False)
+    result = run(
+        "config",
+        "create",
+        "--name",
+        "bad",
+        "--chain",
+        "bsc",
+        "--events-config",
+        '{"price_change": {"threshold_pct": -2, "window": "1m"}}',
+        ok=False,
+    )
+    assert (
+        "events_config.price_change.threshold_pct: Input should be greater than 0"
+        in _one_error_line(result)
+    )
+    result = run(
+        "config",
+        "create",
+        "--name",
+        "bad",
+        "--chain",
+        "bsc",
+        "--events-config",
+        '{"volume": ',
+        ok=False,
+    )
     assert "events_config: not valid JSON" in _one_error_line(result)
 
 
 def test_unknown_task_and_config(run):
     assert "task 42 does not exist" in _one_error_line(
-        run("target", "add", "--task-id", "42", "--ca", CA[0], ok=False))
+        run("target", "add", "--task-id", "42", "--ca", CA[0], ok=False)
+    )
     assert "config 9 does not exist" in _one_error_line(
-        run("task", "create", "--name", "t", "--config-id", "9", "--chain", "bsc", ok=False))
+        run("task", "create", "--name", "t", "--config-id", "9", "--chain", "bsc", ok=False)
+    )
     assert "config 9 does not exist" in _one_error_line(run("config", "show", "9", ok=False))
 
 
 def test_bad_address_and_chain(run, task_id):
     assert "expected 0x followed by 40 hex digits" in _one_error_line(
-        run("target", "add", "--task-id", task_id, "--ca", "0x1", ok=False))
+        run("target", "add", "--task-id", task_id, "--ca", "0x1", ok=False)
+    )
     assert "unknown chain 'doge'" in _one_error_line(
-        run("config", "create", "--name", "c", "--chain", "doge", ok=False))
+        run("config", "create", "--name", "c", "--chain", "doge", ok=False)
+    )
 
 
 def test_invalid_settings_fail_naming_the_variable(tmp_path):
     env = {**os.environ, "KAKAROT_BATCH_CAP": "lots"}
-    result = subprocess.run([KAKAROT, "task", "list"], env=env, capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [KAKAROT, "task", "list"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert "KAKAROT_BATCH_CAP: Input should be a valid integer" in _one_error_line(result)

@@ -24,7 +24,9 @@ def test_upgrade_creates_every_table_with_its_columns(empty_db_url):
             columns = {c["name"] for c in inspector.get_columns(table.name)}
             assert columns == {c.name for c in table.columns}, table.name
         uniques = {u["name"] for u in inspector.get_unique_constraints("monitor_alert_log_v2")}
-        indexes = {i["name"] for i in inspector.get_indexes("monitor_alert_log_v2") if i.get("unique")}
+        indexes = {
+            i["name"] for i in inspector.get_indexes("monitor_alert_log_v2") if i.get("unique")
+        }
         assert "uq_alert_dedup" in uniques | indexes
     finally:
         engine.dispose()
@@ -49,10 +51,18 @@ def test_rows_written_by_another_client_get_server_defaults(any_db_url):
     engine = make_engine(any_db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO monitor_task_v2 (task_name, task_type, chain_type) "
-                              "VALUES ('java', 'batch', 'bsc')"))
-            row = conn.execute(text("SELECT status, del_flag, current_epoch, create_time, "
-                                    "update_time, last_heartbeat FROM monitor_task_v2")).one()
+            conn.execute(
+                text(
+                    "INSERT INTO monitor_task_v2 (task_name, task_type, chain_type) "
+                    "VALUES ('java', 'batch', 'bsc')"
+                )
+            )
+            row = conn.execute(
+                text(
+                    "SELECT status, del_flag, current_epoch, create_time, "
+                    "update_time, last_heartbeat FROM monitor_task_v2"
+                )
+            ).one()
         assert (row.status, row.del_flag, row.current_epoch) == (1, 0, 0)
         assert row.create_time is not None and row.update_time is not None
         assert row.last_heartbeat is None

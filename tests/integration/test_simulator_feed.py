@@ -35,8 +35,12 @@ def test_feed_source_receives_only_its_tokens_from_the_simulator():
     delivered = {(t.tx_hash, t.log_index): t for t in sim.delivered_snapshot()}
     for event in events:  # every field maps from what the simulator sent
         trade = delivered[(event.tx_hash, event.log_index)]
-        assert (event.side, event.amount_usd, event.block_number, event.symbol) == \
-            (trade.side, trade.amount_usd, trade.block_number, trade.symbol)
+        assert (event.side, event.amount_usd, event.block_number, event.symbol) == (
+            trade.side,
+            trade.amount_usd,
+            trade.block_number,
+            trade.symbol,
+        )
         assert event.price_usd == pytest.approx(trade.price_usd)
         assert event.market_cap_usd == pytest.approx(trade.market_cap_usd)
 
@@ -54,8 +58,14 @@ def test_simulator_protocol_errors():
         try:
             conn.send("not json")
             assert "expected a JSON object" in json.loads(conn.recv())["message"]
-            conn.send(json.dumps({"op": "subscribe", "tokens": [f"0x{i:040x}" for i in
-                                                                  range(FEED_MAX_TOKENS + 1)]}))
+            conn.send(
+                json.dumps(
+                    {
+                        "op": "subscribe",
+                        "tokens": [f"0x{i:040x}" for i in range(FEED_MAX_TOKENS + 1)],
+                    }
+                )
+            )
             assert "at most 99 tokens" in json.loads(conn.recv())["message"]
             conn.send(json.dumps({"op": "dance"}))
             assert "unknown op 'dance'" in json.loads(conn.recv())["message"]
@@ -65,8 +75,16 @@ def test_simulator_protocol_errors():
             conn.close()
 
 
-GOOD_TRADE = {"type": "trade", "token": "0x" + "a" * 40, "txHash": "0x" + "1" * 64, "logIndex": 0,
-              "timestamp": 1_700_000_000_000, "side": "buy", "priceUsd": 1.5, "volumeUsd": 300}
+GOOD_TRADE = {
+    "type": "trade",
+    "token": "0x" + "a" * 40,
+    "txHash": "0x" + "1" * 64,
+    "logIndex": 0,
+    "timestamp": 1_700_000_000_000,
+    "side": "buy",
+    "priceUsd": 1.5,
+    "volumeUsd": 300,
+}
 
 
 class ScriptedFeed:
@@ -110,14 +128,23 @@ class ScriptedFeed:
 def test_bad_frames_are_counted_and_the_stream_goes_on_through_a_reconnect():
     second = {**GOOD_TRADE, "txHash": "0x" + "2" * 64}
     script = [
-        (["{broken json", json.dumps({**GOOD_TRADE, "side": "hold"}), json.dumps(GOOD_TRADE)],
-         "close"),
-        (['["a list"]', json.dumps({"type": "error", "message": "slow down"}), json.dumps(second)],
-         "hold"),
+        (
+            ["{broken json", json.dumps({**GOOD_TRADE, "side": "hold"}), json.dumps(GOOD_TRADE)],
+            "close",
+        ),
+        (
+            [
+                '["a list"]',
+                json.dumps({"type": "error", "message": "slow down"}),
+                json.dumps(second),
+            ],
+            "hold",
+        ),
     ]
     with ScriptedFeed(script) as feed:
-        source = FeedSource(f"ws://127.0.0.1:{feed.port}", "bsc", [GOOD_TRADE["token"]],
-                            max_backoff_s=0.2)
+        source = FeedSource(
+            f"ws://127.0.0.1:{feed.port}", "bsc", [GOOD_TRADE["token"]], max_backoff_s=0.2
+        )
         events = _collect(source, 2)
     assert [e.tx_hash for e in events] == [GOOD_TRADE["txHash"], second["txHash"]]
     assert source.stats.frames_rejected == 3
@@ -127,8 +154,13 @@ def test_bad_frames_are_counted_and_the_stream_goes_on_through_a_reconnect():
 
 def test_silent_feed_is_treated_as_dead_and_reconnected():
     with ScriptedFeed([([], "hold"), ([json.dumps(GOOD_TRADE)], "hold")]) as feed:
-        source = FeedSource(f"ws://127.0.0.1:{feed.port}", "bsc", [GOOD_TRADE["token"]],
-                            idle_timeout_s=0.5, max_backoff_s=0.2)
+        source = FeedSource(
+            f"ws://127.0.0.1:{feed.port}",
+            "bsc",
+            [GOOD_TRADE["token"]],
+            idle_timeout_s=0.5,
+            max_backoff_s=0.2,
+        )
         events = _collect(source, 1)
     assert len(events) == 1
     assert source.stats.reconnects == 1 and feed.connections == 2
@@ -146,7 +178,23 @@ def test_unreachable_feed_backs_off_and_stops_when_asked():
 
 def test_parse_trade_maps_the_documented_fields():
     event = parse_trade({**GOOD_TRADE, "marketCapUsd": 1e6, "amount": 200, "blockNumber": 9}, "bsc")
-    assert (event.ca, event.tx_hash, event.ts_ms, event.amount_usd, event.amount_token,
-            event.market_cap_usd, event.block_number, event.chain) == \
-        (GOOD_TRADE["token"], GOOD_TRADE["txHash"], GOOD_TRADE["timestamp"], 300, 200, 1e6, 9, "bsc")
+    assert (
+        event.ca,
+        event.tx_hash,
+        event.ts_ms,
+        event.amount_usd,
+        event.amount_token,
+        event.market_cap_usd,
+        event.block_number,
+        event.chain,
+    ) == (
+        GOOD_TRADE["token"],
+        GOOD_TRADE["txHash"],
+        GOOD_TRADE["timestamp"],
+        300,
+        200,
+        1e6,
+        9,
+        "bsc",
+    )
     assert event.top10_holders_pct is None

@@ -39,15 +39,38 @@ class MariaDBServer:
 
     def start(self) -> MariaDBServer:
         data = self.dir / "data"
-        subprocess.run([self.install_db, "--no-defaults", f"--datadir={data}", "--user=root",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                self.install_db,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.process = subprocess.Popen(
-            [self.server, "--no-defaults", f"--datadir={data}", "--user=root",
-             "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.dir}/sock",
-             f"--pid-file={self.dir}/pid", "--skip-name-resolve", f"--log-error={self.dir}/err.log",
-             "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.server,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                f"--port={self.port}",
+                f"--socket={self.dir}/sock",
+                f"--pid-file={self.dir}/pid",
+                "--skip-name-resolve",
+                f"--log-error={self.dir}/err.log",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-flush-log-at-trx-commit=2",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
@@ -55,14 +78,24 @@ class MariaDBServer:
                 return self
             except pymysql.err.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.dir / "err.log").read_text()[-800:] if (self.dir / "err.log").exists() else ""
+                    log = (
+                        (self.dir / "err.log").read_text()[-800:]
+                        if (self.dir / "err.log").exists()
+                        else ""
+                    )
                     self.stop()
                     raise RuntimeError(f"MariaDB did not start: {log}") from None
                 time.sleep(0.1)
 
     def connect(self, database: str | None = None) -> pymysql.Connection:
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
-                               database=database, connect_timeout=2)
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            password="",
+            database=database,
+            connect_timeout=2,
+        )
 
     def create_database(self, name: str) -> str:
         conn = self.connect()

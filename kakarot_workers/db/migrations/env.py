@@ -13,8 +13,12 @@ url = config.attributes.get("database_url") or get_settings().database_url
 
 
 def run_offline() -> None:
-    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
-                      render_as_batch=url.startswith("sqlite"))
+    context.configure(
+        url=url,
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        render_as_batch=url.startswith("sqlite"),
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -23,8 +27,11 @@ def run_online() -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=Base.metadata,
-                              render_as_batch=url.startswith("sqlite"))
+            context.configure(
+                connection=connection,
+                target_metadata=Base.metadata,
+                render_as_batch=url.startswith("sqlite"),
+            )
             with context.begin_transaction():
                 context.run_migrations()
     finally:
