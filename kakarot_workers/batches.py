@@ -1,4 +1,4 @@
-"""Batches in the database: writing an allocation, and reading what a consumer needs."""
+"""Batches in the database: what a consumer needs to know, and its status row."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from kakarot_workers.allocation import plain_split
 from kakarot_workers.db.models import (
-    TARGET_ACTIVE,
     MonitorBatch,
     MonitorBatchItem,
     MonitorConfig,
@@ -31,6 +29,7 @@ class BatchPlan:
     chain: str
     source: str | None
     tokens: list[str]
+    status: str
 
 
 def task_config(session: Session, task_id: int) -> MonitorConfig | None:
@@ -49,40 +48,6 @@ def get_task(session: Session, task_id: int) -> MonitorTask:
     if task is None or task.del_flag:
         raise NotFoundError(f"task {task_id} does not exist")
     return task
-
-
-def allocate_plain(session: Session, task_id: int, cap: int) -> int:
-    """Split the task's active targets into a new epoch of batches; return the new epoch.
-
-    The skeleton's allocator: every call writes a fresh epoch and retires the previous one.
-    """
-    task = get_task(session, task_id)
-    targets = session.scalars(
-        select(MonitorTaskTarget).where(
-            MonitorTaskTarget.task_id == task_id, MonitorTaskTarget.status == TARGET_ACTIVE
-        )
-    ).all()
-    by_ca = {t.target_value: t for t in targets}
-    epoch = task.current_epoch + 1
-    for batch_no, cas in enumerate(plain_split(task_id, list(by_ca), cap), start=1):
-        batch = MonitorBatch(task_id=task_id, batch_no=batch_no, epoch=epoch, item_count=len(cas))
-        session.add(batch)
-        session.flush()
-        for order, ca in enumerate(cas):
-            target = by_ca[ca]
-            session.add(MonitorBatchItem(batch_id=batch.id, target_id=target.id, batch_order=order))
-            target.batch_id, target.batch_order = batch.id, order
-    session.execute(
-        update(MonitorBatch)
-        .where(
-            MonitorBatch.task_id == task_id,
-            MonitorBatch.epoch < epoch,
-            MonitorBatch.status != "retired",
-        )
-        .values(status="retired", update_time=utcnow())
-    )
-    task.current_epoch = epoch  # set last: consumers follow current_epoch
-    return epoch
 
 
 def current_batch_ids(session: Session, task_id: int) -> list[int]:
@@ -117,6 +82,7 @@ def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
         chain=task.chain_type,
         source=config.source if config else None,
         tokens=tokens,
+        status=batch.status,
     )
 
 

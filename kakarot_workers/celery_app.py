@@ -33,7 +33,7 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
     # Sent in the main process on SIGTERM/SIGINT; stream consumers (threads) see the flag,
     # flush their pending events and return, so the warm shutdown can complete.
     log.info("worker shutting down (%s %s): stopping stream consumers", how, sig)
-    runtime.shutdown_requested.set()
+    runtime.request_shutdown()
 
 
 @signals.worker_shutdown.connect

@@ -1,16 +1,19 @@
-"""The control plane: allocate a task's targets into batches and dispatch their consumers.
+"""The control plane: allocate tasks into epochs, dispatch consumers, retire old epochs.
 
-The beat jobs (allocate, reconcile, check_timeouts, …) will live here; for now these run by hand
-(`kakarot dispatch`) and from the demo.
+The beat jobs (allocate, reconcile, check_timeouts, …) will call these; for now they run by hand
+(`kakarot allocate`, `kakarot dispatch`) and from the demo.
 """
 
 from __future__ import annotations
 
 import logging
 
-from kakarot_workers.batches import allocate_plain, current_batch_ids, get_task
+from kakarot_workers import runtime
+from kakarot_workers.allocation import AllocationParams
+from kakarot_workers.batches import current_batch_ids
 from kakarot_workers.celery_app import app
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.epochs import EpochReport, apply_allocation, publish_epoch, retire_old_epochs
 from kakarot_workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -18,13 +21,32 @@ log = logging.getLogger(__name__)
 CONSUME_TASK = "kakarot.streams.consume_batch"
 
 
-def ensure_allocated(task_id: int) -> list[int]:
-    """The task's current batch ids, allocating a first epoch if it has none."""
+def allocation_params() -> AllocationParams:
+    settings = get_settings()
+    return AllocationParams(cap=settings.batch_cap, merge_below=settings.merge_below_fill)
+
+
+def allocate_task(task_id: int, *, dry_run: bool = False) -> EpochReport:
+    """Allocate the task's active targets; on a membership change, commit epoch + 1."""
     with session_scope() as session:
-        task = get_task(session, task_id)
-        if task.current_epoch == 0:
-            epoch = allocate_plain(session, task_id, get_settings().batch_cap)
-            log.info("task %s allocated: epoch %s", task_id, epoch)
+        report = apply_allocation(session, task_id, allocation_params(), dry_run=dry_run)
+    if not dry_run:
+        publish_epoch(runtime.redis_client(), runtime.keys(), report)
+        if report.epoch_after != report.epoch_before:
+            log.info(
+                "task %s: epoch %s → %s, %d new batch rows, %d carried",
+                task_id,
+                report.epoch_before,
+                report.epoch_after,
+                len(report.new_batch_ids),
+                len(report.carried_batch_ids),
+            )
+    return report
+
+
+def ensure_allocated(task_id: int) -> list[int]:
+    """Allocate the task (a no-op when nothing changed) and return its current batch ids."""
+    allocate_task(task_id)
     with session_scope() as session:
         return current_batch_ids(session, task_id)
 
@@ -33,3 +55,15 @@ def dispatch(batch_ids: list[int]) -> None:
     """Send one `consume_batch` per batch to the `streams` queue."""
     for batch_id in batch_ids:
         app.send_task(CONSUME_TASK, args=[batch_id])
+
+
+def retire_handed_over(task_id: int | None = None) -> list[int]:
+    """Retire old-epoch batches whose targets are live in the current epoch (or past grace)."""
+    with session_scope() as session:
+        return retire_old_epochs(
+            session,
+            runtime.redis_client(),
+            runtime.keys(),
+            task_id=task_id,
+            grace_s=get_settings().epoch_grace_s,
+        )

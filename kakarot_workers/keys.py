@@ -33,6 +33,10 @@ class Keys:
         """Hash: status, events, last_event_ms, consumer_id, epoch; expires unless refreshed."""
         return self._k(f"kakarot:batch:{batch_id}:status")
 
+    def batch_control(self, batch_id: int) -> str:
+        """Hash written by the control plane for a batch's consumer: `stop` (a reason), `epoch`."""
+        return self._k(f"kakarot:batch:{batch_id}:control")
+
     @property
     def batch_status_pattern(self) -> str:
         """SCAN pattern matching every batch status key."""

@@ -19,6 +19,7 @@ from kakarot_workers.settings import get_settings
 # flush what they hold, and return so the pool can stop.
 shutdown_requested = threading.Event()
 
+_consumer_stops: set[threading.Event] = set()
 _clients: dict[int, redis.Redis] = {}
 _lock = threading.Lock()
 
@@ -43,6 +44,29 @@ def forget_inherited_clients() -> None:
     pid = os.getpid()
     for other in [p for p in _clients if p != pid]:
         _clients.pop(other, None)
+
+
+def request_shutdown() -> None:
+    """Ask every stream consumer of this process to flush and return."""
+    shutdown_requested.set()
+    with _lock:
+        for event in _consumer_stops:
+            event.set()
+
+
+def consumer_stop_event() -> threading.Event:
+    """A stop flag for one consumer, set by `request_shutdown` or by its own control plane."""
+    event = threading.Event()
+    with _lock:
+        _consumer_stops.add(event)
+    if shutdown_requested.is_set():
+        event.set()
+    return event
+
+
+def release_stop_event(event: threading.Event) -> None:
+    with _lock:
+        _consumer_stops.discard(event)
 
 
 def keys() -> Keys:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(default=300, ge=30)
     # --- allocation -----------------------------------------------------------------------
     batch_cap: int = Field(default=99, ge=1, le=10_000)
+    # batches filled below this share of the cap are merged (fewest moves first)
+    merge_below_fill: float = Field(default=0.5, ge=0, le=1)
+    # an old epoch's batch is retired at the latest this long after the switch
+    epoch_grace_s: float = Field(default=600, ge=0)
     # --- stream consumers -----------------------------------------------------------------
     feed_url: str = "ws://127.0.0.1:8765"
     simulator_url: str = "ws://127.0.0.1:8765"

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 EVALUATE_TASK = "kakarot.alerts.evaluate_events"
 STATUS_REFRESH_S = 5.0
+CONTROL_CHECK_S = 1.0
 
 WireEvent = dict[str, Any]
 
@@ -78,28 +79,52 @@ class BatchConsumer:
         self.status_ttl_s = settings.batch_status_ttl_s
         self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
         self.events_emitted = 0
+        self.epoch = plan.epoch
+        self.stop_reason: str | None = None
 
     def run(self, stop: threading.Event) -> int:
-        """Consume until `stop` is set; return how many events were emitted."""
-        self._write_status("running")
-        next_refresh = time.monotonic() + STATUS_REFRESH_S
-        stamp = {
-            "task_id": self.plan.task_id,
-            "batch_id": self.plan.batch_id,
-            "epoch": self.plan.epoch,
-        }
+        """Consume until `stop` is set or the control plane retires the batch; return the
+        number of events emitted. The status is `running` only while the source is subscribed."""
+        status = self._status()
+        self._write_status(status)
+        now = time.monotonic()
+        next_refresh, next_control = now + STATUS_REFRESH_S, now
         try:
             for event in self.source.events(stop):
                 if event is not None:
-                    self.batcher.add(replace(event, **stamp).to_wire())
+                    stamped = replace(
+                        event,
+                        task_id=self.plan.task_id,
+                        batch_id=self.plan.batch_id,
+                        epoch=self.epoch,
+                    )
+                    self.batcher.add(stamped.to_wire())
                 self.batcher.flush_if_due()
-                if time.monotonic() >= next_refresh:
-                    self._write_status("running")
-                    next_refresh = time.monotonic() + STATUS_REFRESH_S
+                now = time.monotonic()
+                if now >= next_control:
+                    self._read_control(stop)
+                    next_control = now + CONTROL_CHECK_S
+                if self._status() != status or now >= next_refresh:
+                    status = self._status()
+                    self._write_status(status)
+                    next_refresh = now + STATUS_REFRESH_S
         finally:
             self.batcher.flush()
-            self._write_status("stopped")
+            self._write_status(self.stop_reason or "stopped")
         return self.events_emitted
+
+    def _status(self) -> str:
+        return "running" if self.source.stats.live else "connecting"
+
+    def _read_control(self, stop: threading.Event) -> None:
+        """Follow the control plane: a new epoch for a carried batch, or an order to stop."""
+        control = self.redis.hgetall(self.keys.batch_control(self.plan.batch_id))
+        if control.get("epoch"):
+            self.epoch = int(control["epoch"])
+        if control.get("stop"):
+            self.stop_reason = control["stop"]
+            log.info("batch %s: told to stop (%s)", self.plan.batch_id, self.stop_reason)
+            stop.set()
 
     def _emit(self, events: list[WireEvent]) -> None:
         app.send_task(EVALUATE_TASK, args=[events])
@@ -119,7 +144,7 @@ class BatchConsumer:
             mapping={
                 "status": status,
                 "consumer_id": self.consumer_id,
-                "epoch": self.plan.epoch,
+                "epoch": self.epoch,
                 "task_id": self.plan.task_id,
                 "frames_rejected": self.source.stats.frames_rejected,
                 "reconnects": self.source.stats.reconnects,
@@ -136,11 +161,14 @@ class BatchConsumer:
 # batch is therefore not the broker's business: a dead consumer's batch is dispatched again.
 @app.task(name="kakarot.streams.consume_batch", bind=True, acks_late=False, ignore_result=True)
 def consume_batch(self: Any, batch_id: int) -> int:
-    """Serve batch `batch_id` until the worker shuts down; return the events emitted."""
+    """Serve batch `batch_id` until the worker shuts down or the batch is retired."""
     cid = runtime.consumer_id(threading.get_ident() % 10_000)
     worker = getattr(self.request, "hostname", None) or "unknown"
     with session_scope() as session:
         plan = load_batch_plan(session, batch_id)
+        if plan.status == "retired":
+            log.info("batch %s is retired; not consuming it", batch_id)
+            return 0
         set_batch_status(
             session, batch_id, "running", consumer_id=cid, worker_id=worker, worker_pid=os.getpid()
         )
@@ -152,15 +180,20 @@ def consume_batch(self: Any, batch_id: int) -> int:
         len(plan.tokens),
         cid,
     )
+    stop = runtime.consumer_stop_event()
     try:
         source = open_source(plan.source, plan.chain, plan.tokens, get_settings())
-        emitted = BatchConsumer(plan, source, cid).run(runtime.shutdown_requested)
+        consumer = BatchConsumer(plan, source, cid)
+        emitted = consumer.run(stop)
     except KakarotError as exc:
         log.error("batch %s stopped: %s", batch_id, exc)
         with session_scope() as session:
             set_batch_status(session, batch_id, "error", error=str(exc))
         return 0
-    with session_scope() as session:
-        set_batch_status(session, batch_id, "stopped")
-    log.info("batch %s stopped after %d events", batch_id, emitted)
+    finally:
+        runtime.release_stop_event(stop)
+    if consumer.stop_reason is None:  # a retired batch keeps the status the control plane set
+        with session_scope() as session:
+            set_batch_status(session, batch_id, "stopped")
+    log.info("batch %s %s after %d events", batch_id, consumer.stop_reason or "stopped", emitted)
     return emitted

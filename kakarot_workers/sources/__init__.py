@@ -22,6 +22,7 @@ class SourceStats:
     frames: int = 0
     frames_rejected: int = 0
     reconnects: int = 0
+    live: bool = False  # subscribed and receiving: the batch is covered
 
 
 class Source(Protocol):

@@ -18,8 +18,9 @@ Protocol: the client sends `{"op": "subscribe", "tokens": [CA, …]}`; the feed 
 | symbol, pair    | symbol, pair        | optional                           |
 | chain           | chain               | optional; defaults to the task's   |
 
-`{"type": "error", "message": …}` frames are logged. A frame that fails to parse is counted,
-logged with a short excerpt, and skipped; the stream goes on.
+The batch counts as live (covered) from the `subscribed` answer or the first trade frame, until
+the connection drops. `{"type": "error", "message": …}` frames are logged. A frame that fails to
+parse is counted, logged with a short excerpt, and skipped; the stream goes on.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class FeedSource:
             except (OSError, websocket.WebSocketException) as exc:
                 log.warning("feed %s: connection lost (%s); reconnecting", self.url, exc)
             finally:
+                self.stats.live = False
                 _close(conn)
             if not stop.is_set():
                 self.stats.reconnects += 1
@@ -173,9 +175,12 @@ class FeedSource:
                 raise EventError("frame is not a JSON object")
             kind = message.get("type")
             if kind == "trade":
+                self.stats.live = True
                 event = parse_trade(message, self.chain)
                 return event if event.ca in self._wanted else None
-            if kind == "error":
+            if kind == "subscribed":
+                self.stats.live = True
+            elif kind == "error":
                 log.warning("feed %s says: %s", self.url, excerpt(str(message.get("message"))))
             return None
         except (ValueError, EventError) as exc:
