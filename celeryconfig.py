@@ -10,8 +10,9 @@ from kakarot_workers.settings import get_settings
 _settings = get_settings()
 
 broker_url = _settings.redis_url
-result_backend = _settings.redis_url
-# Nothing reads task results; alerts land in the database.
+# Nothing reads task results (alerts land in the database). With a result backend, every
+# send_task would also subscribe to a result channel: a round trip per micro-batch for nothing.
+result_backend = _settings.result_backend_url
 task_ignore_result = True
 
 # JSON only, never pickle.

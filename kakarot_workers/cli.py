@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import kombu.exceptions
+import redis
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -38,6 +41,18 @@ def main() -> None:
         cli(standalone_mode=False)
     except KakarotError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except (redis.ConnectionError, kombu.exceptions.OperationalError) as exc:
+        from kakarot_workers.settings import get_settings
+
+        url = get_settings().safe_dump()["redis_url"]
+        typer.echo(f"error: cannot reach Redis at {url} (KAKAROT_REDIS_URL): {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except sqlalchemy.exc.OperationalError as exc:
+        from kakarot_workers.settings import get_settings
+
+        url = get_settings().safe_dump()["database_url"]
+        typer.echo(f"error: database {url} (KAKAROT_DATABASE_URL): {exc.orig}", err=True)
         sys.exit(EXIT_ERROR)
     except typer.Abort:
         typer.echo("aborted", err=True)
@@ -197,9 +212,37 @@ def target_import(
 
 
 # --- running --------------------------------------------------------------------------------
+@cli.command("allocate")
+def allocate_cmd(
+    task_id: Annotated[int, typer.Option(help="Task id.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff, write nothing.")
+    ] = False,
+) -> None:
+    """Re-allocate a task's targets into batches; a membership change makes epoch + 1."""
+    from kakarot_workers.control import allocate_task
+
+    report = allocate_task(task_id, dry_run=dry_run)
+    diff = report.diff
+    moved_from = len({old for old, _ in diff.moved.values()})
+    lines = [
+        f"task {task_id}{' (dry run: nothing written)' if dry_run else ''}",
+        f"  targets   {report.targets}  (+{len(diff.added)} added, -{len(diff.removed)} removed)",
+        f"  batches   {report.batches_before} → {report.batches_after}",
+        f"            kept {len(diff.kept)} · changed {len(diff.changed)} · new {len(diff.new)}"
+        f" · retired {len(diff.retired)}",
+        f"  moved     {len(diff.moved)} surviving targets (from {moved_from} batches;"
+        f" merges {len(diff.merged)}, splits {len(diff.split)})",
+        f"  epoch     {report.epoch_before} → {report.epoch_after}",
+    ]
+    if report.new_batch_ids:
+        lines.append(f"  new batch rows {list(report.new_batch_ids)} (dispatch them to go live)")
+    typer.echo("\n".join(lines))
+
+
 @cli.command("dispatch")
 def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
-    """Allocate the task if it has no batches yet, then send one consumer per batch."""
+    """Allocate the task (if its targets changed), then send one consumer per current batch."""
     from kakarot_workers.control import dispatch, ensure_allocated
 
     batch_ids = ensure_allocated(task_id)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import redis
+
 from kakarot_workers import runtime
 from kakarot_workers.allocation import AllocationParams
 from kakarot_workers.batches import current_batch_ids
@@ -31,7 +33,15 @@ def allocate_task(task_id: int, *, dry_run: bool = False) -> EpochReport:
     with session_scope() as session:
         report = apply_allocation(session, task_id, allocation_params(), dry_run=dry_run)
     if not dry_run:
-        publish_epoch(runtime.redis_client(), runtime.keys(), report)
+        try:
+            publish_epoch(runtime.redis_client(), runtime.keys(), report)
+        except redis.RedisError as exc:  # the epoch is committed; consumers only miss a label
+            log.warning(
+                "task %s: epoch %s committed, but carried consumers were not told: %s",
+                task_id,
+                report.epoch_after,
+                exc,
+            )
         if report.epoch_after != report.epoch_before:
             log.info(
                 "task %s: epoch %s → %s, %d new batch rows, %d carried",

@@ -62,7 +62,7 @@ def _use_redis(url: str) -> None:
     """Point this process (settings, Celery) and its children at `url`."""
     os.environ["KAKAROT_REDIS_URL"] = url
     get_settings.cache_clear()
-    app.conf.update(broker_url=url, result_backend=url)
+    app.conf.update(broker_url=url)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:

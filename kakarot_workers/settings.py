@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/kakarot.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = ""
+    # Nothing in the fleet reads task results; set this only if you want them stored.
+    result_backend_url: str | None = None
     # --- celery ---------------------------------------------------------------------------
     celery_task_events: bool = True
     # Alert tasks are acknowledged late; an unacknowledged message is re-delivered after this.
