@@ -52,7 +52,10 @@ def main() -> None:
         from kakarot_workers.settings import get_settings
 
         url = get_settings().safe_dump()["database_url"]
-        typer.echo(f"error: database {url} (KAKAROT_DATABASE_URL): {exc.orig}", err=True)
+        reason = str(exc.orig)
+        if "no such table" in reason or "doesn't exist" in reason:
+            reason += " (create the schema with `kakarot db upgrade`)"
+        typer.echo(f"error: database {url} (KAKAROT_DATABASE_URL): {reason}", err=True)
         sys.exit(EXIT_ERROR)
     except typer.Abort:
         typer.echo("aborted", err=True)
@@ -242,12 +245,15 @@ def allocate_cmd(
 
 @cli.command("dispatch")
 def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
-    """Allocate the task (if its targets changed), then send one consumer per current batch."""
-    from kakarot_workers.control import dispatch, ensure_allocated
+    """Allocate the task (if its targets changed), then dispatch batches that have no consumer."""
+    from kakarot_workers.control import dispatch_unserved, ensure_allocated
 
     batch_ids = ensure_allocated(task_id)
-    dispatch(batch_ids)
-    typer.echo(f"dispatched {len(batch_ids)} batches of task {task_id}: {batch_ids}")
+    sent = dispatch_unserved(batch_ids)
+    typer.echo(
+        f"task {task_id}: {len(batch_ids)} batches in the current epoch; dispatched "
+        f"{len(sent)} without a consumer: {sent}"
+    )
 
 
 @cli.command("simulator")

@@ -21,6 +21,7 @@ from kakarot_workers.settings import get_settings
 log = logging.getLogger(__name__)
 
 CONSUME_TASK = "kakarot.streams.consume_batch"
+SERVING_STATUSES = ("running", "connecting")
 
 
 def allocation_params() -> AllocationParams:
@@ -65,6 +66,25 @@ def dispatch(batch_ids: list[int]) -> None:
     """Send one `consume_batch` per batch to the `streams` queue."""
     for batch_id in batch_ids:
         app.send_task(CONSUME_TASK, args=[batch_id])
+
+
+def dispatch_unserved(batch_ids: list[int]) -> list[int]:
+    """Dispatch the batches that no consumer reports serving (its status key is refreshed with
+    a TTL); return those sent. Carried batches keep their consumer.
+
+    Not race-free: a consumer dispatched but not yet started is not seen. Leases with fencing
+    tokens close that gap.
+    """
+    client, keys = runtime.redis_client(), runtime.keys()
+    pipe = client.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        pipe.hget(keys.batch_status(batch_id), "status")
+    statuses = pipe.execute()
+    unserved = [
+        b for b, status in zip(batch_ids, statuses, strict=True) if status not in SERVING_STATUSES
+    ]
+    dispatch(unserved)
+    return unserved
 
 
 def retire_handed_over(task_id: int | None = None) -> list[int]:

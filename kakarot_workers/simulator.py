@@ -56,7 +56,9 @@ class SimulatorServer:
         self.max_trades = max_trades
         self.on_trade = on_trade
         self.generated = 0
-        self.delivered: list[Trade] = []  # trades sent to ≥1 subscriber (kept when record=True)
+        # with record=True: trades sent to ≥1 subscriber, and trades nobody was subscribed to
+        self.delivered: list[Trade] = []
+        self.undelivered: list[Trade] = []
         self.dropped = 0  # frames not sent because a client fell too far behind
         self._arrivals = random.Random(f"arrivals:{market.seed}")
         self._subscribers: dict[str, set[_Client]] = {}
@@ -109,6 +111,10 @@ class SimulatorServer:
         with self._lock:
             return list(self.delivered)
 
+    def undelivered_snapshot(self) -> list[Trade]:
+        with self._lock:
+            return list(self.undelivered)
+
     def __enter__(self) -> SimulatorServer:
         return self.start()
 
@@ -156,6 +162,9 @@ class SimulatorServer:
             self.on_trade(trade)
         clients = self._subscribers.get(trade.ca)
         if not clients:
+            if self.record:
+                with self._lock:
+                    self.undelivered.append(trade)
             return
         frame = json.dumps(trade.to_feed_message(int(time.time() * 1000)))
         sent = False

@@ -40,7 +40,9 @@ def scenarios(draw):
         targets = draw(st.sets(st.sampled_from(UNIVERSE), max_size=200))
         current = with_ids(allocate(task_id, current, targets, params))
     if draw(st.booleans()):  # sometimes the cap was lowered since
-        params = AllocationParams(cap=max(1, cap - draw(st.integers(0, cap))), merge_below=params.merge_below)
+        params = AllocationParams(
+            cap=max(1, cap - draw(st.integers(0, cap))), merge_below=params.merge_below
+        )
     active = draw(st.sets(st.sampled_from(UNIVERSE), max_size=200))
     return task_id, current, active, params
 
@@ -64,8 +66,9 @@ def test_result_does_not_depend_on_input_order(scenario, rnd):
     keys = list(current)
     rnd.shuffle(keys)
     shuffled_current = {k: current[k] for k in keys}
-    assert allocate(task_id, shuffled_current, shuffled_active, params) == \
-        allocate(task_id, current, active, params)
+    assert allocate(task_id, shuffled_current, shuffled_active, params) == allocate(
+        task_id, current, active, params
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,8 +115,11 @@ def test_diff_accounts_for_every_batch(scenario):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sets(st.sampled_from(UNIVERSE), min_size=1, max_size=200),
-       st.sets(st.sampled_from(UNIVERSE), max_size=100), st.integers(2, 30))
+@given(
+    st.sets(st.sampled_from(UNIVERSE), min_size=1, max_size=200),
+    st.sets(st.sampled_from(UNIVERSE), max_size=100),
+    st.integers(2, 30),
+)
 def test_pure_additions_move_nothing(base, extra, cap):
     params = AllocationParams(cap=cap)
     current = with_ids(allocate(7, {}, base, params))
@@ -146,8 +152,14 @@ def test_first_allocation_packs_batches_in_ring_order():
     assert [list(result.batches[k]) for k in (-1, -2, -3)] == plain_split(1, cas, 99)
 
 
-CHURN = [("+100", 100, 0), ("-100", 0, 100), ("+1000", 1000, 0), ("-1000", 0, 1000),
-         ("+3000", 3000, 0), ("10% replaced", 600, 600)]
+CHURN = [
+    ("+100", 100, 0),
+    ("-100", 0, 100),
+    ("+1000", 1000, 0),
+    ("-1000", 0, 1000),
+    ("+3000", 3000, 0),
+    ("10% replaced", 600, 600),
+]
 
 
 @pytest.mark.parametrize("name, add, remove", CHURN)

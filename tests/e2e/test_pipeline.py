@@ -11,13 +11,13 @@ import time
 from sqlalchemy import select
 
 from kakarot_workers import alerts, runtime
-from kakarot_workers.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.celery_app import app
 from kakarot_workers.control import dispatch, ensure_allocated
-from kakarot_workers.db.models import MonitorAlertLog, MonitorBatch
+from kakarot_workers.db.models import MonitorBatch
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.market import Market
 from kakarot_workers.simulator import SimulatorServer
+from tests.support.scenario import alert_keys, create_task_for, wait_for
 
 THRESHOLD_USD = 3_000.0
 TOKENS = 150
@@ -25,39 +25,12 @@ RATE = 300.0
 RUN_S = 6.0
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def _create_task(market: Market) -> int:
-    with session_scope() as session:
-        config = create_config(
-            session, name="e2e", chain="bsc", source="simulator", min_transaction_usd=THRESHOLD_USD
-        )
-        task = create_task(session, name="e2e", task_type="batch", chain="bsc", config_id=config.id)
-        add_targets(session, task.id, [target_row("bsc", t.ca, t.symbol) for t in market.tokens])
-        return task.id
-
-
-def _alert_keys(task_id: int) -> list[tuple[str, int]]:
-    with session_scope() as session:
-        return [
-            (r.tx_hash, r.log_index)
-            for r in session.scalars(
-                select(MonitorAlertLog).where(MonitorAlertLog.task_id == task_id)
-            )
-        ]
-
-
 def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, workers, use_env):
     # Given: a task on 150 simulated tokens (two batches) and real streams + alerts workers
     market = Market.with_tokens(seed=11, count=TOKENS)
     with SimulatorServer(market, rate=RATE, record=True) as sim:
         use_env(KAKAROT_SIMULATOR_URL=sim.url)
-        task_id = _create_task(market)
+        task_id = create_task_for(market.tokens, THRESHOLD_USD)
         batch_ids = ensure_allocated(task_id)
         assert len(batch_ids) == 2
         workers("streams", pool="threads", concurrency=4)
@@ -65,12 +38,12 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
 
         # When: every batch is dispatched and trades flow for a while
         dispatch(batch_ids)
-        _wait_for(lambda: len(sim.subscribed_tokens()) == TOKENS, 20, "both batches subscribed")
+        wait_for(lambda: len(sim.subscribed_tokens()) == TOKENS, 20, "both batches subscribed")
         time.sleep(RUN_S)
         sim.pause()
         delivered = sim.delivered_snapshot()
         keys = runtime.keys()
-        _wait_for(
+        wait_for(
             lambda: int(redis_client.get(keys.events_total) or 0) >= len(delivered),
             15,
             "every delivered trade emitted",
@@ -79,9 +52,9 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         # Then: every delivered trade at or above the threshold has exactly one alert row
         expected = {(t.tx_hash, t.log_index) for t in delivered if t.amount_usd >= THRESHOLD_USD}
         assert len(expected) >= 20, "the scenario should produce a fair number of alerts"
-        _wait_for(lambda: len(_alert_keys(task_id)) >= len(expected), 15, "alerts recorded")
+        wait_for(lambda: len(alert_keys(task_id)) >= len(expected), 15, "alerts recorded")
         time.sleep(1.0)  # anything extra would show up now
-        rows = _alert_keys(task_id)
+        rows = alert_keys(task_id)
         assert len(rows) == len(set(rows)), "duplicate alert rows"
         assert set(rows) == expected
         assert int(redis_client.get(keys.events_total)) == len(delivered)
@@ -90,9 +63,9 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         again = [e for e in _wire_events(task_id, delivered) if e["amount_usd"] >= THRESHOLD_USD]
         assert alerts.evaluate_events.run(again) == 0  # in this process
         app.send_task("kakarot.alerts.evaluate_events", args=[again])  # and through the worker
-        _wait_for(lambda: redis_client.llen("alerts") == 0, 10, "the alerts queue drained")
+        wait_for(lambda: redis_client.llen("alerts") == 0, 10, "the alerts queue drained")
         time.sleep(1.0)
-        assert len(_alert_keys(task_id)) == len(rows)
+        assert len(alert_keys(task_id)) == len(rows)
 
         with session_scope() as session:
             statuses = {
@@ -121,7 +94,7 @@ def _wire_events(task_id: int, trades) -> list[dict]:
 
 def test_malformed_events_are_rejected_and_the_rest_still_alert(db_url, redis_client):
     market = Market.with_tokens(seed=2, count=1)
-    task_id = _create_task(market)
+    task_id = create_task_for(market.tokens, THRESHOLD_USD)
     good = {
         "chain": "bsc",
         "ca": market.tokens[0].ca,
@@ -136,7 +109,7 @@ def test_malformed_events_are_rejected_and_the_rest_still_alert(db_url, redis_cl
     bad = [{**good, "side": "hold"}, "not an event", {**good, "amount_usd": "lots"}]
     assert alerts.evaluate_events.run([*bad, good]) == 1
     assert int(redis_client.get(runtime.keys().events_rejected)) == 3
-    assert _alert_keys(task_id) == [(good["tx_hash"], 0)]
+    assert alert_keys(task_id) == [(good["tx_hash"], 0)]
 
 
 def test_streams_worker_with_no_flags_answers_inspect_ping(workers):

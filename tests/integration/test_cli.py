@@ -16,9 +16,14 @@ CA = ["0x" + f"{i:040x}" for i in range(1, 4)]
 def run(tmp_path):
     env = {**os.environ, "KAKAROT_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
 
-    def kakarot(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    def kakarot(*args: str, ok: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [KAKAROT, *args], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+            [KAKAROT, *args],
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
         )
         if ok:
             assert result.returncode == 0, result.stderr
@@ -125,6 +130,29 @@ def test_bad_address_and_chain(run, task_id):
     assert "unknown chain 'doge'" in _one_error_line(
         run("config", "create", "--name", "c", "--chain", "doge", ok=False)
     )
+
+
+def test_allocate_dry_run_then_for_real(run, task_id, tmp_path, redis_server):
+    csv = tmp_path / "targets.csv"
+    csv.write_text("ca\n" + "\n".join(f"0x{i:040x}" for i in range(1, 151)) + "\n")
+    run("target", "import", str(csv), "--task-id", task_id)
+    dry = run("allocate", "--task-id", task_id, "--dry-run").stdout
+    assert "dry run: nothing written" in dry and "epoch     0 → 1" in dry
+    assert "batches   0 → 2" in dry and "new 2" in dry
+    assert "epoch     1 → 1" not in dry
+    real = run("allocate", "--task-id", task_id).stdout
+    assert "epoch     0 → 1" in real and "new batch rows [1, 2]" in real
+    again = run("allocate", "--task-id", task_id).stdout
+    assert "epoch     1 → 1" in again and "kept 2 · changed 0 · new 0 · retired 0" in again
+
+
+def test_unreachable_redis_and_database_are_one_line(run, task_id, tmp_path):
+    run("target", "add", "--task-id", task_id, "--ca", CA[0])
+    result = run("dispatch", "--task-id", task_id, ok=False, KAKAROT_REDIS_URL="redis://127.0.0.1:9/0")
+    assert "cannot reach Redis at redis://127.0.0.1:9/0 (KAKAROT_REDIS_URL)" in _one_error_line(result)
+    result = run("task", "list", ok=False, KAKAROT_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
+    line = _one_error_line(result)
+    assert "(KAKAROT_DATABASE_URL): no such table" in line and "kakarot db upgrade" in line
 
 
 def test_invalid_settings_fail_naming_the_variable(tmp_path):

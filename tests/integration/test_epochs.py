@@ -7,7 +7,13 @@ from sqlalchemy import event, select
 
 from kakarot_workers.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.allocation import AllocationParams
-from kakarot_workers.db.models import MonitorBatch, MonitorBatchItem, MonitorTask, MonitorTaskTarget, utcnow
+from kakarot_workers.db.models import (
+    MonitorBatch,
+    MonitorBatchItem,
+    MonitorTask,
+    MonitorTaskTarget,
+    utcnow,
+)
 from kakarot_workers.db.session import dispose_engines, get_engine, session_scope
 from kakarot_workers.epochs import apply_allocation, current_assignment, retire_old_epochs
 from kakarot_workers.keys import Keys
@@ -37,8 +43,11 @@ def add(url: str, task_id: int, targets: list[str]) -> None:
 
 def remove(url: str, task_id: int, targets: list[str]) -> None:
     with session_scope(url) as session:
-        for target in session.scalars(select(MonitorTaskTarget).where(
-                MonitorTaskTarget.task_id == task_id, MonitorTaskTarget.target_value.in_(targets))):
+        for target in session.scalars(
+            select(MonitorTaskTarget).where(
+                MonitorTaskTarget.task_id == task_id, MonitorTaskTarget.target_value.in_(targets)
+            )
+        ):
             target.status = 0
 
 
@@ -49,7 +58,10 @@ def allocate(url: str, task_id: int):
 
 def batches(url: str, task_id: int) -> dict[int, MonitorBatch]:
     with session_scope(url) as session:
-        return {b.id: b for b in session.scalars(select(MonitorBatch).where(MonitorBatch.task_id == task_id))}
+        return {
+            b.id: b
+            for b in session.scalars(select(MonitorBatch).where(MonitorBatch.task_id == task_id))
+        }
 
 
 def target_updates(url: str):
@@ -72,14 +84,25 @@ def test_first_allocation_writes_epoch_one(task):
     assert (report.epoch_before, report.epoch_after, report.batches_after) == (0, 1, 3)
     rows = batches(url, task_id)
     assert sorted((b.batch_no, b.item_count, b.epoch, b.status) for b in rows.values()) == [
-        (1, 10, 1, "pending"), (2, 10, 1, "pending"), (3, 5, 1, "pending")]
+        (1, 10, 1, "pending"),
+        (2, 10, 1, "pending"),
+        (3, 5, 1, "pending"),
+    ]
     with session_scope(url) as session:
         assert session.get(MonitorTask, task_id).current_epoch == 1
-        mirror = {t.target_value: (t.batch_id, t.batch_order) for t in session.scalars(select(MonitorTaskTarget))}
-        items = {(i.batch_id, i.batch_order): i.target_id for i in session.scalars(select(MonitorBatchItem))}
+        mirror = {
+            t.target_value: (t.batch_id, t.batch_order)
+            for t in session.scalars(select(MonitorTaskTarget))
+        }
+        items = {
+            (i.batch_id, i.batch_order): i.target_id
+            for i in session.scalars(select(MonitorBatchItem))
+        }
         assert len(items) == 25
         assert current_assignment(session, session.get(MonitorTask, task_id)) == {
-            bid: [ca for ca, (b, _) in sorted(mirror.items(), key=lambda kv: kv[1]) if b == bid] for bid in rows}
+            bid: [ca for ca, (b, _) in sorted(mirror.items(), key=lambda kv: kv[1]) if b == bid]
+            for bid in rows
+        }
 
 
 def test_same_targets_do_not_bump_the_epoch(task):
@@ -111,13 +134,18 @@ def test_changed_batches_get_new_rows_and_kept_ones_carry(task):
     assert set(report.carried_batch_ids) == carried
     assert all(after[b].epoch == 2 for b in carried)  # same rows, next epoch
     (new_id,) = report.new_batch_ids
-    assert (after[new_id].epoch, after[new_id].item_count, after[new_id].batch_no) == \
-        (2, 8, before[partial].batch_no)
+    assert (after[new_id].epoch, after[new_id].item_count, after[new_id].batch_no) == (
+        2,
+        8,
+        before[partial].batch_no,
+    )
     assert (after[partial].epoch, after[partial].status) == (1, "pending")  # old row stays
     assert sum(written) == 8  # only the 8 targets of the changed batch were written
     with session_scope(url) as session:
         assert session.get(MonitorTask, task_id).current_epoch == 2
-        moved = session.scalars(select(MonitorTaskTarget).where(MonitorTaskTarget.batch_id == new_id)).all()
+        moved = session.scalars(
+            select(MonitorTaskTarget).where(MonitorTaskTarget.batch_id == new_id)
+        ).all()
         assert len(moved) == 8
 
 
@@ -144,7 +172,9 @@ def test_old_epoch_retires_only_once_the_new_owners_are_live(task, redis_client)
 
     def retire(now=None):
         with session_scope(url) as session:
-            return retire_old_epochs(session, redis_client, KEYS, task_id=task_id, grace_s=600, now=now)
+            return retire_old_epochs(
+                session, redis_client, KEYS, task_id=task_id, grace_s=600, now=now
+            )
 
     assert retire() == []  # the new owner is not subscribed yet
     redis_client.hset(KEYS.batch_status(new), "status", "connecting")
@@ -167,5 +197,6 @@ def test_old_epoch_retires_at_the_end_of_grace(task, redis_client):
         assert retire_old_epochs(session, redis_client, KEYS, task_id=task_id, grace_s=600) == []
     with session_scope(url) as session:
         later = utcnow() + timedelta(seconds=601)
-        assert retire_old_epochs(session, redis_client, KEYS, task_id=task_id, grace_s=600,
-                                 now=later) == [old]
+        assert retire_old_epochs(
+            session, redis_client, KEYS, task_id=task_id, grace_s=600, now=later
+        ) == [old]

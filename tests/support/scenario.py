@@ -1,0 +1,69 @@
+"""Helpers for whole-fleet scenarios: a task on simulated tokens, waiting, reading alerts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import redis
+from sqlalchemy import select
+
+from kakarot_workers import runtime
+from kakarot_workers.admin import add_targets, create_config, create_task, target_row
+from kakarot_workers.db.models import MonitorAlertLog
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.market import TokenState
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def create_task_for(tokens: Iterable[TokenState], threshold_usd: float) -> int:
+    with session_scope() as session:
+        config = create_config(
+            session,
+            name="scenario",
+            chain="bsc",
+            source="simulator",
+            min_transaction_usd=threshold_usd,
+        )
+        task = create_task(
+            session, name="scenario", task_type="batch", chain="bsc", config_id=config.id
+        )
+        add_targets(session, task.id, [target_row("bsc", t.ca, t.symbol) for t in tokens])
+        return task.id
+
+
+def add_tokens(task_id: int, tokens: Iterable[TokenState]) -> None:
+    with session_scope() as session:
+        add_targets(session, task_id, [target_row("bsc", t.ca, t.symbol) for t in tokens])
+
+
+def alert_keys(task_id: int) -> list[tuple[str, int]]:
+    """(tx hash, log index) of every alert row of the task, duplicates included."""
+    with session_scope() as session:
+        return [
+            (r.tx_hash, r.log_index)
+            for r in session.scalars(
+                select(MonitorAlertLog).where(MonitorAlertLog.task_id == task_id)
+            )
+        ]
+
+
+def wait_quiet(client: redis.Redis, quiet_s: float = 1.0, timeout_s: float = 20.0) -> None:
+    """Until no event has been emitted for `quiet_s` and the alerts queue is empty."""
+    key = runtime.keys().events_total
+    deadline = time.monotonic() + timeout_s
+    last, since = client.get(key), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = client.get(key)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s and client.llen("alerts") == 0:
+            return
+    raise AssertionError("the fleet did not go quiet")
