@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/python -m pip install -q ruff mypy
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/ruff check kakarot_workers tests
 	$(BIN)/mypy
 
