@@ -30,8 +30,10 @@ task_routes = {
     "kakarot.control.*": {"queue": "control"},
 }
 
-# One message at a time per pool slot: a stream task holds its slot for hours, so a prefetched
-# second one would starve behind it.
+# A worker takes a message only when a pool slot is free (Redis broker, Celery ≥ 5.6): a stream
+# task holds its slot for hours, and a message prefetched behind it would starve there while an
+# idle worker waits. Without it, prefetch stays at one message per slot.
+worker_disable_prefetch = True
 worker_prefetch_multiplier = 1
 # Acknowledgement is set per task (stream tasks early, alert tasks late); see the task modules.
 task_acks_late = False
@@ -46,5 +48,8 @@ broker_transport_options = {
 worker_send_task_events = _settings.celery_task_events
 task_send_sent_event = _settings.celery_task_events
 worker_hijack_root_logger = False
+# A cold shutdown (a second SIGTERM/SIGINT, or SIGQUIT) first gives running tasks this long:
+# stream consumers use it to flush and hand their batches over instead of vanishing.
+worker_soft_shutdown_timeout = _settings.handover_timeout_s + 5
 timezone = "UTC"
 enable_utc = True

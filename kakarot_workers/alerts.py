@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import runtime
+from kakarot_workers import leases, runtime
 from kakarot_workers.alert_log import dedup_key, record_alerts
 from kakarot_workers.celery_app import app
 from kakarot_workers.configs import RuleSetCache
@@ -80,6 +80,28 @@ def _parse(events: list[Any]) -> list[SwapEvent]:
     return parsed
 
 
+def drop_fenced(events: list[SwapEvent]) -> list[SwapEvent]:
+    """The events whose fencing token is not below their batch's fence. A token below it means
+    the consumer that emitted it lost its lease to a successor (a zombie, or a hand-over that is
+    complete): its events are dropped and counted in `events_fenced`. Events with no token
+    (tools, tests) pass."""
+    fenced = sorted({e.batch_id for e in events if e.batch_id and e.fencing_token})
+    if not fenced:
+        return events
+    client, keys = runtime.redis_client(), runtime.keys()
+    current = leases.fences(client, keys, fenced)
+    kept = [
+        e
+        for e in events
+        if not (e.batch_id and e.fencing_token) or e.fencing_token >= current[e.batch_id]
+    ]
+    if len(kept) != len(events):
+        stale = len(events) - len(kept)
+        client.incrby(keys.events_fenced, stale)
+        log.warning("%d event(s) dropped: their consumer's fencing token is stale", stale)
+    return kept
+
+
 @app.task(
     name="kakarot.alerts.evaluate_events",
     acks_late=True,
@@ -96,7 +118,7 @@ def evaluate_events(events: list[Any]) -> int:
         log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
         return 0
     by_task: dict[int, list[SwapEvent]] = defaultdict(list)
-    for event in _parse(events):
+    for event in drop_fenced(_parse(events)):
         by_task[event.task_id].append(event)
     explorer = get_settings().explorer_tx_url
     new_rows: list[dict[str, Any]] = []

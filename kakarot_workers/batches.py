@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kakarot_workers.db.models import (
+    TASK_ACTIVE,
     MonitorBatch,
     MonitorBatchItem,
     MonitorConfig,
@@ -30,6 +31,9 @@ class BatchPlan:
     source: str | None
     tokens: list[str]
     status: str
+    task_type: str = "batch"
+    # CA → its pair address, where the target names one (EVM sources)
+    pairs: dict[str, str] = field(default_factory=dict)
 
 
 def task_config(session: Session, task_id: int) -> MonitorConfig | None:
@@ -61,20 +65,37 @@ def current_batch_ids(session: Session, task_id: int) -> list[int]:
     )
 
 
+def current_batch_ids_of_active_tasks(session: Session, task_id: int | None = None) -> list[int]:
+    """The current-epoch batches of every active, undeleted task (or of one task)."""
+    query = (
+        select(MonitorBatch.id)
+        .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
+        .where(
+            MonitorBatch.epoch == MonitorTask.current_epoch,
+            MonitorBatch.status != "retired",
+            MonitorTask.del_flag == 0,
+            MonitorTask.status == TASK_ACTIVE,
+        )
+        .order_by(MonitorBatch.task_id, MonitorBatch.batch_no)
+    )
+    if task_id is not None:
+        query = query.where(MonitorBatch.task_id == task_id)
+    return list(session.scalars(query))
+
+
 def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
     batch = session.get(MonitorBatch, batch_id)
     if batch is None:
         raise NotFoundError(f"batch {batch_id} does not exist")
     task = get_task(session, batch.task_id)
     config = task_config(session, task.id)
-    tokens = list(
-        session.scalars(
-            select(MonitorTaskTarget.target_value)
-            .join(MonitorBatchItem, MonitorBatchItem.target_id == MonitorTaskTarget.id)
-            .where(MonitorBatchItem.batch_id == batch_id)
-            .order_by(MonitorBatchItem.batch_order)
-        )
-    )
+    rows = session.execute(
+        select(MonitorTaskTarget.target_value, MonitorTaskTarget.pair_address)
+        .join(MonitorBatchItem, MonitorBatchItem.target_id == MonitorTaskTarget.id)
+        .where(MonitorBatchItem.batch_id == batch_id)
+        .order_by(MonitorBatchItem.batch_order)
+    ).all()
+    tokens = [ca for ca, _ in rows]
     return BatchPlan(
         batch_id=batch.id,
         task_id=task.id,
@@ -83,6 +104,8 @@ def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
         source=config.source if config else None,
         tokens=tokens,
         status=batch.status,
+        task_type=task.task_type,
+        pairs={ca: pair for ca, pair in rows if pair},
     )
 
 

@@ -1,4 +1,10 @@
-"""The Celery application: configuration from `celeryconfig`, task modules, process signals."""
+"""The Celery application: configuration from `celeryconfig`, task modules, process signals.
+
+A worker that consumes only the `streams` queue and was started without `-P`/`-c` gets the
+threads pool with `KAKAROT_STREAMS_CONCURRENCY` slots (default 64): each stream consumer holds
+one slot for as long as it serves its batch, so `celery -A kakarot_workers worker -Q streams`
+holds 64 batches. Other workers keep Celery's defaults (prefork, one child per core).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,46 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from celery.apps.worker import Worker
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from kombu.utils.objects import cached_property
 
-from kakarot_workers import logs, runtime
+from kakarot_workers import logs, node, runtime
 from kakarot_workers.db.session import dispose_engines
+from kakarot_workers.settings import get_settings
 
-app = Celery("kakarot_workers", include=["kakarot_workers.stream", "kakarot_workers.alerts"])
+STREAMS_QUEUE = "streams"
+
+
+def serves_only_streams(queues: Any) -> bool:
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    return bool(queues) and {q.strip() for q in queues} == {STREAMS_QUEUE}
+
+
+class KakarotWorker(Worker):  # type: ignore[misc]
+    """Celery's worker, with stream-friendly pool defaults for a streams-only worker."""
+
+    def setup_defaults(self, *args: Any, **kwargs: Any) -> None:
+        super().setup_defaults(*args, **kwargs)
+        if not serves_only_streams(kwargs.get("queues")):
+            return
+        settings = get_settings()
+        # `-P` defaults to prefork on the command line, so prefork here means "not chosen".
+        if self.pool_cls in (PreforkPool, "prefork") and settings.streams_pool != "prefork":
+            self.pool_cls = get_implementation(settings.streams_pool)
+        if not self.concurrency:
+            self.concurrency = settings.streams_concurrency
+
+
+class KakarotCelery(Celery):  # type: ignore[misc]
+    @cached_property
+    def Worker(self) -> type[Worker]:  # noqa: N802 (Celery's name)
+        return self.subclass_with_self(KakarotWorker)  # type: ignore[no-any-return]
+
+
+app = KakarotCelery("kakarot_workers", include=["kakarot_workers.stream", "kakarot_workers.alerts"])
 app.config_from_object("celeryconfig")
 
 log = logging.getLogger(__name__)
@@ -28,14 +69,25 @@ def _after_fork(**_: Any) -> None:
     runtime.forget_inherited_clients()
 
 
+@signals.worker_ready.connect
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    # The node: heartbeat, metrics and the DB rows of the batches this process serves.
+    queues = ",".join(sorted(sender.app.amqp.queues.consume_from)) if sender else ""
+    node_id = getattr(sender, "hostname", None) or runtime.consumer_id()
+    node.start(node_id, queues)
+    log.info("node %s up (queues %s)", node_id, queues)
+
+
 @signals.worker_shutting_down.connect
 def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
     # Sent in the main process on SIGTERM/SIGINT; stream consumers (threads) see the flag,
-    # flush their pending events and return, so the warm shutdown can complete.
+    # flush their pending events, release their leases and return, so the warm shutdown can
+    # complete and another worker can take their batches at once.
     log.info("worker shutting down (%s %s): stopping stream consumers", how, sig)
     runtime.request_shutdown()
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
+    node.stop()
     dispose_engines()

@@ -1,18 +1,19 @@
 """The control plane: allocate tasks into epochs, dispatch consumers, retire old epochs.
 
 The beat jobs (allocate, reconcile, check_timeouts, …) will call these; for now they run by hand
-(`kakarot allocate`, `kakarot dispatch`) and from the demo.
+(`kakarot allocate`, `kakarot dispatch`, `kakarot reconcile`) and from the demo.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import redis
 
-from kakarot_workers import runtime
+from kakarot_workers import leases, runtime
 from kakarot_workers.allocation import AllocationParams
-from kakarot_workers.batches import current_batch_ids
+from kakarot_workers.batches import current_batch_ids, current_batch_ids_of_active_tasks
 from kakarot_workers.celery_app import app
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.epochs import EpochReport, apply_allocation, publish_epoch, retire_old_epochs
@@ -21,7 +22,6 @@ from kakarot_workers.settings import get_settings
 log = logging.getLogger(__name__)
 
 CONSUME_TASK = "kakarot.streams.consume_batch"
-SERVING_STATUSES = ("running", "connecting")
 
 
 def allocation_params() -> AllocationParams:
@@ -63,28 +63,49 @@ def ensure_allocated(task_id: int) -> list[int]:
 
 
 def dispatch(batch_ids: list[int]) -> None:
-    """Send one `consume_batch` per batch to the `streams` queue."""
+    """Send one `consume_batch` per batch to the `streams` queue, unconditionally."""
     for batch_id in batch_ids:
         app.send_task(CONSUME_TASK, args=[batch_id])
 
 
 def dispatch_unserved(batch_ids: list[int]) -> list[int]:
-    """Dispatch the batches that no consumer reports serving (its status key is refreshed with
-    a TTL); return those sent. Carried batches keep their consumer.
+    """Send `consume_batch` once for each batch with no live lease and no pending dispatch;
+    return those sent.
 
-    Not race-free: a consumer dispatched but not yet started is not seen. Leases with fencing
-    tokens close that gap.
+    The pending-dispatch marker (set-if-absent, TTL `dispatch_marker_ttl_s`) makes this safe to
+    run from several places at once: a batch is sent once per marker period however many
+    reconcilers race. The consumer deletes the marker when it takes (or finds) the lease; if
+    the message is lost, the marker expires and the next reconcile sends it again.
     """
     client, keys = runtime.redis_client(), runtime.keys()
+    ttl_ms = int(get_settings().dispatch_marker_ttl_s * 1000)
+    unowned = [b for b, holder in leases.holders(client, keys, batch_ids).items() if not holder]
+    if not unowned:
+        return []
     pipe = client.pipeline(transaction=False)
-    for batch_id in batch_ids:
-        pipe.hget(keys.batch_status(batch_id), "status")
-    statuses = pipe.execute()
-    unserved = [
-        b for b, status in zip(batch_ids, statuses, strict=True) if status not in SERVING_STATUSES
-    ]
-    dispatch(unserved)
-    return unserved
+    for batch_id in unowned:
+        pipe.set(keys.batch_dispatch(batch_id), "1", nx=True, px=ttl_ms)
+    sent = [b for b, marked in zip(unowned, pipe.execute(), strict=True) if marked]
+    dispatch(sent)
+    return sent
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    dispatched: list[int]
+    retired: list[int]
+
+
+def reconcile(task_id: int | None = None) -> ReconcileReport:
+    """One pass of the control loop: retire old-epoch batches that are handed over (or past
+    their grace period), then dispatch every unowned current-epoch batch of active tasks."""
+    retired = retire_handed_over(task_id)
+    with session_scope() as session:
+        batch_ids = current_batch_ids_of_active_tasks(session, task_id)
+    dispatched = dispatch_unserved(batch_ids)
+    if dispatched or retired:
+        log.info("reconcile: dispatched %s, retired %s", dispatched, retired)
+    return ReconcileReport(dispatched=dispatched, retired=retired)
 
 
 def retire_handed_over(task_id: int | None = None) -> list[int]:

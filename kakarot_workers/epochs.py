@@ -60,6 +60,34 @@ class EpochReport:
     carried_batch_ids: tuple[int, ...] = ()
 
 
+def _ensure_block_batch(session: Session, task: MonitorTask, *, dry_run: bool) -> EpochReport:
+    """A block task has no targets: one batch, one consumer, the whole chain (the radar)."""
+    existing = session.scalars(
+        select(MonitorBatch.id).where(
+            MonitorBatch.task_id == task.id, MonitorBatch.epoch == task.current_epoch
+        )
+    ).all()
+    empty = allocate(task.id, {}, []).diff
+    report = EpochReport(
+        task_id=task.id,
+        targets=0,
+        batches_before=len(existing),
+        batches_after=1,
+        epoch_before=task.current_epoch,
+        epoch_after=task.current_epoch + (0 if existing else 1),
+        diff=empty,
+    )
+    if existing or dry_run:
+        return report
+    row = MonitorBatch(
+        task_id=task.id, batch_no=1, epoch=report.epoch_after, item_count=0, status="pending"
+    )
+    session.add(row)
+    session.flush()
+    task.current_epoch = report.epoch_after
+    return replace(report, new_batch_ids=(row.id,))
+
+
 def current_assignment(session: Session, task: MonitorTask) -> dict[int, list[str]]:
     """Batch id → CAs in batch order, for the task's current epoch."""
     rows = session.execute(
@@ -86,6 +114,8 @@ def apply_allocation(
     task = get_task(session, task_id)
     if session.get_bind().dialect.name != "sqlite":  # SQLite serialises writers by itself
         session.refresh(task, with_for_update=True)  # one allocator per task at a time
+    if task.task_type == "block":
+        return _ensure_block_batch(session, task, dry_run=dry_run)
     targets = session.scalars(
         select(MonitorTaskTarget).where(MonitorTaskTarget.task_id == task_id)
     ).all()

@@ -37,6 +37,31 @@ class Keys:
         """Hash written by the control plane for a batch's consumer: `stop` (a reason), `epoch`."""
         return self._k(f"kakarot:batch:{batch_id}:control")
 
+    def batch_lease(self, batch_id: int) -> str:
+        """String `{consumer_id}:{token}` with a TTL: who serves the batch right now."""
+        return self._k(f"kakarot:batch:{batch_id}:lease")
+
+    def batch_token(self, batch_id: int) -> str:
+        """Counter: the fencing token of the batch's latest lease acquisition."""
+        return self._k(f"kakarot:batch:{batch_id}:token")
+
+    def batch_fence(self, batch_id: int) -> str:
+        """The oldest fencing token the alert pool still accepts for the batch."""
+        return self._k(f"kakarot:batch:{batch_id}:fence")
+
+    def batch_handover(self, batch_id: int) -> str:
+        """Marker with a TTL: the last holder released the batch gracefully and serves on until
+        its successor is live."""
+        return self._k(f"kakarot:batch:{batch_id}:handover")
+
+    def batch_dispatch(self, batch_id: int) -> str:
+        """Marker with a TTL: a `consume_batch` for the batch is on its way."""
+        return self._k(f"kakarot:batch:{batch_id}:dispatch")
+
+    def batch_checkpoint(self, batch_id: int) -> str:
+        """The last block whose events the batch's consumer has emitted (EVM sources)."""
+        return self._k(f"kakarot:batch:{batch_id}:checkpoint")
+
     @property
     def batch_status_pattern(self) -> str:
         """SCAN pattern matching every batch status key."""
@@ -56,3 +81,28 @@ class Keys:
     def frames_rejected(self) -> str:
         """Counter of source frames that failed to parse."""
         return self._k("kakarot:stats:frames_rejected")
+
+    @property
+    def events_fenced(self) -> str:
+        """Counter of events the alert pool dropped because their fencing token was stale."""
+        return self._k("kakarot:stats:events_fenced")
+
+    @property
+    def events_retracted(self) -> str:
+        """Counter of events withdrawn by a chain re-org (`removed: true` logs)."""
+        return self._k("kakarot:stats:events_retracted")
+
+    @property
+    def retracted(self) -> str:
+        """Hash `{chain}:{tx}:{log index}` → block: swaps a re-org removed after emission."""
+        return self._k("kakarot:retracted")
+
+    @property
+    def reconnects(self) -> str:
+        """Counter of source reconnects, every consumer together."""
+        return self._k("kakarot:stats:reconnects")
+
+    @property
+    def node_pattern(self) -> str:
+        """SCAN pattern matching every node metrics key."""
+        return self._k("node:metrics:*")

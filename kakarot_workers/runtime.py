@@ -9,17 +9,18 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 import redis
 
 from kakarot_workers.keys import Keys
 from kakarot_workers.settings import get_settings
 
-# Set when the worker begins a warm shutdown: long-running stream consumers watch it,
-# flush what they hold, and return so the pool can stop.
+# Set when the worker begins a shutdown. Each stream consumer registers a hook that decides how
+# to leave: hand its batch over if it is live, stop at once otherwise.
 shutdown_requested = threading.Event()
 
-_consumer_stops: set[threading.Event] = set()
+_shutdown_hooks: dict[int, Callable[[], None]] = {}
 _clients: dict[int, redis.Redis] = {}
 _lock = threading.Lock()
 
@@ -47,26 +48,28 @@ def forget_inherited_clients() -> None:
 
 
 def request_shutdown() -> None:
-    """Ask every stream consumer of this process to flush and return."""
+    """Tell every stream consumer of this process that the worker is going down."""
     shutdown_requested.set()
     with _lock:
-        for event in _consumer_stops:
-            event.set()
+        hooks = list(_shutdown_hooks.values())
+    for hook in hooks:
+        hook()
 
 
-def consumer_stop_event() -> threading.Event:
-    """A stop flag for one consumer, set by `request_shutdown` or by its own control plane."""
-    event = threading.Event()
+def on_shutdown(hook: Callable[[], None]) -> int:
+    """Register `hook` to run when the worker shuts down (at once if it already is); returns a
+    handle for `forget_shutdown_hook`."""
+    handle = id(hook)
     with _lock:
-        _consumer_stops.add(event)
+        _shutdown_hooks[handle] = hook
     if shutdown_requested.is_set():
-        event.set()
-    return event
+        hook()
+    return handle
 
 
-def release_stop_event(event: threading.Event) -> None:
+def forget_shutdown_hook(handle: int) -> None:
     with _lock:
-        _consumer_stops.discard(event)
+        _shutdown_hooks.pop(handle, None)
 
 
 def keys() -> Keys:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kakarot_workers.errors import ConfigError
@@ -54,6 +54,34 @@ def _read_yaml(path: str | None) -> dict[str, Any]:
     return data
 
 
+class EvmChain(BaseModel):
+    """One EVM chain's endpoints and pricing references (addresses are checksummed or lower)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ws_url: str
+    http_url: str | None = None
+    factory: str | None = None
+    # quote token address → its USD price (1.0 for a stablecoin), or None for the wrapped native
+    quotes: dict[str, float | None] = Field(default_factory=dict)
+    wrapped_native: str | None = None
+    reference_pair: str | None = None
+    native_usd: float | None = None
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("expected ws://host:port or wss://…")
+        return value
+
+    @property
+    def backfill_url(self) -> str:
+        if self.http_url:
+            return self.http_url
+        return "http" + self.ws_url[2:]
+
+
 class Settings(BaseSettings):
     """Every knob of the fleet. Field `foo_bar` is read from `KAKAROT_FOO_BAR`."""
 
@@ -83,6 +111,32 @@ class Settings(BaseSettings):
     source_idle_timeout_s: float = Field(default=30.0, gt=0)
     reconnect_max_backoff_s: float = Field(default=10.0, gt=0)
     batch_status_ttl_s: int = Field(default=30, ge=1)
+    # A consumer owns its batch through a Redis lease of this length, renewed every third of it.
+    lease_ttl_s: float = Field(default=6.0, ge=0.5)
+    # On a warm shutdown a live consumer serves on until its successor is live, at most this long.
+    handover_timeout_s: float = Field(default=10.0, ge=0)
+    # How long a dispatched `consume_batch` may wait in the queue before reconcile sends another.
+    dispatch_marker_ttl_s: float = Field(default=30.0, ge=1)
+    # A streams-only worker started with no -P/-c uses this pool with this many slots (batches).
+    streams_pool: str = "threads"
+    streams_concurrency: int = Field(default=64, ge=1)
+    # Back-pressure: above this many messages in the `alerts` queue, consumers count it.
+    alerts_queue_limit: int = Field(default=10_000, ge=1)
+    # Above this many, events are dropped and counted (`dropped_events`); 0: never drop.
+    alerts_queue_cap: int = Field(default=0, ge=0)
+    # Node heartbeat (`heartbeat:node:{id}`, TTL 3×) and metrics interval; DB heartbeat writes.
+    node_heartbeat_s: float = Field(default=10.0, gt=0)
+    db_heartbeat_s: float = Field(default=10.0, gt=0)
+    # --- evm source -----------------------------------------------------------------------
+    # Per chain: {"ws_url", "http_url" (back-fill; defaults to ws_url's HTTP twin), "factory",
+    # "quotes": {address: usd price or null for the wrapped native}, "wrapped_native",
+    # "reference_pair" (wrapped native / stablecoin), "native_usd" (fixed price, for tests)}
+    evm_chains: dict[str, EvmChain] = Field(default_factory=dict)
+    evm_backfill_chunk: int = Field(default=2_000, ge=1)
+    evm_backfill_max_blocks: int = Field(default=50_000, ge=1)
+    # Back-fill starts this many blocks before the checkpoint: events still in the alerts queue
+    # when the owner died are fenced off there, and come back through here (de-duplicated).
+    evm_backfill_overlap_blocks: int = Field(default=20, ge=0)
     # --- alert pool -----------------------------------------------------------------------
     config_cache_ttl_s: float = Field(default=5.0, ge=0)
     explorer_tx_url: dict[str, str] = Field(

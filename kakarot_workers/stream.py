@@ -1,12 +1,16 @@
 """Where a batch becomes a stream: the long-lived consumer of one batch (queue `streams`).
 
-`consume_batch(batch_id)` opens the batch's source, stamps every trade with (task, batch, epoch),
-and sends them to the alert pool in micro-batches of up to `emit_max_events` events or
-`emit_max_ms` milliseconds. It returns when the worker begins a warm shutdown, after flushing.
+`consume_batch(batch_id)` takes the batch's lease (see `leases`), opens its source, stamps every
+trade with (task, batch, epoch, fencing token), and sends them to the alert pool in micro-batches
+of up to `emit_max_events` events or `emit_max_ms` milliseconds. It renews the lease every third
+of its TTL and stops at once when the lease is lost. On a warm shutdown it flushes, marks the
+batch `stopped` and releases the lease, so another worker can take the batch immediately.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -15,19 +19,27 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from kakarot_workers import runtime
+import redis
+
+from kakarot_workers import leases, node, runtime
 from kakarot_workers.batches import BatchPlan, load_batch_plan, set_batch_status
 from kakarot_workers.celery_app import app
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import KakarotError
+from kakarot_workers.leases import Lease
 from kakarot_workers.settings import get_settings
-from kakarot_workers.sources import Source, open_source
+from kakarot_workers.sources import Retraction, Source, open_source
 
 log = logging.getLogger(__name__)
 
 EVALUATE_TASK = "kakarot.alerts.evaluate_events"
+CONSUME_TASK = "kakarot.streams.consume_batch"
 STATUS_REFRESH_S = 5.0
 CONTROL_CHECK_S = 1.0
+ALERTS_QUEUE = "alerts"
+# After a graceful hand-over, the successor raises the fence this long after its source is live.
+FENCE_DELAY_S = 1.0
+_slots = itertools.count(1)  # consumer ids: hostname-pid-slot
 
 WireEvent = dict[str, Any]
 
@@ -67,85 +79,271 @@ class EventBatcher:
 
 
 class BatchConsumer:
-    """Serves one batch: source → stamped events → micro-batches on the `alerts` queue."""
+    """Serves one batch while it holds the lease: source → stamped events → `alerts` queue."""
 
-    def __init__(self, plan: BatchPlan, source: Source, consumer_id: str) -> None:
+    def __init__(
+        self, plan: BatchPlan, source: Source, lease: Lease, agent: node.NodeAgent | None = None
+    ) -> None:
         settings = get_settings()
         self.plan = plan
         self.source = source
-        self.consumer_id = consumer_id
+        self.lease = lease
+        self.agent = agent or node.agent()
+        self.batch_id = plan.batch_id
+        self.task_id = plan.task_id
+        self.consumer_id = lease.consumer_id
         self.redis = runtime.redis_client()
         self.keys = runtime.keys()
         self.status_ttl_s = settings.batch_status_ttl_s
+        self.queue_limit = settings.alerts_queue_limit
+        self.queue_cap = settings.alerts_queue_cap
         self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
         self.events_emitted = 0
         self.epoch = plan.epoch
         self.stop_reason: str | None = None
+        self.lease_lost = False
+        self.alerts_depth = 0
+        self.handover_timeout_s = settings.handover_timeout_s
+        self._checkpoint: int | None = None
+        self._reconnects_seen = 0
+        self._stop = threading.Event()
+        self._shutting_down = False
+        self._handing_over = False
+        self._watchdog: threading.Timer | None = None
+        self._live_since: float | None = None
 
+    # --- what the node agent reads ------------------------------------------------------
+    @property
+    def status(self) -> str:
+        if self._handing_over:
+            return "handing_over"
+        return "running" if self.source.stats.live else "connecting"
+
+    @property
+    def pending(self) -> int:
+        return len(self.batcher.pending)
+
+    # --- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
-        """Consume until `stop` is set or the control plane retires the batch; return the
-        number of events emitted. The status is `running` only while the source is subscribed."""
-        status = self._status()
+        """Consume until `stop` is set, the lease is lost, the control plane retires the batch,
+        or the worker shuts down (after handing the batch over); return the events emitted."""
+        self._stop = stop
+        status = self.status
         self._write_status(status)
+        self.agent.hold(self)
+        hook = runtime.on_shutdown(self.begin_shutdown)
         now = time.monotonic()
         next_refresh, next_control = now + STATUS_REFRESH_S, now
+        next_renew = now + self.lease.renew_interval_s
         try:
             for event in self.source.events(stop):
-                if event is not None:
-                    stamped = replace(
-                        event,
-                        task_id=self.plan.task_id,
-                        batch_id=self.plan.batch_id,
-                        epoch=self.epoch,
+                if isinstance(event, Retraction):
+                    self._retract(event)
+                elif event is not None:
+                    self.batcher.add(
+                        replace(
+                            event,
+                            task_id=self.task_id,
+                            batch_id=self.batch_id,
+                            epoch=self.epoch,
+                            fencing_token=self.lease.token,
+                        ).to_wire()
                     )
-                    self.batcher.add(stamped.to_wire())
                 self.batcher.flush_if_due()
+                if self._shutting_down and not self._handing_over:
+                    self._hand_over()
                 now = time.monotonic()
+                if not self.lease.fenced and not self._handing_over:
+                    self._fence_after_hand_over(now)
+                if now >= next_renew and not self._handing_over:
+                    self._renew(stop)
+                    if self.lease_lost:
+                        break  # not ours any more: write nothing of the batch's state
+                    next_renew = now + self.lease.renew_interval_s
                 if now >= next_control:
                     self._read_control(stop)
                     next_control = now + CONTROL_CHECK_S
-                if self._status() != status or now >= next_refresh:
-                    status = self._status()
+                if self.status != status or now >= next_refresh:
+                    status = self.status
                     self._write_status(status)
                     next_refresh = now + STATUS_REFRESH_S
+                if not self.batcher.pending:
+                    self._save_checkpoint()
         finally:
-            self.batcher.flush()
-            self._write_status(self.stop_reason or "stopped")
+            runtime.forget_shutdown_hook(hook)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self.agent.let_go(self)
+            self._finish()
         return self.events_emitted
 
-    def _status(self) -> str:
-        return "running" if self.source.stats.live else "connecting"
+    def _fence_after_hand_over(self, now: float) -> None:
+        """We took the batch in a graceful hand-over: once our source has been live for
+        FENCE_DELAY_S (so what the leaving consumer read before we subscribed has been emitted),
+        raise the fence; the leaving consumer sees it and stops."""
+        if not self.source.stats.live:
+            self._live_since = None
+        elif self._live_since is None:
+            self._live_since = now
+        elif now - self._live_since >= FENCE_DELAY_S:
+            self.lease.raise_fence()
+            log.info("batch %s: live; fence raised to %s", self.batch_id, self.lease.token)
+
+    def begin_shutdown(self) -> None:
+        """The worker is going down (called from its signal handler). A live consumer hands
+        its batch over and serves on until the successor is live, at most `handover_timeout_s`;
+        one that is not live has nothing to hand over and stops at once."""
+        self._shutting_down = True
+        if not self.source.stats.live or self.handover_timeout_s <= 0:
+            self._stop.set()
+            return
+        self._watchdog = threading.Timer(self.handover_timeout_s, self._stop.set)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _hand_over(self) -> None:
+        """Flush, release the lease marked as a hand-over, and dispatch the successor."""
+        self._handing_over = True
+        self.batcher.flush()
+        self._save_checkpoint()
+        if not self.lease.release(handover_s=self.handover_timeout_s):
+            log.warning("batch %s: lease already lost at shutdown", self.batch_id)
+            self._lose(self._stop)
+            return
+        self.stop_reason = "handed_over"
+        dispatch_successor(self.batch_id)
+        self._write_status(self.status)
+        log.info("batch %s: handing over (token %s)", self.batch_id, self.lease.token)
+
+    def _finish(self) -> None:
+        """Flush what is buffered; then, unless the batch is someone else's now, say why we
+        stopped and release the lease."""
+        try:
+            self.batcher.flush()
+            self._save_checkpoint()
+        except redis.RedisError as exc:
+            log.error("batch %s: could not flush on stop: %s", self.batch_id, exc)
+        if self.lease_lost:
+            return  # the batch is someone else's now: touch nothing of it
+        with contextlib.suppress(redis.RedisError):
+            if self._handing_over:
+                holder = leases.holders(self.redis, self.keys, [self.batch_id])[self.batch_id]
+                if holder is None:  # nobody came in time: say the batch is unserved
+                    self._write_status("stopped")
+                    self.stop_reason = None
+                return
+            self._write_status(self.stop_reason or "stopped")
+            self.lease.release()
+            if self._shutting_down and self.stop_reason is None:
+                dispatch_successor(self.batch_id)  # not live, nothing to hand over: just go
+
+    def _renew(self, stop: threading.Event) -> None:
+        try:
+            ours = self.lease.renew()
+        except redis.RedisError as exc:
+            if self.lease.expired_locally():
+                log.error(
+                    "batch %s: lease not renewed for a full TTL (%s); stopping", self.batch_id, exc
+                )
+                self._lose(stop)
+            else:
+                log.warning("batch %s: lease renewal failed (%s); will retry", self.batch_id, exc)
+            return
+        if not ours:
+            log.warning(
+                "batch %s: lease lost (token %s); stopping", self.batch_id, self.lease.token
+            )
+            self._lose(stop)
+
+    def _lose(self, stop: threading.Event) -> None:
+        self.lease_lost = True
+        self.stop_reason = "lease_lost"
+        stop.set()
 
     def _read_control(self, stop: threading.Event) -> None:
-        """Follow the control plane: a new epoch for a carried batch, or an order to stop."""
-        control = self.redis.hgetall(self.keys.batch_control(self.plan.batch_id))
+        """Follow the control plane (a new epoch for a carried batch, or an order to stop) and
+        read the alerts queue depth for back-pressure."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.batch_control(self.batch_id))
+        pipe.llen(ALERTS_QUEUE)
+        control, self.alerts_depth = pipe.execute()
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
+        if self._handing_over and self.lease.fence_passed():
+            log.info("batch %s: successor is live; handed over", self.batch_id)
+            stop.set()
         if control.get("stop"):
             self.stop_reason = control["stop"]
-            log.info("batch %s: told to stop (%s)", self.plan.batch_id, self.stop_reason)
+            log.info("batch %s: told to stop (%s)", self.batch_id, self.stop_reason)
             stop.set()
+        reconnects = self.source.stats.reconnects
+        if reconnects != self._reconnects_seen:
+            self.agent.counters.add(reconnects=reconnects - self._reconnects_seen)
+            self.redis.incrby(self.keys.reconnects, reconnects - self._reconnects_seen)
+            self._reconnects_seen = reconnects
 
     def _emit(self, events: list[WireEvent]) -> None:
+        counters = self.agent.counters
+        if self.alerts_depth > self.queue_limit:
+            counters.add(backpressure_count=1)
+            if self.queue_cap and self.alerts_depth >= self.queue_cap:
+                counters.add(dropped_events=len(events))
+                log.warning(
+                    "batch %s: alerts queue at %d ≥ cap %d: %d events dropped",
+                    self.batch_id,
+                    self.alerts_depth,
+                    self.queue_cap,
+                    len(events),
+                )
+                return
         app.send_task(EVALUATE_TASK, args=[events])
         self.events_emitted += len(events)
-        status_key = self.keys.batch_status(self.plan.batch_id)
+        counters.add(total_events=len(events))
+        status_key = self.keys.batch_status(self.batch_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incrby(self.keys.events_total, len(events))
         pipe.hincrby(status_key, "events", len(events))
         pipe.hset(status_key, "last_event_ms", events[-1]["ts_ms"])
         pipe.execute()
 
+    def _retract(self, gone: Retraction) -> None:
+        """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
+        record the retraction (`kakarot:retracted`, counter `events_retracted`)."""
+        identity = (gone.tx_hash, gone.log_index)
+        before = len(self.batcher.pending)
+        self.batcher.pending = [
+            e for e in self.batcher.pending if (e["tx_hash"], e["log_index"]) != identity
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(self.keys.events_retracted)
+        if len(self.batcher.pending) == before:
+            member = f"{gone.chain}:{gone.tx_hash}:{gone.log_index}"
+            pipe.hset(self.keys.retracted, member, gone.block_number or "")
+            log.warning("batch %s: re-org retracted %s after it was emitted", self.batch_id, member)
+        pipe.execute()
+
+    def _save_checkpoint(self) -> None:
+        """Everything the source has yielded is emitted: its progress is the checkpoint."""
+        block = getattr(self.source, "progress_block", None)
+        if block is not None and block != self._checkpoint and not self.lease_lost:
+            self.redis.set(self.keys.batch_checkpoint(self.batch_id), block)
+            self._checkpoint = block
+
     def _write_status(self, status: str) -> None:
-        key = self.keys.batch_status(self.plan.batch_id)
+        if self.lease_lost:
+            return
+        key = self.keys.batch_status(self.batch_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(
             key,
             mapping={
                 "status": status,
                 "consumer_id": self.consumer_id,
+                "node_id": self.agent.node_id,
+                "token": self.lease.token,
                 "epoch": self.epoch,
-                "task_id": self.plan.task_id,
+                "task_id": self.task_id,
+                "frames": self.source.stats.frames,
                 "frames_rejected": self.source.stats.frames_rejected,
                 "reconnects": self.source.stats.reconnects,
                 "updated_ms": int(time.time() * 1000),
@@ -155,44 +353,79 @@ class BatchConsumer:
         pipe.execute()
 
 
+def dispatch_successor(batch_id: int) -> None:
+    """Send the batch to another worker now (this one is going down), with a dispatch marker
+    so that reconcile does not send it twice."""
+    ttl_ms = int(get_settings().dispatch_marker_ttl_s * 1000)
+    runtime.redis_client().set(runtime.keys().batch_dispatch(batch_id), "1", px=ttl_ms)
+    app.send_task(CONSUME_TASK, args=[batch_id])
+
+
+def read_checkpoint(batch_id: int) -> int | None:
+    value = runtime.redis_client().get(runtime.keys().batch_checkpoint(batch_id))
+    return int(value) if value is not None else None
+
+
 # Stream tasks are acknowledged early (on receipt). Celery's Redis broker re-delivers an
 # unacknowledged message after `visibility_timeout`, so a task that runs for hours with late
 # acknowledgement would be started a second time while the first still runs. Ownership of a
-# batch is therefore not the broker's business: a dead consumer's batch is dispatched again.
+# batch is the lease, not the broker: a dead consumer's lease expires and reconcile dispatches
+# the batch again.
 @app.task(name="kakarot.streams.consume_batch", bind=True, acks_late=False, ignore_result=True)
 def consume_batch(self: Any, batch_id: int) -> int:
-    """Serve batch `batch_id` until the worker shuts down or the batch is retired."""
-    cid = runtime.consumer_id(threading.get_ident() % 10_000)
-    worker = getattr(self.request, "hostname", None) or "unknown"
+    """Serve batch `batch_id` until the worker shuts down, the lease is lost or the batch is
+    retired. Returns at once if another consumer holds the batch."""
+    settings = get_settings()
+    client, keys = runtime.redis_client(), runtime.keys()
+    cid = runtime.consumer_id(next(_slots))
+    if runtime.shutdown_requested.is_set():
+        # received while this worker goes down (early ack): pass it on untouched
+        dispatch_successor(batch_id)
+        return 0
     with session_scope() as session:
         plan = load_batch_plan(session, batch_id)
-        if plan.status == "retired":
-            log.info("batch %s is retired; not consuming it", batch_id)
-            return 0
+    if plan.status == "retired":
+        log.info("batch %s is retired; not consuming it", batch_id)
+        client.delete(keys.batch_dispatch(batch_id))
+        return 0
+    lease = leases.acquire(client, keys, batch_id, cid, settings.lease_ttl_s)
+    client.delete(keys.batch_dispatch(batch_id))
+    if lease is None:
+        log.info(
+            "batch %s is served by %s; nothing to do",
+            batch_id,
+            client.get(keys.batch_lease(batch_id)),
+        )
+        return 0
+    agent = node.agent()
+    worker = getattr(self.request, "hostname", None) or agent.node_id
+    with session_scope() as session:
         set_batch_status(
             session, batch_id, "running", consumer_id=cid, worker_id=worker, worker_pid=os.getpid()
         )
     log.info(
-        "batch %s (task %s, epoch %s): %d tokens, consumer %s",
+        "batch %s (task %s, epoch %s): %d tokens, consumer %s, token %s",
         batch_id,
         plan.task_id,
         plan.epoch,
         len(plan.tokens),
         cid,
+        lease.token,
     )
-    stop = runtime.consumer_stop_event()
+    stop = threading.Event()
+    consumer: BatchConsumer | None = None
     try:
-        source = open_source(plan.source, plan.chain, plan.tokens, get_settings())
-        consumer = BatchConsumer(plan, source, cid)
+        source = open_source(plan, get_settings(), checkpoint=read_checkpoint(batch_id))
+        consumer = BatchConsumer(plan, source, lease, agent)
         emitted = consumer.run(stop)
     except KakarotError as exc:
         log.error("batch %s stopped: %s", batch_id, exc)
         with session_scope() as session:
             set_batch_status(session, batch_id, "error", error=str(exc))
+        if consumer is None:
+            lease.release()
         return 0
-    finally:
-        runtime.release_stop_event(stop)
-    if consumer.stop_reason is None:  # a retired batch keeps the status the control plane set
+    if consumer.stop_reason is None:  # retired, lost or handed over: not ours to set
         with session_scope() as session:
             set_batch_status(session, batch_id, "stopped")
     log.info("batch %s %s after %d events", batch_id, consumer.stop_reason or "stopped", emitted)

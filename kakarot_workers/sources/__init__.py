@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from kakarot_workers.batches import BatchPlan
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.settings import Settings
@@ -25,32 +26,48 @@ class SourceStats:
     live: bool = False  # subscribed and receiving: the batch is covered
 
 
+@dataclass(frozen=True)
+class Retraction:
+    """A swap withdrawn by a chain re-org (a `removed: true` log): it must not alert."""
+
+    chain: str
+    tx_hash: str
+    log_index: int
+    block_number: int | None
+
+
 class Source(Protocol):
     stats: SourceStats
 
-    def events(self, stop: threading.Event) -> Iterator[SwapEvent | None]: ...
+    def events(self, stop: threading.Event) -> Iterator[SwapEvent | Retraction | None]: ...
 
 
-SOURCE_KINDS = ("feed", "simulator")
+SOURCE_KINDS = ("feed", "simulator", "evm")
 
 
-def open_source(kind: str | None, chain: str, tokens: list[str], settings: Settings) -> Source:
-    """The adapter for a task's `source` (config column); the simulator speaks the feed protocol."""
-    from kakarot_workers.sources.feed import FeedSource
+def open_source(plan: BatchPlan, settings: Settings, checkpoint: int | None = None) -> Source:
+    """The adapter for a batch: the config's `source` column (the simulator speaks the feed
+    protocol). `checkpoint` is the last block the batch's previous owner emitted (EVM)."""
+    name = (plan.source or "simulator").lower()
+    if name == "evm":
+        from kakarot_workers.sources.evm import open_evm_source
 
-    name = (kind or "simulator").lower()
+        return open_evm_source(plan, settings, checkpoint)
     if name == "feed":
         url = settings.feed_url
     elif name == "simulator":
         url = settings.simulator_url
     else:
         raise ConfigError(
-            f"source {kind!r} is not supported: expected one of {', '.join(SOURCE_KINDS)}"
+            f"source {plan.source!r} of task {plan.task_id} is not supported: "
+            f"expected one of {', '.join(SOURCE_KINDS)}"
         )
+    from kakarot_workers.sources.feed import FeedSource
+
     return FeedSource(
         url,
-        chain,
-        tokens,
+        plan.chain,
+        plan.tokens,
         idle_timeout_s=settings.source_idle_timeout_s,
         max_backoff_s=settings.reconnect_max_backoff_s,
     )

@@ -148,8 +148,12 @@ def test_allocate_dry_run_then_for_real(run, task_id, tmp_path, redis_server):
 
 def test_unreachable_redis_and_database_are_one_line(run, task_id, tmp_path):
     run("target", "add", "--task-id", task_id, "--ca", CA[0])
-    result = run("dispatch", "--task-id", task_id, ok=False, KAKAROT_REDIS_URL="redis://127.0.0.1:9/0")
-    assert "cannot reach Redis at redis://127.0.0.1:9/0 (KAKAROT_REDIS_URL)" in _one_error_line(result)
+    result = run(
+        "dispatch", "--task-id", task_id, ok=False, KAKAROT_REDIS_URL="redis://127.0.0.1:9/0"
+    )
+    assert "cannot reach Redis at redis://127.0.0.1:9/0 (KAKAROT_REDIS_URL)" in _one_error_line(
+        result
+    )
     result = run("task", "list", ok=False, KAKAROT_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
     line = _one_error_line(result)
     assert "(KAKAROT_DATABASE_URL): no such table" in line and "kakarot db upgrade" in line

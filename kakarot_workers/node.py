@@ -1,0 +1,237 @@
+"""This worker process as a node of the fleet: its consumers, heartbeats, metrics and DB rows.
+
+One `NodeAgent` per worker process, started when the worker is ready (`celery_app`), stopped on
+shutdown. It keeps
+- `heartbeat:node:{node_id}`: ISO time, TTL 3 × `node_heartbeat_s` (default every 10 s, TTL 30 s);
+- `node:metrics:{node_id}`: a hash with the notes' fields (`portfolio_count` = batches held,
+  `queue_size` = events buffered in this node's consumers, `cpu_usage` %, `memory_usage` MiB RSS,
+  `total_events`, `backpressure_count`, `dropped_events`) plus `batch_count`, `reconnects`,
+  `pid`, `hostname`, `updated_at`. No TTL: removed on a clean shutdown;
+- the `monitor_batch_v2` rows of the batches it serves (status, consumer, worker, pid,
+  last_heartbeat) and their tasks' `last_heartbeat`, written in bulk every `db_heartbeat_s`,
+  never once per event.
+
+Stream consumers run as threads of this process (the streams pool is `threads`), so the registry
+here sees them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import psutil
+import redis
+from sqlalchemy import bindparam, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from kakarot_workers import runtime
+from kakarot_workers.db.models import MonitorBatch, MonitorTask, utcnow
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Held(Protocol):
+    """What the node needs to know of a consumer it holds."""
+
+    batch_id: int
+    task_id: int
+    consumer_id: str
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def pending(self) -> int: ...
+
+
+@dataclass
+class NodeCounters:
+    total_events: int = 0
+    backpressure_count: int = 0
+    dropped_events: int = 0
+    reconnects: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **amounts: int) -> None:
+        with self.lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+
+class NodeAgent:
+    """Heartbeats, metrics and batch rows for one worker process."""
+
+    def __init__(self, node_id: str, queues: str = "") -> None:
+        settings = get_settings()
+        self.node_id = node_id
+        self.queues = queues
+        self.heartbeat_s = settings.node_heartbeat_s
+        self.db_heartbeat_s = settings.db_heartbeat_s
+        self.counters = NodeCounters()
+        self._held: dict[int, Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first reading is meaningless; prime it
+
+    # --- the consumers of this process ----------------------------------------------------
+    def hold(self, consumer: Held) -> None:
+        with self._lock:
+            self._held[consumer.batch_id] = consumer
+
+    def let_go(self, consumer: Held) -> None:
+        with self._lock:
+            if self._held.get(consumer.batch_id) is consumer:
+                del self._held[consumer.batch_id]
+
+    def held(self) -> list[Held]:
+        with self._lock:
+            return list(self._held.values())
+
+    # --- life cycle ----------------------------------------------------------------------
+    def start(self) -> NodeAgent:
+        for name, interval, beat in (
+            ("node-heartbeat", self.heartbeat_s, self.beat),
+            ("node-db-heartbeat", self.db_heartbeat_s, self.write_rows),
+        ):
+            thread = threading.Thread(
+                target=self._every, args=(interval, beat), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop beating and remove the node keys (a clean shutdown)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        with contextlib.suppress(redis.RedisError):
+            keys = runtime.keys()
+            runtime.redis_client().delete(
+                keys.node_heartbeat(self.node_id), keys.node_metrics(self.node_id)
+            )
+
+    def _every(self, interval: float, beat: Callable[[], None]) -> None:
+        while not self._stop.is_set():
+            try:
+                beat()
+            except (redis.RedisError, SQLAlchemyError) as exc:
+                log.warning("node %s: %s failed: %s", self.node_id, beat.__name__, exc)
+            if self._stop.wait(interval):
+                return
+
+    # --- the beats -----------------------------------------------------------------------
+    def metrics(self) -> dict[str, str]:
+        held = self.held()
+        c = self.counters
+        memory = self._process.memory_info().rss / 2**20
+        return {
+            "portfolio_count": str(len(held)),
+            "batch_count": str(len(held)),
+            "queue_size": str(sum(h.pending for h in held)),
+            "cpu_usage": f"{self._process.cpu_percent(None):.1f}",
+            "memory_usage": f"{memory:.1f}",
+            "total_events": str(c.total_events),
+            "backpressure_count": str(c.backpressure_count),
+            "dropped_events": str(c.dropped_events),
+            "reconnects": str(c.reconnects),
+            "queues": self.queues,
+            "hostname": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def beat(self) -> None:
+        """One node heartbeat: the ISO time with a TTL, and the metrics hash."""
+        keys, client = runtime.keys(), runtime.redis_client()
+        pipe = client.pipeline(transaction=False)
+        pipe.set(
+            keys.node_heartbeat(self.node_id),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            ex=max(1, round(self.heartbeat_s * 3)),
+        )
+        pipe.hset(keys.node_metrics(self.node_id), mapping=self.metrics())
+        pipe.execute()
+
+    def write_rows(self) -> None:
+        """The batch rows of every held consumer, and their tasks' heartbeat, in two statements."""
+        held = self.held()
+        if not held:
+            return
+        now = utcnow()
+        pid = os.getpid()
+        rows = [
+            {
+                "b_id": h.batch_id,
+                "b_status": h.status,
+                "b_consumer": h.consumer_id,
+                "b_worker": self.node_id,
+                "b_pid": pid,
+            }
+            for h in held
+        ]
+        batches = MonitorBatch.__table__
+        # update_time is left alone: it marks membership and epoch changes (the grace period of
+        # an old epoch runs from it), not heartbeats.
+        statement = (
+            update(batches)
+            .where(batches.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                consumer_id=bindparam("b_consumer"),
+                worker_id=bindparam("b_worker"),
+                worker_pid=bindparam("b_pid"),
+                last_heartbeat=now,
+                update_time=batches.c.update_time,
+            )
+        )
+        tasks = MonitorTask.__table__
+        task_ids = sorted({h.task_id for h in held})
+        with session_scope() as session:
+            session.execute(statement, rows)
+            session.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(task_ids))
+                .values(last_heartbeat=now, update_time=tasks.c.update_time)
+            )
+
+
+_agent: NodeAgent | None = None
+_agent_pid = 0
+_agent_lock = threading.Lock()
+
+
+def agent() -> NodeAgent:
+    """This process's agent. Outside a worker (tests, tools) an unstarted one named after the
+    host and pid is made, so consumers work anywhere; a forked child makes its own."""
+    global _agent, _agent_pid
+    with _agent_lock:
+        if _agent is None or _agent_pid != os.getpid():
+            _agent, _agent_pid = NodeAgent(f"{socket.gethostname()}-{os.getpid()}"), os.getpid()
+        return _agent
+
+
+def start(node_id: str, queues: str) -> NodeAgent:
+    """Start this process's agent as node `node_id` (the Celery node name)."""
+    global _agent, _agent_pid
+    with _agent_lock:
+        _agent, _agent_pid = NodeAgent(node_id, queues).start(), os.getpid()
+        return _agent
+
+
+def stop() -> None:
+    with _agent_lock:
+        if _agent is not None and _agent_pid == os.getpid():
+            _agent.stop()

@@ -1,0 +1,497 @@
+"""The EVM source: Uniswap-V2 `Swap` logs over JSON-RPC (PancakeSwap V2 on BSC has the same ABI).
+
+Live: one WebSocket per batch, `eth_subscribe` `logs` for the `Swap` and `Sync` topics on the
+batch's pair addresses (a `block` task: `Swap` on every pair of the chain, the market-wide radar).
+Calls (`token0`, `decimals`, `totalSupply`, `getReserves`, `getPair`) and back-fill
+(`eth_getLogs`) go over HTTP: `http_url` of the chain, or the WebSocket URL's HTTP twin.
+
+A swap becomes an event like this, the batch's token T traded against a quote token Q:
+- side: `buy` when T leaves the pool (T out > T in), else `sell`; amounts from the log's data,
+  scaled by each token's `decimals`;
+- price: from the pair's reserves after the swap (the `Sync` the pair emits just before `Swap`,
+  or `getReserves`): (reserve Q / reserve T) × Q's USD price;
+- Q's USD price: the chain's `quotes` map (1.0 for a stablecoin), or, for the wrapped native
+  token (`null` there), `native_usd` if set, else the reference pair (wrapped native/stablecoin)
+  reserves, kept current from its `Sync` logs;
+- amount_usd: the Q amount × Q's USD price; market cap: `totalSupply` × price (cached).
+
+Checkpoint and back-fill: the consumer saves `progress_block` (every log up to it has been
+emitted) in Redis; a new owner starts from it minus `evm_backfill_overlap_blocks`, fetches the
+gap with `eth_getLogs` in ranges of `evm_backfill_chunk` blocks (at most
+`evm_backfill_max_blocks`), subscribing first so nothing falls between back-fill and live. Logs
+seen twice are emitted once. A log with `removed: true` (a re-org) yields a `Retraction`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import websocket
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+
+from kakarot_workers.batches import BatchPlan
+from kakarot_workers.errors import ConfigError, KakarotError
+from kakarot_workers.events import SwapEvent
+from kakarot_workers.settings import EvmChain, Settings
+from kakarot_workers.sources import Retraction, SourceStats
+from kakarot_workers.sources.feed import excerpt
+
+log = logging.getLogger(__name__)
+
+
+def _topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+def _selector(signature: str) -> str:
+    return "0x" + keccak(text=signature)[:4].hex()
+
+
+SWAP_TOPIC = _topic("Swap(address,uint256,uint256,uint256,uint256,address)")
+SYNC_TOPIC = _topic("Sync(uint112,uint112)")
+TOKEN0, TOKEN1 = _selector("token0()"), _selector("token1()")
+DECIMALS, TOTAL_SUPPLY = _selector("decimals()"), _selector("totalSupply()")
+GET_RESERVES = _selector("getReserves()")
+GET_PAIR = _selector("getPair(address,address)")
+ZERO_ADDRESS = "0x" + "0" * 40
+CONNECT_TIMEOUT_S = 5.0
+TICK_S = 0.05
+RECENT_IDS = 20_000
+
+
+class RpcError(KakarotError):
+    """A JSON-RPC call failed (transport or an error answer)."""
+
+
+class HttpRpc:
+    """JSON-RPC over HTTP, one pooled client."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.client = httpx.Client(timeout=timeout_s)
+        self._ids = 0
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        self._ids += 1
+        try:
+            response = self.client.post(
+                self.url,
+                json={"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params},
+            )
+            response.raise_for_status()
+            answer = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise RpcError(f"{method} at {self.url}: {exc}") from exc
+        if answer.get("error"):
+            raise RpcError(f"{method} at {self.url}: {answer['error'].get('message')}")
+        return answer.get("result")
+
+    def eth_call(self, to: str, data: str) -> bytes:
+        result = self.call("eth_call", [{"to": to, "data": data}, "latest"])
+        return bytes.fromhex((result or "0x")[2:])
+
+    def block_number(self) -> int:
+        return int(self.call("eth_blockNumber", []), 16)
+
+    def get_logs(
+        self, first: int, last: int, addresses: list[str] | None, topics: list[Any]
+    ) -> Any:
+        query: dict[str, Any] = {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
+        if addresses is not None:
+            query["address"] = addresses
+        return self.call("eth_getLogs", [query])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _address(word: bytes) -> str:
+    return "0x" + word[-20:].hex()
+
+
+def _uint(data: bytes) -> int:
+    return int.from_bytes(data[:32], "big") if data else 0
+
+
+@dataclass
+class Pair:
+    """A pair the batch watches: which side is the batch's token, and the quote's USD price."""
+
+    address: str
+    target: str
+    quote: str
+    target_is_token0: bool
+    target_decimals: int
+    quote_decimals: int
+    quote_usd: float | None  # None: the wrapped native, priced from the reference pair
+    total_supply: int
+    reserves: tuple[int, int] | None = None  # (token0, token1)
+
+
+class EvmSource:
+    """A batch's Uniswap-V2 swaps from an EVM node, with back-fill and reconnects."""
+
+    def __init__(
+        self,
+        chain_name: str,
+        chain: EvmChain,
+        tokens: list[str],
+        pairs: dict[str, str],
+        *,
+        radar: bool = False,
+        checkpoint: int | None = None,
+        idle_timeout_s: float = 30.0,
+        max_backoff_s: float = 10.0,
+        backfill_chunk: int = 2_000,
+        backfill_max_blocks: int = 50_000,
+        backfill_overlap: int = 20,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.chain_name = chain_name
+        self.chain = chain
+        self.tokens = [t.lower() for t in tokens]
+        self.given_pairs = {ca.lower(): pair.lower() for ca, pair in pairs.items()}
+        self.radar = radar
+        self.idle_timeout_s = idle_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.backfill_chunk = backfill_chunk
+        self.backfill_max_blocks = backfill_max_blocks
+        self.tick_s = tick_s
+        self.stats = SourceStats()
+        self.rpc = HttpRpc(chain.backfill_url)
+        self.quotes = {a.lower(): usd for a, usd in chain.quotes.items()}
+        self.reference = (chain.reference_pair or "").lower() or None
+        self.pairs: dict[str, Pair] = {}
+        self.unpriced = 0
+        # every log up to this block has been yielded (the consumer saves it as the checkpoint)
+        self.progress_block: int | None = None
+        self._resume_from = None if checkpoint is None else max(0, checkpoint - backfill_overlap)
+        self._recent: deque[tuple[str, int]] = deque(maxlen=RECENT_IDS)
+        self._recent_set: set[tuple[str, int]] = set()
+        self._reference_reserves: tuple[int, int] | None = None
+        self._reference: tuple[bool, int, int, float] = (True, 18, 18, 1.0)
+        self._ids = 0
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _resolve_pairs(self) -> None:
+        """Find each token's pair (given, or from the factory) and read its fixed facts."""
+        for ca in self.tokens:
+            if ca in {p.target for p in self.pairs.values()}:
+                continue
+            address = self.given_pairs.get(ca) or self._find_pair(ca)
+            if address is None:
+                log.error("evm %s: no pair found for %s; it is not watched", self.chain_name, ca)
+                continue
+            pair = self._describe_pair(address, ca)
+            if pair is not None:
+                self.pairs[address] = pair
+        if self.reference and self._reference_reserves is None:
+            token0 = _address(self.rpc.eth_call(self.reference, TOKEN0))
+            token1 = _address(self.rpc.eth_call(self.reference, TOKEN1))
+            native_is_0 = token0 == (self.chain.wrapped_native or "").lower()
+            native, stable = (token0, token1) if native_is_0 else (token1, token0)
+            self._reference = (
+                native_is_0,
+                _uint(self.rpc.eth_call(native, DECIMALS)),
+                _uint(self.rpc.eth_call(stable, DECIMALS)),
+                self.quotes.get(stable) or 1.0,
+            )
+            self._reference_reserves = self._reserves(self.reference)
+
+    def _find_pair(self, ca: str) -> str | None:
+        if not self.chain.factory:
+            return None
+        for quote in self.quotes:
+            data = GET_PAIR + abi_encode(["address", "address"], [ca, quote]).hex()
+            found = _address(self.rpc.eth_call(self.chain.factory, data))
+            if found != ZERO_ADDRESS:
+                return found
+        return None
+
+    def _describe_pair(self, address: str, target: str | None) -> Pair | None:
+        token0 = _address(self.rpc.eth_call(address, TOKEN0))
+        token1 = _address(self.rpc.eth_call(address, TOKEN1))
+        if target is None:  # the radar: the side that is not a quote token
+            if token0 in self.quotes and token1 not in self.quotes:
+                target = token1
+            elif token1 in self.quotes and token0 not in self.quotes:
+                target = token0
+            else:
+                return None
+        if target not in (token0, token1):
+            log.error("evm %s: pair %s does not trade %s", self.chain_name, address, target)
+            return None
+        quote = token1 if target == token0 else token0
+        if quote not in self.quotes:
+            log.error(
+                "evm %s: pair %s quotes %s, not a configured quote", self.chain_name, address, quote
+            )
+            return None
+        return Pair(
+            address=address,
+            target=target,
+            quote=quote,
+            target_is_token0=target == token0,
+            target_decimals=_uint(self.rpc.eth_call(target, DECIMALS)),
+            quote_decimals=_uint(self.rpc.eth_call(quote, DECIMALS)),
+            quote_usd=self.quotes[quote],
+            total_supply=_uint(self.rpc.eth_call(target, TOTAL_SUPPLY)),
+        )
+
+    def _reserves(self, address: str) -> tuple[int, int]:
+        r0, r1, _ = abi_decode(
+            ["uint112", "uint112", "uint32"], self.rpc.eth_call(address, GET_RESERVES)
+        )
+        return int(r0), int(r1)
+
+    # --- the stream -----------------------------------------------------------------------
+    def events(self, stop: threading.Event) -> Iterator[SwapEvent | Retraction | None]:
+        failures = 0
+        while not stop.is_set():
+            try:
+                self._resolve_pairs()
+                conn = self._subscribe()
+            except (OSError, websocket.WebSocketException, RpcError) as exc:
+                failures += 1
+                delay = self._backoff(failures)
+                log.warning(
+                    "evm %s: connect failed (%s); retry in %.1fs", self.chain_name, exc, delay
+                )
+                self.stats.reconnects += 1
+                if stop.wait(delay):
+                    return
+                continue
+            failures = 0
+            try:
+                yield from self._backfill()
+                self.stats.live = True
+                yield from self._read(conn, stop)
+            except (OSError, websocket.WebSocketException, RpcError) as exc:
+                log.warning("evm %s: connection lost (%s); reconnecting", self.chain_name, exc)
+            finally:
+                self.stats.live = False
+                conn.close(timeout=1)
+                conn.shutdown()
+            if self.progress_block is not None:
+                self._resume_from = self.progress_block
+            if not stop.is_set():
+                self.stats.reconnects += 1
+                if stop.wait(self._backoff(1)):
+                    return
+
+    def _filter(self) -> tuple[list[str] | None, list[Any]]:
+        """(addresses, topics) of the subscription and the back-fill: the batch's pairs (and the
+        reference pair), or every address for the radar."""
+        topics: list[Any] = [[SWAP_TOPIC, SYNC_TOPIC]]
+        if self.radar:
+            return None, topics
+        return sorted(self.pairs) + ([self.reference] if self.reference else []), topics
+
+    def _subscribe(self) -> websocket.WebSocket:
+        conn = websocket.create_connection(self.chain.ws_url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            addresses, topics = self._filter()
+            query: dict[str, Any] = {"topics": topics}
+            if addresses is not None:
+                query["address"] = addresses
+            self._ids += 1
+            conn.send(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": self._ids,
+                        "method": "eth_subscribe",
+                        "params": ["logs", query],
+                    }
+                )
+            )
+            answer = json.loads(conn.recv())
+            if answer.get("error"):
+                raise RpcError(f"eth_subscribe: {answer['error'].get('message')}")
+            conn.settimeout(self.tick_s)
+        except BaseException:
+            conn.close(timeout=1)
+            conn.shutdown()
+            raise
+        return conn
+
+    def _backfill(self) -> Iterator[SwapEvent | Retraction | None]:
+        """The logs between the checkpoint and the head, fetched while the subscription
+        already buffers what comes next."""
+        head = self.rpc.block_number()
+        start = self._resume_from
+        if start is None:  # first start of this batch: live from here
+            self.progress_block = head
+            return
+        start = max(start, head - self.backfill_max_blocks + 1)
+        addresses, topics = self._filter()
+        for first in range(start, head + 1, self.backfill_chunk):
+            last = min(head, first + self.backfill_chunk - 1)
+            for entry in self.rpc.get_logs(first, last, addresses, topics):
+                item = self._on_log(entry)
+                if item is not None:
+                    yield item
+            self.progress_block = last
+            yield None
+        log.info("evm %s: back-filled blocks %d–%d", self.chain_name, start, head)
+
+    def _read(
+        self, conn: websocket.WebSocket, stop: threading.Event
+    ) -> Iterator[SwapEvent | Retraction | None]:
+        last_frame = time.monotonic()
+        while not stop.is_set():
+            try:
+                raw = conn.recv()
+            except websocket.WebSocketTimeoutException:
+                if time.monotonic() - last_frame > self.idle_timeout_s:
+                    log.warning(
+                        "evm %s: nothing for %.0fs; treating as dead",
+                        self.chain_name,
+                        self.idle_timeout_s,
+                    )
+                    return
+                yield None
+                continue
+            if not raw:
+                return
+            last_frame = time.monotonic()
+            self.stats.frames += 1
+            try:
+                message = json.loads(raw)
+                entry = message["params"]["result"]
+                item = self._on_log(entry)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.stats.frames_rejected += 1
+                log.warning("evm %s: rejected frame (%s): %s", self.chain_name, exc, excerpt(raw))
+                continue
+            if item is not None:
+                yield item
+            else:
+                yield None
+
+    # --- one log ---------------------------------------------------------------------------
+    def _on_log(self, entry: dict[str, Any]) -> SwapEvent | Retraction | None:
+        address = entry["address"].lower()
+        topic = entry["topics"][0].lower()
+        block = int(entry["blockNumber"], 16)
+        identity = (entry["transactionHash"], int(entry["logIndex"], 16))
+        if entry.get("removed"):
+            if topic != SWAP_TOPIC:
+                return None
+            return Retraction(self.chain_name, identity[0], identity[1], block)
+        data = bytes.fromhex(entry["data"][2:])
+        if topic == SYNC_TOPIC:
+            r0, r1 = abi_decode(["uint112", "uint112"], data)
+            if address == self.reference:
+                self._reference_reserves = (int(r0), int(r1))
+            if address in self.pairs:
+                self.pairs[address].reserves = (int(r0), int(r1))
+            return None
+        if identity in self._recent_set:
+            return None  # seen in the back-fill and live, or in the overlap
+        self._remember(identity)
+        if self.progress_block is None or block - 1 > self.progress_block:
+            self.progress_block = block - 1
+        pair = self.pairs.get(address)
+        if pair is None and self.radar:
+            pair = self._describe_pair(address, None)
+            if pair is None:
+                return None
+            self.pairs[address] = pair
+        if pair is None:
+            return None
+        return self._swap_event(pair, entry, data, identity, block)
+
+    def _remember(self, identity: tuple[str, int]) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_set.discard(self._recent[0])
+        self._recent.append(identity)
+        self._recent_set.add(identity)
+
+    def _native_usd(self) -> float | None:
+        if self.chain.native_usd is not None:
+            return self.chain.native_usd
+        if self._reference_reserves is None:
+            return None
+        native_is_0, native_decimals, stable_decimals, stable_usd = self._reference
+        native, stable = self._reference_reserves
+        if not native_is_0:
+            native, stable = stable, native
+        if not native:
+            return None
+        return (stable / 10**stable_decimals) / (native / 10**native_decimals) * stable_usd
+
+    def _swap_event(
+        self, pair: Pair, entry: dict[str, Any], data: bytes, identity: tuple[str, int], block: int
+    ) -> SwapEvent | None:
+        a0_in, a1_in, a0_out, a1_out = (int(v) for v in abi_decode(["uint256"] * 4, data))
+        if pair.target_is_token0:
+            t_in, t_out, q_in, q_out = a0_in, a0_out, a1_in, a1_out
+        else:
+            t_in, t_out, q_in, q_out = a1_in, a1_out, a0_in, a0_out
+        side = "buy" if t_out > t_in else "sell"
+        token_amount = abs(t_out - t_in) / 10**pair.target_decimals
+        quote_amount = abs(q_in - q_out) / 10**pair.quote_decimals
+        quote_usd = pair.quote_usd if pair.quote_usd is not None else self._native_usd()
+        if quote_usd is None or token_amount == 0:
+            self.unpriced += 1
+            return None
+        if pair.reserves is None:
+            pair.reserves = self._reserves(pair.address)
+        r0, r1 = pair.reserves
+        r_target, r_quote = (r0, r1) if pair.target_is_token0 else (r1, r0)
+        price_quote = (r_quote / 10**pair.quote_decimals) / (r_target / 10**pair.target_decimals)
+        price_usd = price_quote * quote_usd
+        timestamp = entry.get("blockTimestamp")
+        ts_ms = int(timestamp, 16) * 1000 if timestamp else int(time.time() * 1000)
+        return SwapEvent(
+            chain=self.chain_name,
+            ca=pair.target,
+            tx_hash=identity[0],
+            log_index=identity[1],
+            ts_ms=ts_ms,
+            side=side,
+            amount_usd=quote_amount * quote_usd,
+            price_usd=price_usd,
+            amount_token=token_amount,
+            block_number=block,
+            pair=pair.address,
+            market_cap_usd=pair.total_supply / 10**pair.target_decimals * price_usd,
+        )
+
+    def _backoff(self, failures: int) -> float:
+        base = min(self.max_backoff_s, 0.2 * 2 ** min(failures, 10))
+        return base * random.uniform(0.5, 1.0)
+
+
+def open_evm_source(plan: BatchPlan, settings: Settings, checkpoint: int | None) -> EvmSource:
+    chain = settings.evm_chains.get(plan.chain)
+    if chain is None:
+        raise ConfigError(
+            f"task {plan.task_id}: chain {plan.chain!r} has no entry in KAKAROT_EVM_CHAINS "
+            f"(configured: {', '.join(sorted(settings.evm_chains)) or 'none'})"
+        )
+    return EvmSource(
+        plan.chain,
+        chain,
+        plan.tokens,
+        plan.pairs,
+        radar=plan.task_type == "block",
+        checkpoint=checkpoint,
+        idle_timeout_s=settings.source_idle_timeout_s,
+        max_backoff_s=settings.reconnect_max_backoff_s,
+        backfill_chunk=settings.evm_backfill_chunk,
+        backfill_max_blocks=settings.evm_backfill_max_blocks,
+        backfill_overlap=settings.evm_backfill_overlap_blocks,
+    )
