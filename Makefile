@@ -9,7 +9,7 @@ DURATION ?= 60
 TOKENS ?= 200
 RATE ?= 50
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean evm-node
 
 install: $(STAMP)
 
@@ -23,8 +23,17 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	$(BIN)/kakarot demo --tokens $(TOKENS) --rate $(RATE) $(if $(DURATION),--duration $(DURATION))
 
-test: install
+test: install evm-node
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Test-only: anvil (a local EVM node) and the Uniswap V2 artifacts, from npm (package-lock.json).
+# Without npm the EVM tests skip and say why; CI requires them (KAKAROT_TEST_REQUIRE_EVM).
+evm-node: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the EVM source tests will be skipped"; fi
 
 lint: install
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
@@ -32,4 +41,4 @@ lint: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis node_modules

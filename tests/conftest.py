@@ -130,3 +130,30 @@ def workers(redis_client, tmp_path: Path) -> Iterator[object]:
     yield start
     for worker in reversed(started):
         worker.stop(timeout_s=15)
+
+
+@pytest.fixture(scope="session")
+def anvil_binary() -> str:
+    from tests.support.anvil import find_anvil
+
+    binary = find_anvil()
+    if binary is None:
+        reason = (
+            "anvil and @uniswap/v2-core are not installed (`make test` installs them with npm; "
+            "node and npm are needed)"
+        )
+        if os.environ.get("KAKAROT_TEST_REQUIRE_EVM"):
+            pytest.fail(f"the EVM tests are required here (KAKAROT_TEST_REQUIRE_EVM) but {reason}")
+        print(f"\nSKIP EVM tests: {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture
+def anvil(anvil_binary: str) -> Iterator[object]:
+    """A fresh local EVM node on 127.0.0.1 (anvil), stopped after the test."""
+    from tests.support.anvil import Anvil
+
+    node = Anvil(anvil_binary).start()
+    yield node
+    node.stop()

@@ -257,6 +257,12 @@ class EvmSource:
 
     # --- the stream -----------------------------------------------------------------------
     def events(self, stop: threading.Event) -> Iterator[SwapEvent | Retraction | None]:
+        try:
+            yield from self._events(stop)
+        finally:
+            self.rpc.close()
+
+    def _events(self, stop: threading.Event) -> Iterator[SwapEvent | Retraction | None]:
         failures = 0
         while not stop.is_set():
             try:

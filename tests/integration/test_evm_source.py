@@ -1,0 +1,205 @@
+"""The EVM source against a real local node (anvil) running the Uniswap V2 contracts.
+
+Every figure the source derives is checked against the chain's own numbers: the amounts we
+swapped, and the reserves the pair reports after the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+import websockets
+
+from kakarot_workers.settings import EvmChain
+from kakarot_workers.sources import Retraction
+from kakarot_workers.sources.evm import EvmSource
+from tests.support.anvil import Uniswap
+
+E18 = 10**18
+
+
+class Collector:
+    """Runs a source in a thread and keeps what it yields."""
+
+    def __init__(self, source: EvmSource) -> None:
+        self.source = source
+        self.items: list[object] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for item in self.source.events(self.stop):
+            if item is not None:
+                self.items.append(item)
+
+    def __enter__(self) -> Collector:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.source.stats.live:
+            assert time.monotonic() < deadline, "the source never went live"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+    def wait(self, count: int, timeout_s: float = 10) -> list:
+        deadline = time.monotonic() + timeout_s
+        while len(self.items) < count:
+            assert time.monotonic() < deadline, f"got {len(self.items)} of {count} items"
+            time.sleep(0.02)
+        return self.items
+
+
+def test_swaps_both_ways_are_decoded_and_priced_as_the_chain_says(anvil):
+    uni = Uniswap.deploy(anvil)
+    token, usd = uni.token(supply=10**27), uni.token()
+    pair = uni.pair(token, usd, 1_000_000 * E18, 2_000_000 * E18)  # 2 USD per token
+    chain = EvmChain(ws_url=anvil.ws_url, quotes={usd: 1.0})
+    source = EvmSource("eth", chain, [token], {token: pair})
+    with Collector(source) as seen:
+        buy = uni.swap(pair, usd, 10_000 * E18)  # USD in, token out
+        sell = uni.swap(pair, token, 3_000 * E18)  # token in, USD out
+        first, second = seen.wait(2)
+
+    token_is_0 = uni.token0(pair) == token
+    for event, swap, side in ((first, buy, "buy"), (second, sell, "sell")):
+        assert (event.tx_hash, event.log_index, event.block_number) == (
+            swap.tx_hash, swap.log_index, swap.block,
+        )
+        assert event.side == side and event.ca == token and event.pair == pair
+        r_token, r_usd = swap.reserves_after if token_is_0 else swap.reserves_after[::-1]
+        assert event.price_usd == pytest.approx(r_usd / r_token, rel=1e-12)
+        assert event.market_cap_usd == pytest.approx(10**9 * r_usd / r_token, rel=1e-12)
+    assert first.amount_token == pytest.approx(buy.amount_out / E18, rel=1e-12)
+    assert first.amount_usd == pytest.approx(buy.amount_in / E18, rel=1e-12)
+    assert second.amount_token == pytest.approx(sell.amount_in / E18, rel=1e-12)
+    assert second.amount_usd == pytest.approx(sell.amount_out / E18, rel=1e-12)
+    assert first.price_usd > 2.0 and second.price_usd < first.price_usd  # buy up, sell down
+
+
+def test_a_token_quoted_in_the_wrapped_native_is_priced_through_the_reference_pair(anvil):
+    uni = Uniswap.deploy(anvil)
+    token, weth, usd = uni.token(), uni.token(), uni.token()
+    reference = uni.pair(weth, usd, 1_000 * E18, 3_000_000 * E18)  # 3,000 USD per WETH
+    pair = uni.pair(token, weth, 500_000 * E18, 100 * E18)
+    chain = EvmChain(
+        ws_url=anvil.ws_url,
+        quotes={usd: 1.0, weth: None},
+        wrapped_native=weth,
+        reference_pair=reference,
+    )
+    # the factory finds the pair: this target names none
+    chain_with_factory = chain.model_copy(update={"factory": uni.factory})
+    source = EvmSource("eth", chain_with_factory, [token], {})
+    with Collector(source) as seen:
+        first = uni.swap(pair, weth, 1 * E18)
+        uni.swap(reference, usd, 300_000 * E18)  # WETH gets dearer
+        second = uni.swap(pair, weth, 1 * E18)
+        a, b = seen.wait(2)
+
+    def weth_usd(reserves: tuple[int, int]) -> float:
+        r_weth, r_usd = reserves if uni.token0(reference) == weth else reserves[::-1]
+        return r_usd / r_weth
+
+    usd_before = weth_usd((1_000 * E18, 3_000_000 * E18) if uni.token0(reference) == weth
+                          else (3_000_000 * E18, 1_000 * E18))
+    usd_after = weth_usd(uni.reserves(reference))
+    assert usd_after > usd_before
+    assert a.amount_usd == pytest.approx(1 * usd_before, rel=1e-9)
+    assert b.amount_usd == pytest.approx(1 * usd_after, rel=1e-9)
+    for event, swap in ((a, first), (b, second)):
+        r_token, r_weth = swap.reserves_after if uni.token0(pair) == token else swap.reserves_after[::-1]
+        rate = usd_before if event is a else usd_after
+        assert event.price_usd == pytest.approx(r_weth / r_token * rate, rel=1e-9)
+        assert event.side == "buy"
+
+
+def test_a_restart_back_fills_from_the_checkpoint_and_emits_each_swap_once(anvil):
+    uni = Uniswap.deploy(anvil)
+    token, usd = uni.token(), uni.token()
+    pair = uni.pair(token, usd, 1_000_000 * E18, 1_000_000 * E18)
+    chain = EvmChain(ws_url=anvil.ws_url, quotes={usd: 1.0})
+    checkpoint = int(anvil.rpc("eth_blockNumber"), 16)
+    missed = [uni.swap(pair, usd, (i + 1) * E18) for i in range(5)]  # while nobody watched
+    source = EvmSource("eth", chain, [token], {token: pair}, checkpoint=checkpoint,
+                       backfill_chunk=2, backfill_overlap=3)
+    with Collector(source) as seen:
+        live = [uni.swap(pair, token, (i + 1) * E18) for i in range(3)]
+        items = seen.wait(8)
+        time.sleep(0.3)
+    got = [(e.tx_hash, e.log_index) for e in seen.items]
+    assert got == [(s.tx_hash, s.log_index) for s in missed + live]
+    assert source.progress_block >= live[-1].block - 1
+    assert len(items) == 8
+
+
+class RecordedNode:
+    """A WebSocket JSON-RPC peer that answers `eth_subscribe` and then plays recorded frames."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+        self.url = ""
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _serve(self, connection) -> None:
+        request = json.loads(await connection.recv())
+        await connection.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}))
+        for frame in self.frames:
+            await connection.send(frame)
+        await asyncio.sleep(30)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with websockets.serve(self._serve, "127.0.0.1", 0) as server:
+            self.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> RecordedNode:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+
+def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
+    uni = Uniswap.deploy(anvil)
+    token, usd = uni.token(), uni.token()
+    pair = uni.pair(token, usd, 1_000_000 * E18, 1_000_000 * E18)
+    swap = uni.swap(pair, usd, 5 * E18)
+    (entry,) = [
+        e for e in anvil.rpc("eth_getLogs", {"fromBlock": hex(swap.block), "toBlock": hex(swap.block),
+                                              "address": pair})
+        if int(e["logIndex"], 16) == swap.log_index
+    ]
+
+    def note(log: dict) -> str:
+        return json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
+                           "params": {"subscription": "0x1", "result": log}})
+
+    frames = [note(entry), "{not json", json.dumps({"params": {}}), note({**entry, "removed": True})]
+    with RecordedNode(frames) as node:
+        # calls (token0, decimals, …) still go to the real node over HTTP
+        chain = EvmChain(ws_url=node.url, http_url=anvil.http_url, quotes={usd: 1.0})
+        source = EvmSource("eth", chain, [token], {token: pair})
+        with Collector(source) as seen:
+            event, retraction = seen.wait(2)
+            time.sleep(0.2)
+    assert (event.tx_hash, event.log_index) == (swap.tx_hash, swap.log_index)
+    assert retraction == Retraction("eth", swap.tx_hash, swap.log_index, swap.block)
+    assert source.stats.frames_rejected == 2
+    assert len(seen.items) == 2
