@@ -256,6 +256,21 @@ def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None
     )
 
 
+@cli.command("reconcile")
+def reconcile_cmd(
+    task_id: Annotated[int | None, typer.Option(help="Only this task (default: all).")] = None,
+) -> None:
+    """One control pass: retire handed-over old-epoch batches, dispatch every unowned batch
+    (no live lease, no pending dispatch) of active tasks. Beat will run this periodically."""
+    from kakarot_workers.control import reconcile
+
+    report = reconcile(task_id)
+    typer.echo(
+        f"dispatched {len(report.dispatched)} {report.dispatched}; "
+        f"retired {len(report.retired)} {report.retired}"
+    )
+
+
 @cli.command("simulator")
 def simulator_cmd(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,

@@ -2,9 +2,9 @@
 
 Embedded Redis (unless KAKAROT_REDIS_URL is set), the configured database (SQLite by default),
 the simulator, a demo task with N tokens, a streams worker and an alerts worker as real
-subprocesses, and a dispatch of every batch. Shows live progress and every alert as its row is
-committed. Stops cleanly after `duration` seconds or on Ctrl-C: simulator paused, consumers
-flushed, the alert queue drained, workers stopped, Redis stopped.
+subprocesses, and a reconcile pass that dispatches every batch. Shows live progress and every
+alert as its row is committed. Stops cleanly after `duration` seconds or on Ctrl-C: simulator
+paused, consumers flushed, the alert queue drained, workers stopped, Redis stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from kakarot_workers import runtime
 from kakarot_workers.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.celery_app import app
-from kakarot_workers.control import dispatch, ensure_allocated
+from kakarot_workers.control import ensure_allocated, reconcile
 from kakarot_workers.db.models import MonitorAlertLog
 from kakarot_workers.db.session import session_scope, upgrade_schema
 from kakarot_workers.embedded_redis import EmbeddedRedis
@@ -101,6 +101,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             pool="threads",
             concurrency=max(8, len(batch_ids) + 2),
             log_path=log_dir / "streams.log",
+            # the demo has one streams worker: on stop there is nobody to hand batches over to
+            env={"KAKAROT_HANDOVER_TIMEOUT_S": "0"},
         )
         alerts = WorkerProcess(
             "demo-alerts", "alerts", pool="prefork", concurrency=2, log_path=log_dir / "alerts.log"
@@ -113,7 +115,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         streams.wait_ready()
         alerts.wait_ready()
         progress = _Progress(console, task_id, settings.explorer_tx_url.get(options.chain))
-        dispatch(batch_ids)
+        reconcile(task_id)  # every unowned batch of the task is dispatched (beat's job later)
         until = "Ctrl-C" if options.duration is None else f"{options.duration:g}s or Ctrl-C"
         console.print(f"[green]running[/green] until {until}")
         try:

@@ -33,7 +33,11 @@ def test_swaps_made_while_nobody_owned_the_batch_are_back_filled_and_alert_once(
             session, name="evm", chain="eth", source="evm", min_transaction_usd=1.0
         )
         task = create_task(session, name="evm", task_type="batch", chain="eth", config_id=config.id)
-        add_targets(session, task.id, [target_row("eth", t, "T", p) for t, p in zip(tokens, pairs)])
+        add_targets(
+            session,
+            task.id,
+            [target_row("eth", t, "T", p) for t, p in zip(tokens, pairs, strict=True)],
+        )
         task_id = task.id
     batch_ids = ensure_allocated(task_id)
     assert len(batch_ids) == 3
@@ -46,7 +50,9 @@ def test_swaps_made_while_nobody_owned_the_batch_are_back_filled_and_alert_once(
     wait_for(lambda: len(alert_keys(task_id)) == 3, 10, "alerts of the live swaps")
 
     first.kill()  # kill -9
-    orphaned = [uni.swap(p, t, (i + 2) * E18) for i, (t, p) in enumerate(zip(tokens, pairs))]
+    orphaned = [
+        uni.swap(p, t, (i + 2) * E18) for i, (t, p) in enumerate(zip(tokens, pairs, strict=True))
+    ]
     orphaned += [uni.swap(p, usd, 7 * E18) for p in pairs]
     assert all(holder_pid(redis_client, b) in (first.pid, None) for b in batch_ids)
     taken = reconcile_until(lambda: live_by(redis_client, batch_ids, second.pid), 10, "failover")

@@ -98,9 +98,7 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
         # batch is released, marked stopped, and the node keys are gone.
         assert worker.stop(timeout_s=20) == 0
         assert all(redis_client.get(keys.batch_lease(b)) is None for b in batch_ids)
-        assert {redis_client.hget(keys.batch_status(b), "status") for b in batch_ids} == {
-            "stopped"
-        }
+        assert {redis_client.hget(keys.batch_status(b), "status") for b in batch_ids} == {"stopped"}
         assert not redis_client.exists(keys.node_heartbeat(worker.nodename))
         assert not redis_client.exists(keys.node_metrics(worker.nodename))
         with session_scope() as session:

@@ -70,7 +70,9 @@ def test_swaps_both_ways_are_decoded_and_priced_as_the_chain_says(anvil):
     token_is_0 = uni.token0(pair) == token
     for event, swap, side in ((first, buy, "buy"), (second, sell, "sell")):
         assert (event.tx_hash, event.log_index, event.block_number) == (
-            swap.tx_hash, swap.log_index, swap.block,
+            swap.tx_hash,
+            swap.log_index,
+            swap.block,
         )
         assert event.side == side and event.ca == token and event.pair == pair
         r_token, r_usd = swap.reserves_after if token_is_0 else swap.reserves_after[::-1]
@@ -107,14 +109,19 @@ def test_a_token_quoted_in_the_wrapped_native_is_priced_through_the_reference_pa
         r_weth, r_usd = reserves if uni.token0(reference) == weth else reserves[::-1]
         return r_usd / r_weth
 
-    usd_before = weth_usd((1_000 * E18, 3_000_000 * E18) if uni.token0(reference) == weth
-                          else (3_000_000 * E18, 1_000 * E18))
+    usd_before = weth_usd(
+        (1_000 * E18, 3_000_000 * E18)
+        if uni.token0(reference) == weth
+        else (3_000_000 * E18, 1_000 * E18)
+    )
     usd_after = weth_usd(uni.reserves(reference))
     assert usd_after > usd_before
     assert a.amount_usd == pytest.approx(1 * usd_before, rel=1e-9)
     assert b.amount_usd == pytest.approx(1 * usd_after, rel=1e-9)
     for event, swap in ((a, first), (b, second)):
-        r_token, r_weth = swap.reserves_after if uni.token0(pair) == token else swap.reserves_after[::-1]
+        r_token, r_weth = (
+            swap.reserves_after if uni.token0(pair) == token else swap.reserves_after[::-1]
+        )
         rate = usd_before if event is a else usd_after
         assert event.price_usd == pytest.approx(r_weth / r_token * rate, rel=1e-9)
         assert event.side == "buy"
@@ -127,8 +134,15 @@ def test_a_restart_back_fills_from_the_checkpoint_and_emits_each_swap_once(anvil
     chain = EvmChain(ws_url=anvil.ws_url, quotes={usd: 1.0})
     checkpoint = int(anvil.rpc("eth_blockNumber"), 16)
     missed = [uni.swap(pair, usd, (i + 1) * E18) for i in range(5)]  # while nobody watched
-    source = EvmSource("eth", chain, [token], {token: pair}, checkpoint=checkpoint,
-                       backfill_chunk=2, backfill_overlap=3)
+    source = EvmSource(
+        "eth",
+        chain,
+        [token],
+        {token: pair},
+        checkpoint=checkpoint,
+        backfill_chunk=2,
+        backfill_overlap=3,
+    )
     with Collector(source) as seen:
         live = [uni.swap(pair, token, (i + 1) * E18) for i in range(3)]
         items = seen.wait(8)
@@ -182,16 +196,29 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
     pair = uni.pair(token, usd, 1_000_000 * E18, 1_000_000 * E18)
     swap = uni.swap(pair, usd, 5 * E18)
     (entry,) = [
-        e for e in anvil.rpc("eth_getLogs", {"fromBlock": hex(swap.block), "toBlock": hex(swap.block),
-                                              "address": pair})
+        e
+        for e in anvil.rpc(
+            "eth_getLogs",
+            {"fromBlock": hex(swap.block), "toBlock": hex(swap.block), "address": pair},
+        )
         if int(e["logIndex"], 16) == swap.log_index
     ]
 
     def note(log: dict) -> str:
-        return json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
-                           "params": {"subscription": "0x1", "result": log}})
+        return json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "eth_subscription",
+                "params": {"subscription": "0x1", "result": log},
+            }
+        )
 
-    frames = [note(entry), "{not json", json.dumps({"params": {}}), note({**entry, "removed": True})]
+    frames = [
+        note(entry),
+        "{not json",
+        json.dumps({"params": {}}),
+        note({**entry, "removed": True}),
+    ]
     with RecordedNode(frames) as node:
         # calls (token0, decimals, …) still go to the real node over HTTP
         chain = EvmChain(ws_url=node.url, http_url=anvil.http_url, quotes={usd: 1.0})

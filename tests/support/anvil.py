@@ -67,8 +67,15 @@ class Anvil:
 
     def start(self) -> Anvil:
         self.process = subprocess.Popen(
-            [self.binary, "--host", "127.0.0.1", "--port", str(self.port), "--silent",
-             "--prune-history"],
+            [
+                self.binary,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--silent",
+                "--prune-history",
+            ],
             env={**os.environ, "HOME": self.home},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -155,10 +162,16 @@ class Uniswap:
         return self._deploy("ERC20", ["uint256"], [supply]).lower()
 
     def pair(self, token_a: str, token_b: str, amount_a: int, amount_b: int) -> str:
-        self.transact(self.factory, "createPair(address,address)", ["address", "address"],
-                      [token_a, token_b])
-        (pair,) = self.call(self.factory, "getPair(address,address)", ["address", "address"],
-                            [token_a, token_b], ["address"])
+        self.transact(
+            self.factory, "createPair(address,address)", ["address", "address"], [token_a, token_b]
+        )
+        (pair,) = self.call(
+            self.factory,
+            "getPair(address,address)",
+            ["address", "address"],
+            [token_a, token_b],
+            ["address"],
+        )
         self.transfer(token_a, pair, amount_a)
         self.transfer(token_b, pair, amount_b)
         self.transact(pair, "mint(address)", ["address"], [self.account])
@@ -189,7 +202,9 @@ class Uniswap:
             ["uint256", "uint256", "address", "bytes"],
             [*outs, self.account, b""],
         )
-        swap_topic = "0x" + keccak(text="Swap(address,uint256,uint256,uint256,uint256,address)").hex()
+        swap_topic = (
+            "0x" + keccak(text="Swap(address,uint256,uint256,uint256,uint256,address)").hex()
+        )
         (entry,) = [e for e in receipt["logs"] if e["topics"][0] == swap_topic]
         return Swap(
             tx_hash=receipt["transactionHash"],

@@ -1,0 +1,152 @@
+"""Stream-side benchmark: memory per held batch, and how fast one process decodes and emits.
+
+    .venv/bin/python bench/streams.py [--batches 100] [--events 50000]
+
+1. RSS per held batch: one streams worker process (threads pool, one slot per batch) holding
+   `--batches` live batches of 10 simulated tokens each, against the same process idle.
+   Goal: ≤ 3 MB per batch over the idle process.
+2. Decode and emit: recorded feed frames replayed through the real consumer (frame parsing,
+   stamping with batch/epoch/token, micro-batching, Celery messages to the `alerts` queue on a
+   real Redis), in this process. Baseline in the same run: `json.loads` of the same frames alone,
+   the least any consumer must do. Prints events/s and the ratio.
+
+Everything runs on 127.0.0.1: an embedded Redis, a temporary SQLite database, the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
+from kakarot_workers.market import Market  # noqa: E402
+
+RSS_GOAL_MB = 3.0
+
+
+def setup_env(workdir: Path, redis_url: str) -> None:
+    os.environ["KAKAROT_REDIS_URL"] = redis_url
+    os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
+    os.environ["KAKAROT_BATCH_CAP"] = "10"
+    os.environ["KAKAROT_LOG_LEVEL"] = "WARNING"
+
+
+def rss_per_batch(batches: int, workdir: Path) -> tuple[float, float, float]:
+    """(idle MB, live MB, MB per batch) of one streams worker process."""
+    import psutil
+
+    from kakarot_workers.control import ensure_allocated, reconcile
+    from kakarot_workers.db.session import upgrade_schema
+    from kakarot_workers.fleet import WorkerProcess
+    from kakarot_workers.simulator import SimulatorServer
+    from tests.support.scenario import create_task_for
+
+    upgrade_schema(os.environ["KAKAROT_DATABASE_URL"])
+    market = Market.with_tokens(seed=3, count=batches * 10)
+    with SimulatorServer(market, rate=50) as sim:
+        os.environ["KAKAROT_SIMULATOR_URL"] = sim.url
+        task_id = create_task_for(market.tokens, threshold_usd=10**12)
+        batch_ids = ensure_allocated(task_id)
+        assert len(batch_ids) == batches, len(batch_ids)
+        worker = WorkerProcess(
+            "bench-streams", "streams", concurrency=batches, log_path=workdir / "streams.log"
+        )
+        with worker:
+            time.sleep(2)
+            process = psutil.Process(worker.pid)
+            idle = process.memory_info().rss / 2**20
+            reconcile()
+            deadline = time.monotonic() + 60
+            while len(sim.subscribed_tokens()) < batches * 10:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the batches never all went live")
+                time.sleep(0.2)
+            time.sleep(3)
+            live = process.memory_info().rss / 2**20
+    return idle, live, (live - idle) / batches
+
+
+class ReplaySource:
+    """Recorded feed frames, decoded by the real feed adapter, as fast as they can go."""
+
+    def __init__(self, frames: list[str], chain: str, tokens: list[str]) -> None:
+        from kakarot_workers.sources import SourceStats
+        from kakarot_workers.sources.feed import FeedSource
+
+        self.frames = frames
+        self.feed = FeedSource("ws://127.0.0.1:1", chain, tokens)
+        self.stats = SourceStats(live=True)
+
+    def events(self, stop: threading.Event) -> Iterator[object]:
+        for raw in self.frames:
+            self.stats.frames += 1
+            event = self.feed._decode(raw)
+            if event is not None:
+                yield event
+        stop.set()
+
+
+def decode_and_emit(events: int) -> tuple[float, float]:
+    """(consumer events/s, json.loads-only events/s) on the same recorded frames."""
+    from kakarot_workers import leases, runtime
+    from kakarot_workers.batches import BatchPlan
+    from kakarot_workers.stream import BatchConsumer
+
+    market = Market.with_tokens(seed=4, count=99)
+    frames = [
+        json.dumps(market.next_trade().to_feed_message(int(time.time() * 1000)))
+        for _ in range(events)
+    ]
+    tokens = [t.ca for t in market.tokens]
+
+    started = time.perf_counter()
+    for raw in frames:
+        json.loads(raw)
+    baseline = events / (time.perf_counter() - started)
+
+    client, keys = runtime.redis_client(), runtime.keys()
+    client.delete("alerts")
+    lease = leases.acquire(client, keys, 1, "bench", ttl_s=30)
+    assert lease is not None
+    plan = BatchPlan(1, 1, 1, "bsc", "simulator", tokens, "running")
+    consumer = BatchConsumer(plan, ReplaySource(frames, "bsc", tokens), lease)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    emitted = consumer.run(threading.Event())
+    elapsed = time.perf_counter() - started
+    assert emitted == events, (emitted, events)
+    queued = sum(len(json.loads(m)["body"]) > 0 for m in client.lrange("alerts", 0, -1))
+    assert queued > 0
+    return emitted / elapsed, baseline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="kakarot-bench-"))
+    with EmbeddedRedis() as redis_server:
+        setup_env(workdir, redis_server.url)
+        idle, live, per_batch = rss_per_batch(args.batches, workdir)
+        rate, baseline = decode_and_emit(args.events)
+    print(f"RSS, one streams worker process holding {args.batches} live batches (10 tokens each)")
+    print(f"  idle {idle:7.1f} MB   live {live:7.1f} MB   per batch {per_batch:5.2f} MB")
+    verdict = "PASS" if per_batch <= RSS_GOAL_MB else "FAIL"
+    print(f"  goal ≤ {RSS_GOAL_MB:.0f} MB per batch: {verdict}")
+    print(f"Decode and emit, one consumer in one process, {args.events:,} recorded frames")
+    print(f"  consumer (parse, stamp, micro-batch, send to Redis)  {rate:10,.0f} events/s")
+    print(f"  baseline (json.loads only, same frames)               {baseline:10,.0f} events/s")
+    print(f"  ratio consumer / baseline                              {rate / baseline:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
