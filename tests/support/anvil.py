@@ -30,9 +30,10 @@ FEE_NUMERATOR, FEE_DENOMINATOR = 997, 1000
 
 
 def find_anvil() -> str | None:
-    bundled = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-    if bundled.is_file() and ARTIFACTS.is_dir():
-        return str(bundled)
+    """The platform binary npm installed (anvil-linux-amd64, anvil-linux-arm64, …), if any."""
+    found = sorted((ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+    if found and ARTIFACTS.is_dir():
+        return str(found[0])
     return None
 
 
