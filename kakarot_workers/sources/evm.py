@@ -173,6 +173,7 @@ class EvmSource:
         self.quotes = {a.lower(): usd for a, usd in chain.quotes.items()}
         self.reference = (chain.reference_pair or "").lower() or None
         self.pairs: dict[str, Pair] = {}
+        self._unpriceable: set[str] = set()
         self.unpriced = 0
         # every log up to this block has been yielded (the consumer saves it as the checkpoint)
         self.progress_block: int | None = None
@@ -410,9 +411,10 @@ class EvmSource:
         if self.progress_block is None or block - 1 > self.progress_block:
             self.progress_block = block - 1
         pair = self.pairs.get(address)
-        if pair is None and self.radar:
+        if pair is None and self.radar and address not in self._unpriceable:
             pair = self._describe_pair(address, None)
             if pair is None:
+                self._unpriceable.add(address)  # no quote side: never asked again
                 return None
             self.pairs[address] = pair
         if pair is None:

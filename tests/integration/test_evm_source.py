@@ -230,3 +230,25 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
     assert retraction == Retraction("eth", swap.tx_hash, swap.log_index, swap.block)
     assert source.stats.frames_rejected == 2
     assert len(seen.items) == 2
+
+
+def test_the_block_radar_sees_every_pair_with_a_quote_token_and_no_other(anvil):
+    uni = Uniswap.deploy(anvil)
+    usd = uni.token()
+    a, b, c, d = (uni.token() for _ in range(4))
+    pair_a = uni.pair(a, usd, 1_000 * E18, 1_000 * E18)
+    pair_b = uni.pair(b, usd, 1_000 * E18, 4_000 * E18)
+    unquoted = uni.pair(c, d, 1_000 * E18, 1_000 * E18)  # neither side is a quote: not priced
+    chain = EvmChain(ws_url=anvil.ws_url, quotes={usd: 1.0})
+    source = EvmSource("eth", chain, [], {}, radar=True)
+    with Collector(source) as seen:
+        swaps = [uni.swap(pair_a, usd, E18), uni.swap(unquoted, c, E18), uni.swap(pair_b, b, E18)]
+        first, second = seen.wait(2)
+        time.sleep(0.3)
+    assert len(seen.items) == 2
+    assert (first.ca, first.side, first.tx_hash) == (a, "buy", swaps[0].tx_hash)
+    assert (second.ca, second.side, second.tx_hash) == (b, "sell", swaps[2].tx_hash)
+    r_b, r_usd = (
+        swaps[2].reserves_after if uni.token0(pair_b) == b else swaps[2].reserves_after[::-1]
+    )
+    assert second.price_usd == pytest.approx(r_usd / r_b, rel=1e-12)
