@@ -78,16 +78,26 @@ def dispatch_unserved(batch_ids: list[int]) -> list[int]:
     the message is lost, the marker expires and the next reconcile sends it again.
     """
     client, keys = runtime.redis_client(), runtime.keys()
-    ttl_ms = int(get_settings().dispatch_marker_ttl_s * 1000)
     unowned = [b for b, holder in leases.holders(client, keys, batch_ids).items() if not holder]
     if not unowned:
         return []
     pipe = client.pipeline(transaction=False)
     for batch_id in unowned:
-        pipe.set(keys.batch_dispatch(batch_id), "1", nx=True, px=ttl_ms)
+        pipe.set(keys.batch_dispatch(batch_id), "1", nx=True, px=_marker_ttl_ms())
     sent = [b for b, marked in zip(unowned, pipe.execute(), strict=True) if marked]
     dispatch(sent)
     return sent
+
+
+def redispatch(batch_id: int) -> None:
+    """Send the batch to another worker now (its consumer is going down), setting the dispatch
+    marker so that reconcile does not send it a second time."""
+    runtime.redis_client().set(runtime.keys().batch_dispatch(batch_id), "1", px=_marker_ttl_ms())
+    dispatch([batch_id])
+
+
+def _marker_ttl_ms() -> int:
+    return int(get_settings().dispatch_marker_ttl_s * 1000)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import redis
 from kakarot_workers import leases, node, runtime
 from kakarot_workers.batches import BatchPlan, load_batch_plan, set_batch_status
 from kakarot_workers.celery_app import app
+from kakarot_workers.control import redispatch
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import KakarotError
 from kakarot_workers.leases import Lease
@@ -33,7 +34,6 @@ from kakarot_workers.sources import Retraction, Source, open_source
 log = logging.getLogger(__name__)
 
 EVALUATE_TASK = "kakarot.alerts.evaluate_events"
-CONSUME_TASK = "kakarot.streams.consume_batch"
 STATUS_REFRESH_S = 5.0
 CONTROL_CHECK_S = 1.0
 ALERTS_QUEUE = "alerts"
@@ -211,7 +211,7 @@ class BatchConsumer:
             self._lose(self._stop)
             return
         self.stop_reason = "handed_over"
-        dispatch_successor(self.batch_id)
+        redispatch(self.batch_id)
         self._write_status(self.status)
         log.info("batch %s: handing over (token %s)", self.batch_id, self.lease.token)
 
@@ -235,7 +235,7 @@ class BatchConsumer:
             self._write_status(self.stop_reason or "stopped")
             self.lease.release()
             if self._shutting_down and self.stop_reason is None:
-                dispatch_successor(self.batch_id)  # not live, nothing to hand over: just go
+                redispatch(self.batch_id)  # not live, nothing to hand over: just go
 
     def _renew(self, stop: threading.Event) -> None:
         try:
@@ -353,14 +353,6 @@ class BatchConsumer:
         pipe.execute()
 
 
-def dispatch_successor(batch_id: int) -> None:
-    """Send the batch to another worker now (this one is going down), with a dispatch marker
-    so that reconcile does not send it twice."""
-    ttl_ms = int(get_settings().dispatch_marker_ttl_s * 1000)
-    runtime.redis_client().set(runtime.keys().batch_dispatch(batch_id), "1", px=ttl_ms)
-    app.send_task(CONSUME_TASK, args=[batch_id])
-
-
 def read_checkpoint(batch_id: int) -> int | None:
     value = runtime.redis_client().get(runtime.keys().batch_checkpoint(batch_id))
     return int(value) if value is not None else None
@@ -380,7 +372,7 @@ def consume_batch(self: Any, batch_id: int) -> int:
     cid = runtime.consumer_id(next(_slots))
     if runtime.shutdown_requested.is_set():
         # received while this worker goes down (early ack): pass it on untouched
-        dispatch_successor(batch_id)
+        redispatch(batch_id)
         return 0
     with session_scope() as session:
         plan = load_batch_plan(session, batch_id)

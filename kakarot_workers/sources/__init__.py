@@ -7,6 +7,7 @@ returns when `stop` is set.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,12 @@ class Source(Protocol):
 
 
 SOURCE_KINDS = ("feed", "simulator", "evm")
+
+
+def backoff(failures: int, max_s: float) -> float:
+    """The reconnect delay after `failures` failures in a row: exponential from 0.4 s, capped
+    at `max_s`, with jitter (50–100 %) so that many consumers do not reconnect in step."""
+    return min(max_s, 0.2 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
 
 
 def open_source(plan: BatchPlan, settings: Settings, checkpoint: int | None = None) -> Source:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -44,7 +43,7 @@ from kakarot_workers.batches import BatchPlan
 from kakarot_workers.errors import ConfigError, KakarotError
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.settings import EvmChain, Settings
-from kakarot_workers.sources import Retraction, SourceStats
+from kakarot_workers.sources import Retraction, SourceStats, backoff
 from kakarot_workers.sources.feed import excerpt
 
 log = logging.getLogger(__name__)
@@ -181,7 +180,7 @@ class EvmSource:
         self._recent: deque[tuple[str, int]] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[tuple[str, int]] = set()
         self._reference_reserves: tuple[int, int] | None = None
-        self._reference: tuple[bool, int, int, float] = (True, 18, 18, 1.0)
+        self._reference_facts: tuple[bool, int, int, float] = (True, 18, 18, 1.0)
         self._ids = 0
 
     # --- set-up ------------------------------------------------------------------------------
@@ -202,7 +201,7 @@ class EvmSource:
             token1 = _address(self.rpc.eth_call(self.reference, TOKEN1))
             native_is_0 = token0 == (self.chain.wrapped_native or "").lower()
             native, stable = (token0, token1) if native_is_0 else (token1, token0)
-            self._reference = (
+            self._reference_facts = (
                 native_is_0,
                 _uint(self.rpc.eth_call(native, DECIMALS)),
                 _uint(self.rpc.eth_call(stable, DECIMALS)),
@@ -271,7 +270,7 @@ class EvmSource:
                 conn = self._subscribe()
             except (OSError, websocket.WebSocketException, RpcError) as exc:
                 failures += 1
-                delay = self._backoff(failures)
+                delay = backoff(failures, self.max_backoff_s)
                 log.warning(
                     "evm %s: connect failed (%s); retry in %.1fs", self.chain_name, exc, delay
                 )
@@ -294,7 +293,7 @@ class EvmSource:
                 self._resume_from = self.progress_block
             if not stop.is_set():
                 self.stats.reconnects += 1
-                if stop.wait(self._backoff(1)):
+                if stop.wait(backoff(1, self.max_backoff_s)):
                     return
 
     def _filter(self) -> tuple[list[str] | None, list[Any]]:
@@ -432,7 +431,7 @@ class EvmSource:
             return self.chain.native_usd
         if self._reference_reserves is None:
             return None
-        native_is_0, native_decimals, stable_decimals, stable_usd = self._reference
+        native_is_0, native_decimals, stable_decimals, stable_usd = self._reference_facts
         native, stable = self._reference_reserves
         if not native_is_0:
             native, stable = stable, native
@@ -477,10 +476,6 @@ class EvmSource:
             pair=pair.address,
             market_cap_usd=pair.total_supply / 10**pair.target_decimals * price_usd,
         )
-
-    def _backoff(self, failures: int) -> float:
-        base = min(self.max_backoff_s, 0.2 * 2 ** min(failures, 10))
-        return base * random.uniform(0.5, 1.0)
 
 
 def open_evm_source(plan: BatchPlan, settings: Settings, checkpoint: int | None) -> EvmSource:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ import websocket
 
 from kakarot_workers.errors import EventError
 from kakarot_workers.events import SwapEvent, from_wire
-from kakarot_workers.sources import SourceStats
+from kakarot_workers.sources import SourceStats, backoff
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class FeedSource:
                 conn = self._connect()
             except (OSError, websocket.WebSocketException) as exc:
                 failures += 1
-                delay = self._backoff(failures)
+                delay = backoff(failures, self.max_backoff_s)
                 log.warning("feed %s: connect failed (%s); retry in %.1fs", self.url, exc, delay)
                 self.stats.reconnects += 1
                 if stop.wait(delay):
@@ -132,7 +131,7 @@ class FeedSource:
                 _close(conn)
             if not stop.is_set():
                 self.stats.reconnects += 1
-                if stop.wait(self._backoff(1)):
+                if stop.wait(backoff(1, self.max_backoff_s)):
                     return
 
     def _connect(self) -> websocket.WebSocket:
@@ -187,7 +186,3 @@ class FeedSource:
             self.stats.frames_rejected += 1
             log.warning("feed %s: rejected frame (%s): %s", self.url, exc, excerpt(raw))
             return None
-
-    def _backoff(self, failures: int) -> float:
-        base = min(self.max_backoff_s, 0.2 * 2 ** min(failures, 10))
-        return base * random.uniform(0.5, 1.0)
