@@ -22,6 +22,7 @@ from kakarot_workers.db.models import (
     MonitorTaskTarget,
 )
 from kakarot_workers.errors import InputError, NotFoundError
+from kakarot_workers.notify import parse_notify_methods
 from kakarot_workers.rules import parse_events_config, parse_interval
 from kakarot_workers.sources import SOURCE_KINDS
 
@@ -40,7 +41,7 @@ def create_config(
     time_interval: str = "5m",
     events_config: str | dict[str, Any] | None = None,
     trigger_logic: str = "any",
-    notify_methods: list[Any] | None = None,
+    notify_methods: list[Any] | dict[str, Any] | str | None = None,
     top_holders_threshold: float | None = None,
 ) -> MonitorConfig:
     """Validate and insert a config; `events_config` errors name the field."""
@@ -59,6 +60,7 @@ def create_config(
         if value is not None and value < 0:
             raise InputError(f"{label}: must not be negative, got {value}")
     events = parse_events_config(events_config)
+    notify = parse_notify_methods(notify_methods)
     config = MonitorConfig(
         config_name=name,
         chain_type=check_chain(chain),
@@ -68,7 +70,7 @@ def create_config(
         time_interval=time_interval,
         trigger_logic=trigger_logic,
         events_config=events.model_dump(exclude_none=True),
-        notify_methods=notify_methods or [],
+        notify_methods=notify.model_dump(exclude_none=True) if notify_methods else [],
         top_holders_threshold=_decimal(top_holders_threshold),
     )
     session.add(config)

@@ -1,17 +1,24 @@
-"""The alert log (`monitor_alert_log_v2`): idempotent inserts keyed by the de-duplication key."""
+"""The alert log (`monitor_alert_log_v2`) and its outbox, written together in one transaction.
+
+An alert row is unique by its de-duplication key (task, chain, tx, log index, rule); each of its
+notifications is an outbox row unique by (task, chain, tx, log index, channel). Recording the
+same alerts again (a re-delivered message, a retry) inserts nothing and returns the same
+pending notifications, so whoever recorded them last makes sure they are delivered.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Insert, update
+from sqlalchemy import Insert, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
-from kakarot_workers.db.models import MonitorAlertLog, MonitorBatch, utcnow
+from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorBatch, utcnow
 
 
 def dedup_key(task_id: int, chain: str, tx_hash: str, log_index: int, rule: str) -> str:
@@ -21,28 +28,99 @@ def dedup_key(task_id: int, chain: str, tx_hash: str, log_index: int, rule: str)
     ).hexdigest()
 
 
-def _insert_ignoring_duplicates(session: Session) -> Insert:
-    table = MonitorAlertLog.__table__
+@dataclass
+class AlertDraft:
+    """An alert to record: its row, and the (channel, destination) pairs to notify."""
+
+    row: dict[str, Any]
+    summary: dict[str, Any]
+    targets: list[tuple[str, str]] = field(default_factory=list)
+    digest_s: int | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording did: the rows new this time, and every notification still pending."""
+
+    new_rows: list[dict[str, Any]]
+    pending: list[tuple[int, int, str, str, int | None]]  # (outbox id, task, channel, dest, digest)
+
+
+def _insert_ignoring_duplicates(session: Session, model: Any, key: str) -> Insert:
+    table = model.__table__
     if session.get_bind().dialect.name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
     return mysql.insert(table).prefix_with("IGNORE")
 
 
-def record_alerts(session: Session, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert alert rows, skipping those whose dedup_key exists; return the rows inserted.
-
-    Safe to call again with the same rows (re-delivery, retries): nothing is inserted twice.
-    """
-    statement = _insert_ignoring_duplicates(session)
-    inserted = []
-    for row in rows:
-        if session.execute(statement, row).rowcount == 1:
-            inserted.append(row)
-    per_batch = Counter(row["batch_id"] for row in inserted if row.get("batch_id"))
-    for batch_id, count in per_batch.items():
-        session.execute(
-            update(MonitorBatch)
-            .where(MonitorBatch.id == batch_id)
-            .values(total_alerts=MonitorBatch.total_alerts + count, last_alert_time=utcnow())
+def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
+    """Insert the alert rows and their outbox rows (duplicates skipped), in the caller's
+    transaction; return the rows inserted now and the pending notifications of all of them."""
+    if not drafts:
+        return Recorded([], [])
+    keys = [d.row["dedup_key"] for d in drafts]
+    existing = set(
+        session.scalars(
+            select(MonitorAlertLog.dedup_key).where(MonitorAlertLog.dedup_key.in_(keys))
         )
-    return inserted
+    )
+    fresh = [d for d in drafts if d.row["dedup_key"] not in existing]
+    now = utcnow()
+    if fresh:
+        rows = [{**d.row, "create_time": now} for d in fresh]
+        session.execute(_insert_ignoring_duplicates(session, MonitorAlertLog, "dedup_key"), rows)
+        per_batch = Counter(d.row["batch_id"] for d in fresh if d.row.get("batch_id"))
+        for batch_id, count in per_batch.items():
+            session.execute(
+                update(MonitorBatch)
+                .where(MonitorBatch.id == batch_id)
+                .values(total_alerts=MonitorBatch.total_alerts + count, last_alert_time=now)
+            )
+    ids = dict(
+        session.execute(
+            select(MonitorAlertLog.dedup_key, MonitorAlertLog.id).where(
+                MonitorAlertLog.dedup_key.in_(keys)
+            )
+        ).all()
+    )
+    outbox = []
+    for draft in drafts:
+        alert_id = ids[draft.row["dedup_key"]]
+        row = draft.row
+        for channel, destination in draft.targets:
+            outbox.append(
+                {
+                    "dedup_key": dedup_key(
+                        row["task_id"], row["chain_type"], row["tx_hash"], row["log_index"], channel
+                    ),
+                    "alert_id": alert_id,
+                    "task_id": row["task_id"],
+                    "channel": channel,
+                    "destination": destination,
+                    "payload": {**draft.summary, "alert_id": alert_id},
+                    "digest_s": draft.digest_s,
+                    "status": "pending",
+                    "attempts": 0,
+                    "create_time": now,
+                    "update_time": now,
+                }
+            )
+    pending: list[tuple[int, int, str, str, int | None]] = []
+    if outbox:
+        session.execute(
+            _insert_ignoring_duplicates(session, MonitorAlertOutbox, "dedup_key"), outbox
+        )
+        found = session.execute(
+            select(
+                MonitorAlertOutbox.id,
+                MonitorAlertOutbox.task_id,
+                MonitorAlertOutbox.channel,
+                MonitorAlertOutbox.destination,
+                MonitorAlertOutbox.digest_s,
+            ).where(
+                MonitorAlertOutbox.dedup_key.in_([o["dedup_key"] for o in outbox]),
+                MonitorAlertOutbox.status == "pending",
+            )
+        ).all()
+        pending = [(r[0], r[1], r[2], r[3] or "", r[4]) for r in found]
+    return Recorded([d.row for d in fresh], pending)

@@ -1,72 +1,64 @@
 """Where a trade becomes an alert: the filter/alert pool (queue `alerts`).
 
-`evaluate_events(events)` judges a micro-batch of swap events against each task's rules and
-records what fired in `monitor_alert_log_v2`. Acknowledged late: if the worker dies mid-batch the
-message is delivered again, and the de-duplication key makes the second pass insert nothing.
+`evaluate_events(events)` takes a micro-batch of swap events from a stream consumer and, in a
+fixed number of round trips whatever its size:
+1. drops malformed events, events of a fenced-off consumer and events a re-org retracted;
+2. fills missing token metrics from the cache or the metrics provider (`enrich`);
+3. adds every event to its task's sliding windows (one Lua call, `windows`);
+4. judges each event (`rules.judge`, pure);
+5. claims the cooldown of each alerting (task, token) (one Lua call, `cooldown`);
+6. records the alerts and their outbox notifications in one transaction (`alert_log`);
+7. hands the pending notifications to `delivery`.
+Acknowledged late: a worker lost mid-batch has its message delivered again; windows, cooldowns
+and the de-duplication keys make the second pass write nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import leases, runtime
-from kakarot_workers.alert_log import dedup_key, record_alerts
+from kakarot_workers import delivery, leases, runtime
+from kakarot_workers.alert_log import AlertDraft, dedup_key, record_alerts
 from kakarot_workers.celery_app import app
-from kakarot_workers.configs import RuleSetCache
+from kakarot_workers.configs import ProfileCache, TaskProfile
+from kakarot_workers.cooldown import Claim, Cooldowns
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.enrich import enrich
 from kakarot_workers.errors import EventError, NotFoundError
 from kakarot_workers.events import SwapEvent, from_wire
 from kakarot_workers.messages import alert_line
-from kakarot_workers.rules import Firing, RuleSet, evaluate_layer1
+from kakarot_workers.notify import http_client
+from kakarot_workers.rules import Verdict, WindowStats, cooldown_seconds, judge, parse_interval
 from kakarot_workers.settings import get_settings
+from kakarot_workers.windows import Observation, Windows
 
 log = logging.getLogger(__name__)
 
-_rule_sets = RuleSetCache(get_settings().config_cache_ttl_s)
+
+def _count_rejected_config(_message: str) -> None:
+    runtime.redis_client().incr(runtime.keys().configs_rejected)
 
 
-def judge(rules: RuleSet, event: SwapEvent) -> list[Firing]:
-    """The rules that fire on `event` (layer 1 for now; layer 2 and windows come with issue 5)."""
-    return evaluate_layer1(rules, event)
+_profiles = ProfileCache(get_settings().config_cache_ttl_s, on_reject=_count_rejected_config)
+_stores: dict[int, tuple[Windows, Cooldowns]] = {}
 
 
-def alert_row(rules: RuleSet, event: SwapEvent, firing: Firing) -> dict[str, Any]:
-    """The `monitor_alert_log_v2` row for one firing."""
-    incomplete = event.market_cap_usd is None or event.top10_holders_pct is None
-    return {
-        "dedup_key": dedup_key(
-            rules.task_id, event.chain, event.tx_hash, event.log_index, firing.rule
-        ),
-        "task_id": rules.task_id,
-        "config_id": rules.config_id,
-        "config_version": rules.config_version,
-        "batch_id": event.batch_id or None,
-        "epoch": event.epoch or None,
-        "chain_type": event.chain,
-        "ca": event.ca,
-        "token_symbol": event.symbol or None,
-        "alert_type": firing.rule,
-        "alert_data": {
-            **firing.values,
-            "price_usd": event.price_usd,
-            "market_cap_usd": event.market_cap_usd,
-            "top10_holders_pct": event.top10_holders_pct,
-        },
-        "tx_hash": event.tx_hash,
-        "log_index": event.log_index,
-        "block_number": event.block_number,
-        "event_time": datetime.fromtimestamp(event.ts_ms / 1000, UTC).replace(tzinfo=None),
-        "price_usd": event.price_usd,
-        "amount_usd": event.amount_usd,
-        "incomplete_data": int(incomplete),
-        "notify_status": "none",
-    }
+def stores() -> tuple[Windows, Cooldowns]:
+    """This process's window and cooldown stores (their scripts bound to its Redis client)."""
+    pid = os.getpid()
+    found = _stores.get(pid)
+    if found is None:
+        client, keys = runtime.redis_client(), runtime.keys()
+        found = _stores[pid] = (Windows(client, keys), Cooldowns(client, keys))
+    return found
 
 
 def _parse(events: list[Any]) -> list[SwapEvent]:
@@ -102,6 +94,176 @@ def drop_fenced(events: list[SwapEvent]) -> list[SwapEvent]:
     return kept
 
 
+def drop_retracted(events: list[SwapEvent]) -> list[SwapEvent]:
+    """The events a chain re-org has not withdrawn (`kakarot:retracted`, written by sources)."""
+    client, keys = runtime.redis_client(), runtime.keys()
+    if not events or not client.exists(keys.retracted):
+        return events
+    ids = [f"{e.chain}:{e.tx_hash}:{e.log_index}" for e in events]
+    gone = client.hmget(keys.retracted, ids)
+    kept = [e for e, block in zip(events, gone, strict=True) if block is None]
+    if len(kept) != len(events):
+        log.info("%d retracted event(s) not judged", len(events) - len(kept))
+    return kept
+
+
+def window_stats(
+    judged: Sequence[tuple[TaskProfile, SwapEvent]],
+) -> list[dict[int, WindowStats]]:
+    """Each event's windows (by length), after adding it to them."""
+    observations = []
+    owners = []
+    for index, (profile, event) in enumerate(judged):
+        for seconds in profile.rules.window_lengths():
+            observations.append(Observation(profile.rules.task_id, seconds, event))
+            owners.append(index)
+    per_event: list[dict[int, WindowStats]] = [{} for _ in judged]
+    if observations:
+        for owner, stats in zip(owners, stores()[0].observe(observations), strict=True):
+            per_event[owner][stats.seconds] = stats
+    return per_event
+
+
+def summarise(
+    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: dict[int, WindowStats]
+) -> dict[str, Any]:
+    """What a notification says about an alert (stored in the outbox, rendered per channel)."""
+    template = get_settings().explorer_tx_url.get(event.chain)
+    change = None
+    pc = profile.rules.events.price_change
+    stats = windows.get(parse_interval(pc.window)) if pc else None
+    if stats is None and windows:
+        stats = windows[min(windows)]
+    if stats is not None:
+        change = round(stats.change_pct, 2)
+    return {
+        "task_id": profile.rules.task_id,
+        "config_id": profile.rules.config_id,
+        "chain": event.chain,
+        "ca": event.ca,
+        "symbol": event.symbol or None,
+        "rule": verdict.primary,
+        "rules": [{"rule": f.rule, "values": f.values} for f in verdict.firings],
+        "side": event.side,
+        "amount_usd": round(event.amount_usd, 2),
+        "price_usd": event.price_usd,
+        "change_pct": change,
+        "market_cap_usd": event.market_cap_usd,
+        "top10_holders_pct": event.top10_holders_pct,
+        "incomplete": verdict.incomplete,
+        "missing": list(verdict.missing),
+        "tx_hash": event.tx_hash,
+        "log_index": event.log_index,
+        "block_number": event.block_number,
+        "event_time_ms": event.ts_ms,
+        "explorer_url": template.format(tx=event.tx_hash) if template else None,
+    }
+
+
+def draft(
+    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: dict[int, WindowStats]
+) -> AlertDraft:
+    """The alert row and notifications for one alerting event."""
+    rules = profile.rules
+    summary = summarise(profile, event, verdict, windows)
+    targets = profile.notify.targets(get_settings())
+    row = {
+        "dedup_key": dedup_key(
+            rules.task_id, event.chain, event.tx_hash, event.log_index, verdict.primary
+        ),
+        "task_id": rules.task_id,
+        "config_id": rules.config_id,
+        "config_version": rules.config_version,
+        "batch_id": event.batch_id or None,
+        "epoch": event.epoch or None,
+        "chain_type": event.chain,
+        "ca": event.ca,
+        "token_symbol": event.symbol or None,
+        "alert_type": verdict.primary,
+        "alert_data": {
+            key: summary[key]
+            for key in (
+                "rules",
+                "side",
+                "amount_usd",
+                "price_usd",
+                "change_pct",
+                "market_cap_usd",
+                "top10_holders_pct",
+                "missing",
+            )
+        },
+        "tx_hash": event.tx_hash,
+        "log_index": event.log_index,
+        "block_number": event.block_number,
+        "event_time": datetime.fromtimestamp(event.ts_ms / 1000, UTC).replace(tzinfo=None),
+        "price_usd": event.price_usd,
+        "amount_usd": event.amount_usd,
+        "incomplete_data": int(verdict.incomplete),
+        "notify_status": "pending" if targets else "none",
+    }
+    return AlertDraft(row, summary, [(c, d) for c, d in targets], profile.notify.digest_s)
+
+
+def process(events: list[SwapEvent]) -> tuple[int, Counter[str]]:
+    """Judge, cool down and record a micro-batch; return (new alerts, counters)."""
+    settings = get_settings()
+    client, keys = runtime.redis_client(), runtime.keys()
+    stats: Counter[str] = Counter(evaluated=len(events))
+    by_task: dict[int, list[SwapEvent]] = defaultdict(list)
+    for event in events:
+        by_task[event.task_id].append(event)
+    judged: list[tuple[TaskProfile, SwapEvent]] = []
+    with session_scope() as session:
+        for task_id, task_events in by_task.items():
+            try:
+                profile = _profiles.get(session, task_id)
+            except NotFoundError as exc:
+                stats["skipped_no_config"] += len(task_events)
+                log.warning("%d event(s) of task %s not judged: %s", len(task_events), task_id, exc)
+                continue
+            judged += [(profile, event) for event in task_events]
+    if settings.metrics_url:
+        filled = enrich(client, keys, settings, http_client(), [e for _, e in judged])
+        judged = [(p, e) for (p, _), e in zip(judged, filled, strict=True)]
+
+    per_event = window_stats(judged)
+    candidates = []
+    for (profile, event), windows in zip(judged, per_event, strict=True):
+        verdict = judge(profile.rules, event, windows)
+        if verdict.alert:
+            candidates.append((profile, event, verdict, windows))
+        else:
+            stats[f"rejected_{verdict.rejected_by}"] += 1
+    candidates.sort(key=lambda c: (c[1].ts_ms, c[1].tx_hash, c[1].log_index))
+    claims = [
+        Claim(
+            p.rules.task_id,
+            e.ca,
+            f"{e.chain}:{e.tx_hash}:{e.log_index}",
+            cooldown_seconds(e.market_cap_usd, p.rules.events.cooldown),
+        )
+        for p, e, _, _ in candidates
+    ]
+    drafts = []
+    for candidate, won in zip(candidates, stores()[1].claim(claims), strict=True):
+        if won:
+            drafts.append(draft(*candidate))
+        else:
+            stats["cooldown"] += 1
+    if not drafts:
+        return 0, stats
+    with session_scope() as session:
+        recorded = record_alerts(session, drafts)
+    stats["alerts"] += len(recorded.new_rows)
+    delivery.dispatch(recorded.pending)
+    new_keys = {row["dedup_key"] for row in recorded.new_rows}
+    for d in drafts:
+        if d.row["dedup_key"] in new_keys:
+            log.info(alert_line(d.summary))
+    return len(recorded.new_rows), stats
+
+
 @app.task(
     name="kakarot.alerts.evaluate_events",
     acks_late=True,
@@ -113,39 +275,17 @@ def drop_fenced(events: list[SwapEvent]) -> list[SwapEvent]:
     max_retries=40,
 )
 def evaluate_events(events: list[Any]) -> int:
-    """Judge a micro-batch of wire events; record and log the alerts; return how many are new."""
+    """Judge a micro-batch of wire events; record and notify the alerts; return how many are new."""
+    client, keys = runtime.redis_client(), runtime.keys()
     if not isinstance(events, list):
+        client.incr(keys.events_rejected)
         log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
         return 0
-    by_task: dict[int, list[SwapEvent]] = defaultdict(list)
-    for event in drop_fenced(_parse(events)):
-        by_task[event.task_id].append(event)
-    explorer = get_settings().explorer_tx_url
-    new_rows: list[dict[str, Any]] = []
-    with session_scope() as session:
-        rows = []
-        for task_id, task_events in by_task.items():
-            try:
-                rules = _rule_sets.get(session, task_id)
-            except NotFoundError as exc:
-                log.warning("%d event(s) of task %s skipped: %s", len(task_events), task_id, exc)
-                continue
-            for event in task_events:
-                rows.extend(alert_row(rules, event, firing) for firing in judge(rules, event))
-        if rows:
-            new_rows = record_alerts(session, rows)
-    for row in new_rows:
-        template = explorer.get(row["chain_type"])
-        log.info(
-            alert_line(
-                task_id=row["task_id"],
-                symbol=row["token_symbol"],
-                ca=row["ca"],
-                rule=row["alert_type"],
-                values=row["alert_data"],
-                price_usd=row["price_usd"],
-                tx_hash=row["tx_hash"],
-                explorer_url=template.format(tx=row["tx_hash"]) if template else None,
-            )
-        )
-    return len(new_rows)
+    kept = drop_retracted(drop_fenced(_parse(events)))
+    new, stats = process(kept)
+    pipe = client.pipeline(transaction=False)
+    for name, value in stats.items():
+        if value:
+            pipe.incrby(keys.alert_stat(name), value)
+    pipe.execute()
+    return new

@@ -17,7 +17,7 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu.utils.objects import cached_property
 
-from kakarot_workers import logs, node, runtime
+from kakarot_workers import logs, node, notify, runtime
 from kakarot_workers.db.session import dispose_engines
 from kakarot_workers.settings import get_settings
 
@@ -51,7 +51,10 @@ class KakarotCelery(Celery):  # type: ignore[misc]
         return self.subclass_with_self(KakarotWorker)  # type: ignore[no-any-return]
 
 
-app = KakarotCelery("kakarot_workers", include=["kakarot_workers.stream", "kakarot_workers.alerts"])
+app = KakarotCelery(
+    "kakarot_workers",
+    include=["kakarot_workers.stream", "kakarot_workers.alerts", "kakarot_workers.delivery"],
+)
 app.config_from_object("celeryconfig")
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ def _after_fork(**_: Any) -> None:
     # A forked pool child must not reuse the parent's sockets.
     dispose_engines()
     runtime.forget_inherited_clients()
+    notify.reset(close=False)
 
 
 @signals.worker_ready.connect
@@ -76,6 +80,9 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     node_id = getattr(sender, "hostname", None) or runtime.consumer_id()
     node.start(node_id, queues)
     log.info("node %s up (queues %s)", node_id, queues)
+    if "alerts" in queues.split(","):
+        # Notifications left behind by a worker that died between two steps.
+        sender.app.send_task("kakarot.alerts.sweep_outbox")
 
 
 @signals.worker_shutting_down.connect

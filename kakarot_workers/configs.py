@@ -1,82 +1,135 @@
-"""A task's rules as the alert pool sees them: loaded from its config, cached per process."""
+"""A task's config as the alert pool uses it: rules and channels, cached by config id + version.
+
+Each task's config row (id, version) is re-read at most every `ttl_s`; a version already parsed
+is not parsed again. An invalid version is refused (the error names the field) and the last
+valid version of the same config stays in force; with none, the task's events are skipped
+until the config is fixed, rather than judged by rules nobody wrote.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
 from kakarot_workers.batches import get_task, task_config
+from kakarot_workers.db.models import MonitorConfig
 from kakarot_workers.errors import ConfigError, NotFoundError
-from kakarot_workers.rules import EventsConfig, RuleSet, parse_events_config, parse_interval
+from kakarot_workers.notify import NotifyMethods, parse_notify_methods
+from kakarot_workers.rules import RuleSet, parse_events_config, parse_interval
 
 log = logging.getLogger(__name__)
 
 
-def build_rule_set(session: Session, task_id: int, last_valid: RuleSet | None = None) -> RuleSet:
-    """Read the task's config into a RuleSet.
+@dataclass(frozen=True)
+class TaskProfile:
+    """Everything the alert pool needs for one task: its rules and where alerts go."""
 
-    An invalid `events_config` keeps the last valid rules of the same config in force; with none
-    cached, layer 1 alone applies. Either way the error is logged with the field named.
-    """
-    task = get_task(session, task_id)
-    config = task_config(session, task_id)
-    if config is None:
-        raise NotFoundError(f"task {task_id} has no config")
-    try:
-        events = parse_events_config(config.events_config)
-    except ConfigError as exc:
-        if last_valid is not None and last_valid.config_id == config.id:
-            log.error(
-                "config %s v%s refused (%s); v%s stays in force",
-                config.id,
-                config.version,
-                exc,
-                last_valid.config_version,
-            )
-            return last_valid
-        log.error(
-            "config %s v%s refused (%s); applying layer 1 only", config.id, config.version, exc
-        )
-        events = EventsConfig()
+    rules: RuleSet
+    notify: NotifyMethods
+
+
+def build_profile(task_id: int, chain: str, config: MonitorConfig) -> TaskProfile:
+    """Parse one config version for a task; raise ConfigError naming the bad field."""
+    events = parse_events_config(config.events_config)
+    notify = parse_notify_methods(config.notify_methods)
     try:
         interval_s = parse_interval(config.time_interval or "5m")
-    except ValueError:
-        interval_s = 300
-    return RuleSet(
-        task_id=task.id,
+    except ValueError as exc:
+        raise ConfigError(f"time_interval: {exc}") from None
+    rules = RuleSet(
+        task_id=task_id,
         config_id=config.id,
         config_version=config.version,
-        chain=task.chain_type,
+        chain=chain,
         min_transaction_usd=_float(config.min_transaction_usd),
         cumulative_min_amount_usd=_float(config.cumulative_min_amount_usd),
         time_interval_s=interval_s,
         trigger_logic="all" if config.trigger_logic == "all" else "any",
         events=events,
+        top_holders_threshold=_float(config.top_holders_threshold),
     )
+    return TaskProfile(rules, notify)
 
 
 def _float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
-class RuleSetCache:
-    """Rule sets by task id, re-read after `ttl_s` (hot reload by Pub/Sub comes later)."""
+class ProfileCache:
+    """Task profiles, re-checked against the config's version every `ttl_s`."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, on_reject: Callable[[str], None] | None = None) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[int, tuple[float, RuleSet]] = {}
+        self.on_reject = on_reject
+        self._checked: dict[int, tuple[float, TaskProfile]] = {}
+        self._valid: dict[int, TaskProfile] = {}  # config id → last valid version's profile
+        self._refused: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
 
-    def get(self, session: Session, task_id: int) -> RuleSet:
+    def get(self, session: Session, task_id: int) -> TaskProfile:
+        """The task's profile; NotFoundError if the task has no config or no valid version."""
         now = time.monotonic()
         with self._lock:
-            entry = self._entries.get(task_id)
+            entry = self._checked.get(task_id)
         if entry is not None and now - entry[0] < self.ttl_s:
             return entry[1]
-        rules = build_rule_set(session, task_id, entry[1] if entry else None)
+        task = get_task(session, task_id)
+        config = task_config(session, task_id)
+        if config is None:
+            raise NotFoundError(f"task {task_id} has no config")
+        profile = self._profile(task.id, task.chain_type, config)
         with self._lock:
-            self._entries[task_id] = (now, rules)
-        return rules
+            self._checked[task_id] = (now, profile)
+        return profile
+
+    def invalidate(self, config_id: int | None = None) -> None:
+        """Re-read on next use (every task, or the tasks of one config)."""
+        with self._lock:
+            if config_id is None:
+                self._checked.clear()
+            else:
+                for task_id, (_, profile) in list(self._checked.items()):
+                    if profile.rules.config_id == config_id:
+                        del self._checked[task_id]
+
+    def _profile(self, task_id: int, chain: str, config: MonitorConfig) -> TaskProfile:
+        with self._lock:
+            valid = self._valid.get(config.id)
+        if (
+            valid is not None
+            and valid.rules.config_version == config.version
+            and valid.rules.task_id == task_id
+        ):
+            return valid
+        try:
+            profile = build_profile(task_id, chain, config)
+        except ConfigError as exc:
+            self._refuse(config, exc)
+            if valid is None:
+                raise NotFoundError(
+                    f"config {config.id} v{config.version} is invalid and no earlier version "
+                    f"is known: {exc}"
+                ) from None
+            return TaskProfile(rules=_for_task(valid.rules, task_id, chain), notify=valid.notify)
+        with self._lock:
+            self._valid[config.id] = profile
+        return profile
+
+    def _refuse(self, config: MonitorConfig, exc: ConfigError) -> None:
+        key = (config.id, config.version)
+        with self._lock:
+            first = key not in self._refused
+            self._refused.add(key)
+        if first:
+            log.error("config %s v%s refused: %s", config.id, config.version, exc)
+            if self.on_reject is not None:
+                self.on_reject(str(exc))
+
+
+def _for_task(rules: RuleSet, task_id: int, chain: str) -> RuleSet:
+    return rules if rules.task_id == task_id else replace(rules, task_id=task_id, chain=chain)

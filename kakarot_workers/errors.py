@@ -26,4 +26,14 @@ class SourceError(KakarotError):
 
 
 class NotifyError(KakarotError):
-    """A notifier could not deliver a message."""
+    """A notifier could not deliver a message.
+
+    `retryable`: a later attempt may succeed (429, 5xx, network); otherwise the message is
+    recorded as failed at once (a wrong chat id, a revoked token). `retry_after_s`: the wait the
+    service asked for (Retry-After), if any.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s

@@ -102,6 +102,40 @@ class Keys:
         """Counter of source reconnects, every consumer together."""
         return self._k("kakarot:stats:reconnects")
 
+    # --- alert pool -------------------------------------------------------------------------
+    def window_entries(self, task_id: int, ca: str, seconds: int) -> str:
+        """Sorted set: the token's trades within the window (`id|cents|price|side` by ts ms)."""
+        return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:z")
+
+    def window_state(self, task_id: int, ca: str, seconds: int) -> str:
+        """Hash: the window's running sums and head, and what each trade first saw (`v:{id}`)."""
+        return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:h")
+
+    def cooldown(self, task_id: int, ca: str) -> str:
+        """String with a TTL: the event that alerted the task on the token last."""
+        return self._k(f"kakarot:cooldown:{task_id}:{ca}")
+
+    def token_metrics(self, chain: str, ca: str) -> str:
+        """JSON with a TTL: market cap and top-10 holders share from the metrics provider."""
+        return self._k(f"kakarot:metrics:{chain}:{ca}")
+
+    def digest_pending(self, task_id: int, channel: str) -> str:
+        """Marker with the digest window's TTL: a flush of the task's digest is scheduled."""
+        return self._k(f"kakarot:digest:{task_id}:{channel}")
+
+    def alert_stat(self, name: str) -> str:
+        """Counters of the alert pool: evaluated, alerts, cooldown, rejected_<layer>, …"""
+        return self._k(f"kakarot:stats:alerts:{name}")
+
+    def notify_stat(self, channel: str, result: str) -> str:
+        """Counters of notifications by channel and result (sent, retried, failed)."""
+        return self._k(f"kakarot:stats:notify:{channel}:{result}")
+
+    @property
+    def configs_rejected(self) -> str:
+        """Counter of config versions refused as invalid (the last valid one stayed in force)."""
+        return self._k("kakarot:stats:configs_rejected")
+
     @property
     def node_pattern(self) -> str:
         """SCAN pattern matching every node metrics key."""

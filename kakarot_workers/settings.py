@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kakarot_workers.errors import ConfigError
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # --- celery ---------------------------------------------------------------------------
     celery_task_events: bool = True
     # Alert tasks are acknowledged late; an unacknowledged message is re-delivered after this.
-    broker_visibility_timeout_s: int = Field(default=300, ge=30)
+    broker_visibility_timeout_s: int = Field(default=300, ge=5)
     # --- allocation -----------------------------------------------------------------------
     batch_cap: int = Field(default=99, ge=1, le=10_000)
     # batches filled below this share of the cap are merged (fewest moves first)
@@ -147,6 +147,33 @@ class Settings(BaseSettings):
             "sol": "https://solscan.io/tx/{tx}",
         }
     )
+    # Token metrics (market cap, top-10 holders share) for events whose source lacks them: a
+    # URL template with {chain} and {ca} answering {"market_cap_usd": …, "top10_holders_pct": …}.
+    # Answers are cached `metrics_ttl_s`; a failed or empty lookup is retried after
+    # `metrics_retry_s` (a short back-off: a missing metric never silences a token for long).
+    metrics_url: str | None = None
+    metrics_ttl_s: int = Field(default=300, ge=1)
+    metrics_retry_s: int = Field(default=30, ge=1)
+    metrics_timeout_s: float = Field(default=2.0, gt=0)
+    # --- notifications --------------------------------------------------------------------
+    # Secrets come from the environment only: KAKAROT_TELEGRAM_BOT_TOKEN, KAKAROT_WECOM_KEY,
+    # KAKAROT_WEBHOOK_SECRET (or the variables a config names in `key_env` / `secret_env`).
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    wecom_webhook_url: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+    wecom_key: SecretStr | None = None
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    backend_ws_url: str | None = None
+    backend_token: SecretStr | None = None
+    notify_timeout_s: float = Field(default=10.0, gt=0)
+    # A notification is tried this many times (429 honours Retry-After, 5xx and network errors
+    # back off exponentially up to `notify_max_backoff_s`), then recorded as failed.
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_max_backoff_s: float = Field(default=60.0, gt=0)
+    # A delivery claimed by a worker that died is taken over after this long.
+    notify_claim_s: float = Field(default=30.0, gt=0)
     # --- operations -----------------------------------------------------------------------
     log_level: str = "INFO"
     json_logs: bool = False
@@ -186,7 +213,14 @@ class Settings(BaseSettings):
 
     def safe_dump(self) -> dict[str, Any]:
         """The settings with passwords in URLs masked, fit for logs and `kakarot config show`."""
-        return {k: _mask_url(v) if isinstance(v, str) else v for k, v in self.model_dump().items()}
+        return {
+            k: "***"
+            if isinstance(getattr(self, k), SecretStr)
+            else _mask_url(v)
+            if isinstance(v, str)
+            else v
+            for k, v in self.model_dump().items()
+        }
 
 
 def _mask_url(value: str) -> str:

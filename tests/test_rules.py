@@ -2,7 +2,15 @@ import pytest
 
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
-from kakarot_workers.rules import RuleSet, evaluate_layer1, parse_events_config, parse_interval
+from kakarot_workers.rules import (
+    CooldownOverride,
+    RuleSet,
+    WindowStats,
+    cooldown_seconds,
+    judge,
+    parse_events_config,
+    parse_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +62,9 @@ def test_events_config_as_json_text_and_empty():
         ({"side": {"sides": ["hold"]}}, "events_config.side.sides.0"),
         ({"top_holders": {"max_pct": 120}}, "events_config.top_holders.max_pct"),
         ('{"volume": ', "events_config: not valid JSON"),
+        ({"market_cap": {"min_usd": 10, "max_usd": 5}}, "events_config.market_cap"),
+        ({"cooldown": {"seconds": -1}}, "events_config.cooldown.seconds"),
+        ({"cumulative": {"min_usd": 1, "side": "up"}}, "events_config.cumulative.side"),
         ("[1, 2]", "events_config: expected a JSON object"),
     ],
 )
@@ -63,30 +74,49 @@ def test_invalid_events_config_names_the_field(raw, field):
     assert field in str(error.value)
 
 
-def _event(amount_usd: float) -> SwapEvent:
-    return SwapEvent(
-        chain="bsc",
-        ca="0x" + "a" * 40,
-        tx_hash="0x" + "b" * 64,
-        log_index=0,
-        ts_ms=1,
-        side="buy",
-        amount_usd=amount_usd,
-        price_usd=1.0,
-    )
+def _event(amount_usd: float = 100.0, **fields) -> SwapEvent:
+    values = {
+        "chain": "bsc",
+        "ca": "0x" + "a" * 40,
+        "tx_hash": "0x" + "b" * 64,
+        "log_index": 0,
+        "ts_ms": 1,
+        "side": "buy",
+        "amount_usd": amount_usd,
+        "price_usd": 1.0,
+        "market_cap_usd": 5e6,
+        "top10_holders_pct": 30.0,
+    }
+    values.update(fields)
+    return SwapEvent(**values)
 
 
-def _rules(min_usd: float | None) -> RuleSet:
+def _rules(
+    min_usd: float | None = None,
+    *,
+    cumulative_usd: float | None = None,
+    events: dict | None = None,
+    logic: str = "any",
+    top_holders_threshold: float | None = None,
+) -> RuleSet:
     return RuleSet(
         task_id=1,
         config_id=1,
         config_version=1,
         chain="bsc",
         min_transaction_usd=min_usd,
-        cumulative_min_amount_usd=None,
+        cumulative_min_amount_usd=cumulative_usd,
         time_interval_s=300,
-        trigger_logic="any",
+        trigger_logic=logic,
+        events=parse_events_config(events),
+        top_holders_threshold=top_holders_threshold,
     )
+
+
+def _window(seconds=300, volume=0.0, buys=0.0, sells=0.0, open_price=1.0, last_price=1.0):
+    return {
+        seconds: WindowStats(seconds, volume, buys, sells, 3, open_price, last_price),
+    }
 
 
 @pytest.mark.parametrize(
@@ -100,9 +130,179 @@ def _rules(min_usd: float | None) -> RuleSet:
     ],
 )
 def test_layer1_single_trade(min_usd, amount, fires):
-    firings = evaluate_layer1(_rules(min_usd), _event(amount))
-    assert bool(firings) is fires
+    verdict = judge(_rules(min_usd), _event(amount))
+    assert verdict.alert is fires
     if fires:
-        assert firings[0].rule == "min_transaction"
-        assert firings[0].values["amount_usd"] == round(amount, 2)
-        assert firings[0].values["threshold_usd"] == min_usd
+        assert verdict.primary == "min_transaction"
+        assert verdict.firings[0].values["amount_usd"] == round(amount, 2)
+        assert verdict.firings[0].values["threshold_usd"] == min_usd
+
+
+@pytest.mark.parametrize("volume, fires", [(999.99, False), (1000, True), (5000, True)])
+def test_layer1_cumulative_in_the_interval(volume, fires):
+    rules = _rules(cumulative_usd=1000)
+    verdict = judge(rules, _event(10), _window(300, volume=volume))
+    assert verdict.alert is fires
+    if fires:
+        assert verdict.primary == "cumulative_interval"
+        assert verdict.firings[0].values["volume_usd"] == volume
+
+
+def test_layer1_is_a_gate_for_layer2():
+    # price up 20% in 1m, but the trade is below the single-trade minimum: no alert
+    rules = _rules(500, events={"price_change": {"threshold_pct": 10, "window": "1m"}})
+    up = _window(60, open_price=1.0, last_price=1.2)
+    assert judge(rules, _event(499), up).rejected_by == "layer1"
+    verdict = judge(rules, _event(500), up)
+    assert verdict.alert and verdict.primary == "price_change"
+    assert [f.rule for f in verdict.firings] == ["price_change", "min_transaction"]
+
+
+@pytest.mark.parametrize(
+    "direction, open_price, last_price, fires",
+    [
+        ("up", 1.0, 1.1, True),
+        ("up", 1.0, 1.0999, False),
+        ("up", 1.0, 0.8, False),
+        ("down", 1.0, 0.9, True),
+        ("down", 1.0, 1.5, False),
+        ("both", 1.0, 0.9, True),
+        ("both", 1.0, 1.1, True),
+        ("both", 1.0, 1.05, False),
+    ],
+)
+def test_price_change(direction, open_price, last_price, fires):
+    rules = _rules(
+        events={"price_change": {"threshold_pct": 10, "window": "1m", "direction": direction}}
+    )
+    verdict = judge(rules, _event(), _window(60, open_price=open_price, last_price=last_price))
+    assert verdict.alert is fires
+    if fires:
+        assert verdict.firings[0].values["change_pct"] == round((last_price - 1) * 100, 2)
+
+
+def test_price_change_without_a_window_does_not_fire():
+    rules = _rules(events={"price_change": {"threshold_pct": 1, "window": "1m"}})
+    assert not judge(rules, _event(), {}).alert
+
+
+@pytest.mark.parametrize("volume, fires", [(9999, False), (10000, True)])
+def test_volume(volume, fires):
+    rules = _rules(events={"volume": {"min_usd": 10000, "window": "5m"}})
+    assert judge(rules, _event(), _window(300, volume=volume)).alert is fires
+
+
+@pytest.mark.parametrize(
+    "side, buys, sells, fires",
+    [
+        ("buy", 2000, 0, True),
+        ("buy", 1999, 5000, False),
+        ("sell", 0, 2000, True),
+        ("both", 1000, 1000, True),
+        ("both", 1000, 999, False),
+    ],
+)
+def test_cumulative_by_side(side, buys, sells, fires):
+    rules = _rules(events={"cumulative": {"min_usd": 2000, "window": "5m", "side": side}})
+    window = _window(300, volume=buys + sells, buys=buys, sells=sells)
+    assert judge(rules, _event(), window).alert is fires
+
+
+@pytest.mark.parametrize("amount, fires", [(4999, False), (5000, True)])
+def test_large_trade(amount, fires):
+    rules = _rules(events={"large_trade": {"min_usd": 5000}})
+    assert judge(rules, _event(amount)).alert is fires
+
+
+def test_trigger_logic_any_and_all():
+    events = {
+        "large_trade": {"min_usd": 5000},
+        "volume": {"min_usd": 10000, "window": "5m"},
+    }
+    busy = _window(300, volume=20000)
+    quiet = _window(300, volume=100)
+    any_rules = _rules(events=events, logic="any")
+    all_rules = _rules(events=events, logic="all")
+    assert judge(any_rules, _event(6000), quiet).alert
+    assert judge(any_rules, _event(100), busy).alert
+    assert not judge(any_rules, _event(100), quiet).alert
+    assert not judge(all_rules, _event(6000), quiet).alert
+    assert not judge(all_rules, _event(100), busy).alert
+    verdict = judge(all_rules, _event(6000), busy)
+    assert verdict.alert and [f.rule for f in verdict.firings] == ["volume", "large_trade"]
+
+
+def test_a_disabled_rule_is_ignored():
+    rules = _rules(events={"large_trade": {"min_usd": 5000, "enabled": False}})
+    assert judge(rules, _event(1e9)).rejected_by == "no_rules"
+
+
+@pytest.mark.parametrize(
+    "cap, low, high, fires",
+    [(5e6, 1e6, 1e7, True), (5e5, 1e6, 1e7, False), (2e7, 1e6, 1e7, False), (1e6, 1e6, None, True)],
+)
+def test_market_cap_range_is_a_condition(cap, low, high, fires):
+    rules = _rules(1000, events={"market_cap": {"min_usd": low, "max_usd": high}})
+    verdict = judge(rules, _event(2000, market_cap_usd=cap))
+    assert verdict.alert is fires
+    if not fires:
+        assert verdict.rejected_by == "market_cap"
+
+
+@pytest.mark.parametrize("share, fires", [(30.0, True), (50.0, True), (50.01, False)])
+def test_top_holders_share(share, fires):
+    from_config = _rules(1000, events={"top_holders": {"max_pct": 50}})
+    from_column = _rules(1000, top_holders_threshold=50)
+    for rules in (from_config, from_column):
+        assert judge(rules, _event(2000, top10_holders_pct=share)).alert is fires
+
+
+@pytest.mark.parametrize("side, fires", [("buy", True), ("sell", False)])
+def test_side(side, fires):
+    rules = _rules(1000, events={"side": {"sides": ["buy"]}})
+    assert judge(rules, _event(2000, side=side)).alert is fires
+
+
+def test_missing_metrics_alert_on_what_is_known_and_say_so():
+    rules = _rules(
+        1000,
+        events={"market_cap": {"min_usd": 1e6}, "top_holders": {"max_pct": 50}},
+    )
+    verdict = judge(rules, _event(2000, market_cap_usd=None, top10_holders_pct=None))
+    assert verdict.alert and verdict.incomplete
+    assert verdict.missing == ("market_cap_usd", "top10_holders_pct")
+    # what is known still counts: a known market cap out of range refuses
+    assert not judge(rules, _event(2000, market_cap_usd=10.0, top10_holders_pct=None)).alert
+    complete = judge(rules, _event(2000))
+    assert complete.alert and not complete.incomplete
+
+
+def test_window_lengths_are_the_distinct_windows_read():
+    rules = _rules(
+        cumulative_usd=100,
+        events={
+            "price_change": {"threshold_pct": 5, "window": "1m"},
+            "volume": {"min_usd": 1, "window": "5m"},
+            "cumulative": {"min_usd": 1, "window": "1h", "enabled": False},
+        },
+    )
+    assert rules.window_lengths() == (60, 300)
+    assert _rules(1000).window_lengths() == ()
+
+
+@pytest.mark.parametrize(
+    "cap, override, seconds",
+    [
+        (2e7, None, 180),
+        (1e7, None, 300),
+        (1e6, None, 300),
+        (999_999, None, 600),
+        (None, None, 300),
+        (2e7, CooldownOverride(seconds=0), 0),
+        (5e5, CooldownOverride(seconds=42), 42),
+        (5e5, CooldownOverride(small_cap_s=60), 60),
+        (2e7, CooldownOverride(small_cap_s=60), 180),
+    ],
+)
+def test_cooldown_tiers(cap, override, seconds):
+    assert cooldown_seconds(cap, override) == seconds

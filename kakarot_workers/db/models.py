@@ -194,3 +194,35 @@ class MonitorAlertLog(Base):
         Index("idx_alert_task_time", "task_id", "create_time"),
         Index("idx_alert_ca_time", "ca", "create_time"),
     )
+
+
+class MonitorAlertOutbox(_Timestamps, Base):
+    """One notification of one alert on one channel, written in the alert's transaction and
+    delivered from here: `pending` → `sending` (claimed) → `sent`, or `failed` with the error."""
+
+    __tablename__ = "monitor_alert_outbox_v2"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # sha256 of "task:chain:tx_hash:log_index:channel": one message per event and channel.
+    dedup_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    alert_id: Mapped[int] = mapped_column(BigInteger)
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[str] = mapped_column(String(16))  # telegram | wecom | webhook | backend
+    destination: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[Any] = mapped_column(JSON)
+    # Digest window (seconds) when the task's alerts go out grouped, else null.
+    digest_s: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    message_ref: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        UniqueConstraint("dedup_key", name="uq_outbox_dedup"),
+        Index("idx_outbox_status_next", "status", "next_attempt_at"),
+        Index("idx_outbox_alert", "alert_id"),
+        Index("idx_outbox_task_channel_status", "task_id", "channel", "status"),
+    )

@@ -30,7 +30,12 @@ def test_swaps_made_while_nobody_owned_the_batch_are_back_filled_and_alert_once(
     )
     with session_scope() as session:
         config = create_config(
-            session, name="evm", chain="eth", source="evm", min_transaction_usd=1.0
+            session,
+            name="evm",
+            chain="eth",
+            source="evm",
+            min_transaction_usd=1.0,
+            events_config={"cooldown": {"seconds": 0}},
         )
         task = create_task(session, name="evm", task_type="batch", chain="eth", config_id=config.id)
         add_targets(

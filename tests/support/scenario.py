@@ -30,6 +30,8 @@ def create_task_for(tokens: Iterable[TokenState], threshold_usd: float) -> int:
             chain="bsc",
             source="simulator",
             min_transaction_usd=threshold_usd,
+            # every trade at or above the threshold alerts: no cooldown in these scenarios
+            events_config={"cooldown": {"seconds": 0}},
         )
         task = create_task(
             session, name="scenario", task_type="batch", chain="bsc", config_id=config.id

@@ -1,0 +1,180 @@
+"""Where an alert becomes a message: Celery tasks that deliver the outbox (queue `alerts`).
+
+`deliver([id])` sends one notification; `flush_digest(task, channel)` sends a task's pending
+digest notifications of a channel as one message; `sweep_outbox()` re-dispatches whatever is due
+and has no task on its way (a worker died between two steps). Every message that arrives early,
+twice, or for a row another worker holds is harmless: the claim in `outbox` decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from kakarot_workers import outbox, runtime
+from kakarot_workers.celery_app import app
+from kakarot_workers.db.models import MonitorAlertOutbox, utcnow
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.errors import NotifyError
+from kakarot_workers.notify import Delivery, notifier
+from kakarot_workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# A digest flush is scheduled once per window: the marker lives a little less than the window,
+# so an alert recorded after the flush has read its group schedules the next one.
+DIGEST_MARKER_MARGIN_MS = 500
+
+
+def dispatch(pending: Sequence[tuple[int, int, str, str, int | None]]) -> None:
+    """Send the tasks that deliver these pending notifications: one `deliver` per row, one
+    scheduled `flush_digest` per digest window of a task's channel."""
+    client, keys = runtime.redis_client(), runtime.keys()
+    for outbox_id, task_id, channel, _destination, digest_s in pending:
+        if digest_s is None:
+            deliver.apply_async(args=[[outbox_id]])
+            continue
+        marker_ms = max(digest_s * 1000 - DIGEST_MARKER_MARGIN_MS, 100)
+        if client.set(keys.digest_pending(task_id, channel), outbox_id, px=marker_ms, nx=True):
+            flush_digest.apply_async(args=[task_id, channel], countdown=digest_s)
+
+
+_TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "autoretry_for": (SQLAlchemyError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 40,
+}
+
+
+@app.task(name="kakarot.alerts.deliver", **_TASK_OPTIONS)
+def deliver(outbox_ids: list[int]) -> int:
+    """Deliver each notification that is due and unclaimed; return how many were sent."""
+    settings = get_settings()
+    with session_scope() as session:
+        claimed = outbox.claim(session, outbox_ids, settings.notify_claim_s)
+        later = _not_claimed(session, [i for i in outbox_ids if i not in {c.id for c in claimed}])
+    for outbox_id, wait_s in later:
+        deliver.apply_async(args=[[outbox_id]], countdown=wait_s)
+    return sum(send([row]) for row in claimed)
+
+
+@app.task(name="kakarot.alerts.flush_digest", **_TASK_OPTIONS)
+def flush_digest(task_id: int, channel: str) -> int:
+    """Send a task's pending digest notifications of `channel` as one message per destination."""
+    settings = get_settings()
+    with session_scope() as session:
+        claimed = outbox.claim(
+            session, outbox.digest_group(session, task_id, channel), settings.notify_claim_s
+        )
+    groups: dict[str, list[outbox.Claimed]] = defaultdict(list)
+    for row in claimed:
+        groups[row.destination].append(row)
+    return sum(send(rows) for rows in groups.values())
+
+
+@app.task(name="kakarot.alerts.sweep_outbox", **_TASK_OPTIONS)
+def sweep_outbox() -> int:
+    """Dispatch every notification that is due (lost tasks, expired claims); return how many."""
+    with session_scope() as session:
+        due = outbox.due(session)
+    digests = set()
+    for outbox_id, task_id, channel, digest_s, _created in due:
+        if digest_s is None:
+            deliver.apply_async(args=[[outbox_id]])
+        else:
+            digests.add((task_id, channel))
+    for task_id, channel in sorted(digests):
+        flush_digest.apply_async(args=[task_id, channel])
+    return len(due)
+
+
+def send(rows: Sequence[outbox.Claimed]) -> int:
+    """Send claimed rows (one, or a digest) as one message and record the outcome."""
+    settings = get_settings()
+    client, keys = runtime.redis_client(), runtime.keys()
+    first = rows[0]
+    message = Delivery(
+        ids=tuple(r.id for r in rows),
+        channel=first.channel,  # type: ignore[arg-type]
+        destination=first.destination,
+        summaries=tuple(r.payload for r in rows),
+    )
+    started = time.perf_counter()
+    try:
+        reference = notifier(message.channel).send(message)
+    except Exception as exc:  # noqa: BLE001 - a notifier bug must not leave the row claimed
+        error = exc if isinstance(exc, NotifyError) else NotifyError(repr(exc), retryable=True)
+        attempts = max(r.attempts for r in rows)
+        with session_scope() as session:
+            if error.retryable and attempts < settings.notify_max_attempts:
+                wait = outbox.backoff_s(
+                    attempts, settings.notify_max_backoff_s, error.retry_after_s
+                )
+                outbox.mark_retry(session, rows, str(error), wait)
+            else:
+                outbox.mark_failed(session, rows, str(error))
+                wait = None
+        if wait is None:
+            client.incr(keys.notify_stat(first.channel, "failed"))
+            log.error(
+                "notification %s (%s) failed after %d attempt(s): %s",
+                message.ids,
+                first.channel,
+                attempts,
+                error,
+            )
+        else:
+            client.incr(keys.notify_stat(first.channel, "retried"))
+            log.warning(
+                "notification %s (%s) attempt %d failed, next in %.1fs: %s",
+                message.ids,
+                first.channel,
+                attempts,
+                wait,
+                error,
+            )
+            if len(rows) > 1 or _is_digest(first.id):
+                flush_digest.apply_async(args=[first.task_id, first.channel], countdown=wait)
+            else:
+                deliver.apply_async(args=[[first.id]], countdown=wait)
+        return 0
+    with session_scope() as session:
+        outbox.mark_sent(session, rows, reference)
+    client.incr(keys.notify_stat(first.channel, "sent"))
+    log.info(
+        "notification %s sent by %s in %.0f ms",
+        message.ids,
+        first.channel,
+        (time.perf_counter() - started) * 1000,
+    )
+    return 1
+
+
+def _is_digest(outbox_id: int) -> bool:
+    with session_scope() as session:
+        row = session.get(MonitorAlertOutbox, outbox_id)
+        return row is not None and row.digest_s is not None
+
+
+def _not_claimed(session, ids: list[int]) -> list[tuple[int, float]]:  # type: ignore[no-untyped-def]
+    """Rows this delivery could not claim but that still need one: (id, seconds to wait)."""
+    if not ids:
+        return []
+    now = utcnow()
+    later = []
+    for row in session.query(MonitorAlertOutbox).filter(MonitorAlertOutbox.id.in_(ids)):
+        if row.digest_s is not None:
+            continue
+        if row.status == "pending" and row.next_attempt_at is not None:
+            later.append((row.id, max((row.next_attempt_at - now).total_seconds(), 0.0) + 0.05))
+        elif row.status == "sending" and row.claimed_until is not None:
+            later.append((row.id, max((row.claimed_until - now).total_seconds(), 0.0) + 0.05))
+    return later

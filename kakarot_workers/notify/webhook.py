@@ -1,0 +1,75 @@
+"""A generic JSON webhook, signed.
+
+`POST {url}` with the alert (or a digest) as JSON and headers:
+- `X-Kakarot-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{body}" with the secret>`
+- `X-Kakarot-Timestamp: <unix seconds>` (receivers refuse old ones: no replay)
+- `X-Kakarot-Delivery: <outbox id(s)>` (the same on every retry: receivers can de-duplicate)
+Any 2xx is success; 429 (Retry-After honoured) and 5xx are retried; other 4xx are not.
+The secret comes from the environment (`KAKAROT_WEBHOOK_SECRET` or the config's `secret_env`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import httpx
+
+from kakarot_workers.errors import NotifyError
+from kakarot_workers.notify import Delivery, http_failure, network_failure
+from kakarot_workers.settings import get_settings
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` over `{timestamp}.{body}`: what a receiver recomputes to verify."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookNotifier:
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def send(self, delivery: Delivery) -> str | None:
+        secret_env, _, url = delivery.destination.partition(" ")
+        if not url:
+            raise NotifyError(
+                "webhook: no URL (notify_methods.webhook.url or KAKAROT_WEBHOOK_URL)",
+                retryable=False,
+            )
+        secret = _secret(secret_env)
+        summaries = list(delivery.summaries)
+        document = (
+            {"type": "alert", "alert": summaries[0]}
+            if len(summaries) == 1
+            else {"type": "digest", "alerts": summaries}
+        )
+        body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Kakarot-Timestamp": timestamp,
+            "X-Kakarot-Signature": signature(secret, timestamp, body),
+            "X-Kakarot-Delivery": ",".join(map(str, delivery.ids)),
+        }
+        try:
+            response = self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise network_failure("webhook", exc) from None
+        if 200 <= response.status_code < 300:
+            return None
+        raise http_failure("webhook", response, response.text[:200])
+
+
+def _secret(env_name: str) -> str:
+    if env_name == "KAKAROT_WEBHOOK_SECRET":
+        secret = get_settings().webhook_secret
+        value = secret.get_secret_value() if secret is not None else ""
+    else:
+        value = os.environ.get(env_name, "")
+    if not value:
+        raise NotifyError(f"webhook: the signing secret {env_name} is not set", retryable=False)
+    return value
