@@ -51,6 +51,11 @@ _profiles = ProfileCache(get_settings().config_cache_ttl_s, on_reject=_count_rej
 _stores: dict[int, tuple[Windows, Cooldowns]] = {}
 
 
+def reset_caches() -> None:
+    """Forget cached task profiles (a new database, in tests and tools)."""
+    _profiles.clear()
+
+
 def stores() -> tuple[Windows, Cooldowns]:
     """This process's window and cooldown stores (their scripts bound to its Redis client)."""
     pid = os.getpid()

@@ -87,6 +87,13 @@ class ProfileCache:
             self._checked[task_id] = (now, profile)
         return profile
 
+    def clear(self) -> None:
+        """Forget everything, last valid versions included (another database)."""
+        with self._lock:
+            self._checked.clear()
+            self._valid.clear()
+            self._refused.clear()
+
     def invalidate(self, config_id: int | None = None) -> None:
         """Re-read on next use (every task, or the tasks of one config)."""
         with self._lock:

@@ -96,8 +96,20 @@ class Windows:
     """The window store of one Redis; `observe` is safe from any number of processes."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
         self.keys = keys
         self._observe = client.register_script(_OBSERVE)
+
+    def snapshot(self, task_id: int, ca: str, seconds: int) -> WindowStats:
+        """The window as it stands now (read-only; for tools and tests)."""
+        entries = self.keys.window_entries(task_id, ca, seconds)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(self.keys.window_state(task_id, ca, seconds), ["vol", "buy", "sell", "n"])
+        pipe.zrange(entries, 0, 0)
+        pipe.zrange(entries, -1, -1)
+        sums, first, last = pipe.execute()
+        prices = [_price(found[0]) if found else "" for found in (first, last)]
+        return _stats(seconds, "|".join([*(str(v or 0) for v in sums), *prices]))
 
     def observe(self, observations: Sequence[Observation]) -> list[WindowStats]:
         """Add each trade to its window (once, ever) and return the window as the trade saw it."""
@@ -127,6 +139,11 @@ class Windows:
         return [
             _stats(obs.seconds, reply) for obs, reply in zip(observations, replies, strict=True)
         ]
+
+
+def _price(member: str | bytes) -> str:
+    text = member.decode() if isinstance(member, bytes) else member
+    return text.split("|")[2]
 
 
 def _stats(seconds: int, reply: str | bytes) -> WindowStats:

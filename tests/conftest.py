@@ -107,9 +107,13 @@ def use_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 @pytest.fixture
 def db_url(use_env, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
     """A fresh SQLite database with the schema, made this process's (and workers') default."""
+    from kakarot_workers import alerts, notify
+
     url = f"sqlite:///{tmp_path}/kakarot.db"
     upgrade_schema(url)
     use_env(KAKAROT_DATABASE_URL=url)
+    alerts.reset_caches()
+    notify.reset()
     return url
 
 

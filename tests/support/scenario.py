@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 from sqlalchemy import select
@@ -38,6 +39,39 @@ def create_task_for(tokens: Iterable[TokenState], threshold_usd: float) -> int:
         )
         add_targets(session, task.id, [target_row("bsc", t.ca, t.symbol) for t in tokens])
         return task.id
+
+
+def create_task_with(
+    cas: Iterable[str], chain: str = "bsc", symbol: str = "TKN", **config: Any
+) -> int:
+    """A batch task on `cas` whose config is `config` (create_config's keyword arguments)."""
+    with session_scope() as session:
+        made = create_config(session, name="scenario", chain=chain, source="simulator", **config)
+        task = create_task(
+            session, name="scenario", task_type="batch", chain=chain, config_id=made.id
+        )
+        add_targets(session, task.id, [target_row(chain, ca, symbol) for ca in cas])
+        return task.id
+
+
+def wire_event(task_id: int, ca: str, n: int, **fields: Any) -> dict[str, Any]:
+    """A wire event of trade `n` of `ca` for a task (no batch, so no fencing)."""
+    event = {
+        "chain": "bsc",
+        "ca": ca,
+        "tx_hash": f"0x{n:064x}",
+        "log_index": 0,
+        "ts_ms": int(time.time() * 1000),
+        "side": "buy",
+        "amount_usd": 100.0,
+        "price_usd": 1.0,
+        "symbol": "TKN",
+        "market_cap_usd": 5e6,
+        "top10_holders_pct": 20.0,
+        "task_id": task_id,
+    }
+    event.update(fields)
+    return event
 
 
 def add_tokens(task_id: int, tokens: Iterable[TokenState]) -> None:

@@ -1,0 +1,309 @@
+"""The alert pool with real parts: real alerts workers, Redis, SQLite, and local servers that
+answer as Telegram, WeCom, a webhook receiver, the backend WebSocket and a metrics provider do."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import select, update
+
+from kakarot_workers import alerts, runtime
+from kakarot_workers.celery_app import app
+from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorConfig
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.windows import Windows
+from tests.support.notify_servers import (
+    BOT_TOKEN,
+    WEBHOOK_SECRET,
+    WECOM_KEY,
+    BackendServer,
+    NotifyServer,
+)
+from tests.support.scenario import create_task_with, wait_for, wire_event
+
+CAS = [f"0x{i:040x}" for i in range(1, 6)]
+ALL_CHANNELS = {
+    "telegram": {"chat_id": "-1001"},
+    "wecom": {},
+    "webhook": {},
+    "backend": {},
+}
+
+
+@pytest.fixture
+def services(use_env):
+    with NotifyServer() as server, BackendServer() as backend:
+        use_env(
+            KAKAROT_TELEGRAM_API_URL=server.url,
+            KAKAROT_TELEGRAM_BOT_TOKEN=BOT_TOKEN,
+            KAKAROT_WECOM_WEBHOOK_URL=f"{server.url}/cgi-bin/webhook/send",
+            KAKAROT_WECOM_KEY=WECOM_KEY,
+            KAKAROT_WEBHOOK_URL=f"{server.url}/hook",
+            KAKAROT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            KAKAROT_BACKEND_WS_URL=backend.url,
+            KAKAROT_NOTIFY_MAX_BACKOFF_S="1",
+        )
+        yield server, backend
+
+
+def _outbox(task_id):
+    with session_scope() as session:
+        return list(
+            session.scalars(select(MonitorAlertOutbox).where(MonitorAlertOutbox.task_id == task_id))
+        )
+
+
+def _alerts(task_id):
+    with session_scope() as session:
+        return list(
+            session.scalars(select(MonitorAlertLog).where(MonitorAlertLog.task_id == task_id))
+        )
+
+
+def _settled(task_id):
+    rows = _outbox(task_id)
+    return bool(rows) and all(r.status in ("sent", "failed") for r in rows)
+
+
+def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, services):
+    # Given a task notifying on all four channels, and two alerts workers
+    server, backend = services
+    task_id = create_task_with(
+        CAS,
+        min_transaction_usd=1000,
+        events_config={"cooldown": {"seconds": 0}},
+        notify_methods=ALL_CHANNELS,
+    )
+    workers("alerts", concurrency=2)
+    workers("alerts", concurrency=2)
+
+    # When 5 trades above the threshold and 5 below arrive, one message twice
+    events = [wire_event(task_id, CAS[i % 5], i, amount_usd=5000.0) for i in range(5)]
+    events += [wire_event(task_id, CAS[i % 5], 100 + i, amount_usd=10.0) for i in range(5)]
+    for message in (events[:6], events[6:], events[:6]):
+        app.send_task("kakarot.alerts.evaluate_events", args=[message])
+    wait_for(lambda: len(_outbox(task_id)) == 20 and _settled(task_id), 30, "deliveries")
+    time.sleep(1.0)
+
+    # Then each alert is one row and one message per channel
+    rows = _alerts(task_id)
+    assert len(rows) == 5 and {r.notify_status for r in rows} == {"sent"}
+    assert {r.status for r in _outbox(task_id)} == {"sent"}
+    telegram = server.messages("telegram")
+    assert len(telegram) == 5 and {m["chat_id"] for m in telegram} == {"-1001"}
+    assert all(m["parse_mode"] == "HTML" and "TKN on BSC" in m["text"] for m in telegram)
+    assert all("https://bscscan.com/tx/0x" in m["text"] for m in telegram)
+    assert len(server.messages("wecom")) == 5
+    hooks = server.messages("webhook")  # the server checked every signature
+    assert len(hooks) == 5 and {h["type"] for h in hooks} == {"alert"}
+    assert {h["alert"]["tx_hash"] for h in hooks} == {e["tx_hash"] for e in events[:5]}
+    wait_for(lambda: len(backend.frames) == 5, 10, "backend alerts")
+    assert {f["type"] for f in backend.frames} == {"alert"}
+    assert {f["data"]["alertId"] for f in backend.frames} == {r.id for r in rows}
+    assert int(redis_client.get(runtime.keys().notify_stat("telegram", "sent"))) == 5
+
+
+def test_rate_limits_and_outages_are_retried_then_recorded(
+    db_url, redis_client, workers, services, use_env
+):
+    server, _ = services
+    use_env(KAKAROT_NOTIFY_MAX_ATTEMPTS="3")
+    task_id = create_task_with(
+        CAS[:1],
+        min_transaction_usd=1000,
+        events_config={"cooldown": {"seconds": 0}},
+        notify_methods={"telegram": {"chat_id": "-1001"}, "wecom": {}, "webhook": {}},
+    )
+    # Telegram: two 429s then success; WeCom: its rate-limit errcode once (retried after its
+    # wait); the webhook: down for good
+    server.fail_next("telegram", 2, "429")
+    server.fail_next("wecom", 1, "wecom_limit")
+    server.fail_next("webhook", 100, "500")
+    use_env(KAKAROT_NOTIFY_MAX_BACKOFF_S="0.2")
+    workers("alerts", concurrency=2)
+    app.send_task(
+        "kakarot.alerts.evaluate_events",
+        args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
+    )
+    wait_for(lambda: len(_outbox(task_id)) == 3 and _settled(task_id), 40, "outcomes")
+
+    by_channel = {r.channel: r for r in _outbox(task_id)}
+    assert by_channel["telegram"].status == "sent" and by_channel["telegram"].attempts == 3
+    assert server.attempts["telegram"] == 3 and len(server.messages("telegram")) == 1
+    assert by_channel["wecom"].status == "sent" and by_channel["wecom"].attempts == 2
+    hook = by_channel["webhook"]
+    assert hook.status == "failed" and hook.attempts == 3
+    assert "HTTP 503" in hook.last_error and server.attempts["webhook"] == 3
+    assert _alerts(task_id)[0].notify_status == "failed"
+
+
+def test_a_permanent_error_fails_at_once_with_the_reason(db_url, redis_client, workers, services):
+    server, _ = services
+    task_id = create_task_with(
+        CAS[:1],
+        min_transaction_usd=1000,
+        notify_methods={"telegram": {"chat_id": "-999"}},
+    )
+    workers("alerts", concurrency=1)
+    app.send_task(
+        "kakarot.alerts.evaluate_events",
+        args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
+    )
+    wait_for(lambda: _settled(task_id), 20, "the outcome")
+    (row,) = _outbox(task_id)
+    assert row.status == "failed" and row.attempts == 1
+    assert "chat not found" in row.last_error
+    assert BOT_TOKEN not in row.last_error
+
+
+def test_digest_sends_one_message_listing_the_window(db_url, redis_client, workers, services):
+    server, _ = services
+    task_id = create_task_with(
+        CAS,
+        min_transaction_usd=1000,
+        events_config={"cooldown": {"seconds": 0}},
+        notify_methods={"telegram": {"chat_id": "-1002"}, "digest": {"window": "2s"}},
+    )
+    workers("alerts", concurrency=2)
+    for i in range(5):
+        app.send_task(
+            "kakarot.alerts.evaluate_events",
+            args=[[wire_event(task_id, CAS[i], i, amount_usd=5000.0, symbol=f"T{i}")]],
+        )
+    wait_for(lambda: len(_outbox(task_id)) == 5 and _settled(task_id), 20, "the digest")
+    messages = server.messages("telegram")
+    assert len(messages) == 1
+    assert messages[0]["text"].startswith("<b>5 alerts of task")
+    assert all(f"T{i}" in messages[0]["text"] for i in range(5))
+    assert len({r.message_ref for r in _outbox(task_id)}) == 1
+
+
+def test_cooldown_keeps_a_token_quiet_and_judges_windows(db_url, redis_client):
+    # In this process: 10 trades of one token, volume rule over 5m, cooldown 1 s
+    task_id = create_task_with(
+        CAS[:1],
+        events_config={"volume": {"min_usd": 1000, "window": "5m"}, "cooldown": {"seconds": 1}},
+    )
+    now = int(time.time() * 1000)
+    events = [wire_event(task_id, CAS[0], i, amount_usd=300.0, ts_ms=now + i) for i in range(10)]
+    assert alerts.evaluate_events.run(events[:5]) == 1  # the 4th trade reaches $1,200
+    first = _alerts(task_id)[0]
+    assert first.alert_type == "volume" and first.tx_hash == events[3]["tx_hash"]
+    assert first.alert_data["rules"][0]["values"]["volume_usd"] == 1200.0
+    assert alerts.evaluate_events.run(events[5:8]) == 0  # cooling down
+    time.sleep(1.1)
+    assert alerts.evaluate_events.run(events[8:]) == 1
+    assert alerts.evaluate_events.run(events) == 0  # re-delivered: nothing new
+    assert len(_alerts(task_id)) == 2
+    window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
+    assert window.trades == 10 and window.volume_usd == 3000.0
+    keys = runtime.keys()
+    assert int(redis_client.get(keys.alert_stat("cooldown"))) >= 3
+
+
+def test_an_invalid_config_version_leaves_the_last_valid_one_in_force(
+    db_url, redis_client, use_env
+):
+    use_env(KAKAROT_CONFIG_CACHE_TTL_S="0")
+    task_id = create_task_with(
+        CAS[:1], min_transaction_usd=1000, events_config={"cooldown": {"seconds": 0}}
+    )
+    assert alerts.evaluate_events.run([wire_event(task_id, CAS[0], 1, amount_usd=2000.0)]) == 1
+    with session_scope() as session:
+        session.execute(
+            update(MonitorConfig).values(
+                events_config={"cooldown": {"seconds": 0}, "volume": {"min_usd": "lots"}},
+                version=MonitorConfig.version + 1,
+            )
+        )
+    alerts._profiles.invalidate()  # what a config-changed notice does
+    # the refused version 2 names its field; version 1 stays in force
+    assert alerts.evaluate_events.run([wire_event(task_id, CAS[0], 2, amount_usd=2000.0)]) == 1
+    assert int(redis_client.get(runtime.keys().configs_rejected)) == 1
+    assert {r.config_version for r in _alerts(task_id)} == {1}
+
+
+class _MetricsProvider:
+    """A metrics provider on 127.0.0.1 that can be down, then up."""
+
+    def __init__(self):
+        self.up = False
+        self.calls = 0
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                provider.calls += 1
+                if not provider.up:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                body = json.dumps({"market_cap_usd": 2.5e6, "top10_holders_pct": 41.5}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/tokens/{{chain}}/{{ca}}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_missing_metrics_alert_marked_incomplete_and_enrichment_retries_soon(
+    db_url, redis_client, use_env
+):
+    provider = _MetricsProvider()
+    try:
+        use_env(KAKAROT_METRICS_URL=provider.url, KAKAROT_METRICS_RETRY_S="1")
+        task_id = create_task_with(
+            CAS[:1],
+            min_transaction_usd=1000,
+            events_config={"cooldown": {"seconds": 0}, "market_cap": {"min_usd": 1e6}},
+            top_holders_threshold=50,
+        )
+
+        def trade(n):
+            return wire_event(
+                task_id, CAS[0], n, amount_usd=2000.0, market_cap_usd=None, top10_holders_pct=None
+            )
+
+        # the provider is down: the alert goes out on what is known, marked incomplete
+        assert alerts.evaluate_events.run([trade(1)]) == 1
+        assert alerts.evaluate_events.run([trade(2)]) == 1
+        assert provider.calls == 1  # the failure is cached, briefly
+        first = _alerts(task_id)[0]
+        assert first.incomplete_data == 1
+        assert first.alert_data["missing"] == ["market_cap_usd", "top10_holders_pct"]
+        # the provider comes back: after the short back-off the metrics are there
+        provider.up = True
+        time.sleep(1.2)
+        assert alerts.evaluate_events.run([trade(3)]) == 1
+        latest = max(_alerts(task_id), key=lambda r: r.id)
+        assert latest.incomplete_data == 0 and latest.alert_data["market_cap_usd"] == 2.5e6
+        assert provider.calls == 2
+    finally:
+        provider.close()
+
+
+def test_malformed_and_retracted_events_are_counted_and_skipped(db_url, redis_client):
+    task_id = create_task_with(
+        CAS[:1], min_transaction_usd=1000, events_config={"cooldown": {"seconds": 0}}
+    )
+    good = wire_event(task_id, CAS[0], 1, amount_usd=2000.0)
+    retracted = wire_event(task_id, CAS[0], 2, amount_usd=2000.0)
+    keys = runtime.keys()
+    redis_client.hset(keys.retracted, f"bsc:{retracted['tx_hash']}:0", 123)
+    bad = {**good, "side": "hold"}
+    assert alerts.evaluate_events.run([bad, good, retracted, "junk"]) == 1
+    assert int(redis_client.get(keys.events_rejected)) == 2
+    assert [r.tx_hash for r in _alerts(task_id)] == [good["tx_hash"]]

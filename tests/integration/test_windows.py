@@ -1,0 +1,159 @@
+"""Sliding windows and cooldowns on a real Redis: exact, idempotent, order-independent, and
+correct when several processes feed the same token at once."""
+
+import multiprocessing
+import random
+import time
+
+from kakarot_workers import runtime
+from kakarot_workers.cooldown import Claim, Cooldowns
+from kakarot_workers.events import SwapEvent
+from kakarot_workers.rules import WindowStats
+from kakarot_workers.windows import Observation, Windows
+
+CA = "0x" + "ab" * 20
+W = 60  # seconds
+
+
+def _trade(n: int, ts_ms: int, amount: float, price: float = 1.0, side: str = "buy") -> SwapEvent:
+    return SwapEvent(
+        chain="bsc",
+        ca=CA,
+        tx_hash=f"0x{n:064x}",
+        log_index=n % 3,
+        ts_ms=ts_ms,
+        side=side,  # type: ignore[arg-type]
+        amount_usd=amount,
+        price_usd=price,
+    )
+
+
+def _windows() -> Windows:
+    return Windows(runtime.redis_client(), runtime.keys())
+
+
+def _final(windows: Windows) -> WindowStats:
+    return windows.snapshot(1, CA, W)
+
+
+def test_sums_are_exact_and_old_trades_leave(redis_client):
+    windows = _windows()
+    t0 = 1_000_000
+    trades = [
+        _trade(i, t0 + i * 10_000, 100.01, price=1.0 + i, side="buy" if i % 2 else "sell")
+        for i in range(12)
+    ]
+    seen = windows.observe([Observation(1, W, t) for t in trades])
+    # trade 11 at t0+110 s sees (t0+50 s, t0+110 s]: trades 6..11
+    last = seen[-1]
+    assert last.trades == 6 and last.volume_usd == round(6 * 100.01, 2)
+    assert last.buy_usd == round(3 * 100.01, 2) and last.sell_usd == round(3 * 100.01, 2)
+    assert (last.open_price, last.last_price) == (7.0, 12.0)
+    # trade 9 saw trades 4..9; judged again (a re-delivered message) it sees the same
+    assert (seen[9].open_price, seen[9].last_price) == (5.0, 10.0)
+    again = windows.observe([Observation(1, W, trades[9])])[0]
+    assert again == seen[9]
+    # trade 3 has left the window: judged again, it sees the window as it is now
+    assert windows.observe([Observation(1, W, trades[3])])[0] == last
+
+
+def test_out_of_order_and_duplicates_give_the_same_window(redis_client):
+    t0 = 5_000_000
+    rng = random.Random(7)
+    trades = [
+        _trade(i, t0 + rng.randrange(0, 50_000), round(rng.uniform(1, 500), 2), rng.uniform(1, 2))
+        for i in range(200)
+    ]
+    in_order = sorted(trades, key=lambda t: t.ts_ms)
+    shuffled = trades[:] + rng.sample(trades, 50)  # with re-deliveries
+    rng.shuffle(shuffled)
+
+    ordered = _windows()
+    ordered.observe([Observation(1, W, t) for t in in_order])
+    expected = _final(ordered)
+    redis_client.flushall()
+    mixed = _windows()
+    for start in range(0, len(shuffled), 17):
+        mixed.observe([Observation(1, W, t) for t in shuffled[start : start + 17]])
+    got = _final(mixed)
+
+    assert got.trades == expected.trades == 200
+    assert got.volume_usd == expected.volume_usd == round(sum(t.amount_usd for t in trades), 2)
+    assert (got.open_price, got.last_price) == (expected.open_price, expected.last_price)
+    first = min(trades, key=lambda t: (t.ts_ms, t.tx_hash))
+    assert got.open_price == first.price_usd
+
+
+def test_a_late_trade_inside_the_window_counts_one_outside_does_not(redis_client):
+    windows = _windows()
+    t0 = 9_000_000
+    windows.observe([Observation(1, W, _trade(1, t0 + 100_000, 10.0))])
+    late = windows.observe([Observation(1, W, _trade(2, t0 + 50_000, 20.0, price=0.5))])[0]
+    assert late.volume_usd == 30.0 and late.open_price == 0.5
+    too_old = windows.observe([Observation(1, W, _trade(3, t0 + 30_000, 40.0))])[0]
+    assert too_old.volume_usd == 30.0 and too_old.trades == 2
+
+
+def test_windows_of_different_tasks_and_lengths_are_separate(redis_client):
+    windows = _windows()
+    trade = _trade(1, 1_000, 10.0)
+    stats = windows.observe(
+        [Observation(1, 60, trade), Observation(1, 300, trade), Observation(2, 60, trade)]
+    )
+    assert [s.seconds for s in stats] == [60, 300, 60]
+    assert all(s.volume_usd == 10.0 and s.trades == 1 for s in stats)
+
+
+def _feed(trades: list[tuple[int, int, float, str]], seed: int) -> None:
+    rng = random.Random(seed)
+    windows = _windows()
+    events = [_trade(n, ts, amount, side=side) for n, ts, amount, side in trades]
+    rng.shuffle(events)
+    for start in range(0, len(events), 25):
+        windows.observe([Observation(1, W, e) for e in events[start : start + 25]])
+
+
+def test_several_processes_feeding_one_token_add_up_exactly(redis_client):
+    # Given 1,200 trades over 100 s, each sent by two of four processes at once
+    rng = random.Random(3)
+    t0 = 20_000_000
+    trades = [
+        (
+            n,
+            t0 + rng.randrange(0, 100_000),
+            round(rng.uniform(1, 1000), 2),
+            rng.choice(["buy", "sell"]),
+        )
+        for n in range(1200)
+    ]
+    shares = [[] for _ in range(4)]
+    for trade in trades:
+        for who in rng.sample(range(4), 2):
+            shares[who].append(trade)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_feed, args=(share, i)) for i, share in enumerate(shares)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+
+    # Then the window holds exactly the trades of the last 60 s before the newest
+    head = max(ts for _, ts, _, _ in trades)
+    inside = [t for t in trades if t[1] > head - W * 1000]
+    got = _final(_windows())
+    assert got.trades == len(inside)
+    assert round(got.volume_usd * 100) == sum(round(a * 100) for _, _, a, _ in inside)
+    assert round(got.buy_usd * 100) == sum(round(a * 100) for _, _, a, s in inside if s == "buy")
+
+
+def test_cooldown_claims_once_and_the_claimant_keeps_it(redis_client):
+    cooldowns = Cooldowns(runtime.redis_client(), runtime.keys())
+    first, second = Claim(1, CA, "bsc:0x1:0", 1), Claim(1, CA, "bsc:0x2:0", 1)
+    assert cooldowns.claim([first, second]) == [True, False]
+    assert cooldowns.claim([first]) == [True]  # the same event again: a re-delivery
+    assert cooldowns.claim([second]) == [False]
+    assert cooldowns.claim([Claim(2, CA, "bsc:0x2:0", 1)]) == [True]  # another task
+    assert cooldowns.claim([Claim(1, CA, "bsc:0x3:0", 0)]) == [True]  # cooldown off
+    time.sleep(1.1)
+    assert cooldowns.claim([second]) == [True]
