@@ -22,11 +22,14 @@ event_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 
-task_queues = (Queue("streams"), Queue("alerts"), Queue("control"))
+task_queues = (Queue("streams"), Queue("alerts"), Queue("notify"), Queue("control"))
 task_default_queue = "control"
 task_routes = {
     "kakarot.streams.*": {"queue": "streams"},
     "kakarot.alerts.*": {"queue": "alerts"},
+    # Notifications wait on other services (and their rate limits): their own queue, so slow
+    # deliveries never hold up judging, and operators can run them on their own workers.
+    "kakarot.notify.*": {"queue": "notify"},
     "kakarot.control.*": {"queue": "control"},
 }
 
@@ -44,6 +47,10 @@ broker_transport_options = {
     # Unacknowledged (acks_late) alert messages come back after this many seconds if their
     # worker vanished. Stream tasks are acknowledged on receipt and never come back this way.
     "visibility_timeout": _settings.broker_visibility_timeout_s,
+    # kombu looks for such messages every 10 s but scans only every 10th time (~100 s): an
+    # alert of a dead worker would wait that long on top. One ZRANGE every 2 s is cheap.
+    "unacked_restore_interval": 2,
+    "unacked_restore_throttle": 1,
 }
 worker_send_task_events = _settings.celery_task_events
 task_send_sent_event = _settings.celery_task_events

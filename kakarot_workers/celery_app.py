@@ -80,9 +80,9 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     node_id = getattr(sender, "hostname", None) or runtime.consumer_id()
     node.start(node_id, queues)
     log.info("node %s up (queues %s)", node_id, queues)
-    if "alerts" in queues.split(","):
+    if "notify" in queues.split(","):
         # Notifications left behind by a worker that died between two steps.
-        sender.app.send_task("kakarot.alerts.sweep_outbox")
+        sender.app.send_task("kakarot.notify.sweep_outbox")
 
 
 @signals.worker_shutting_down.connect

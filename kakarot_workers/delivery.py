@@ -1,4 +1,4 @@
-"""Where an alert becomes a message: Celery tasks that deliver the outbox (queue `alerts`).
+"""Where an alert becomes a message: Celery tasks that deliver the outbox (queue `notify`).
 
 `deliver([id])` sends one notification; `flush_digest(task, channel)` sends a task's pending
 digest notifications of a channel as one message; `sweep_outbox()` re-dispatches whatever is due
@@ -54,7 +54,7 @@ _TASK_OPTIONS = {
 }
 
 
-@app.task(name="kakarot.alerts.deliver", **_TASK_OPTIONS)
+@app.task(name="kakarot.notify.deliver", **_TASK_OPTIONS)
 def deliver(outbox_ids: list[int]) -> int:
     """Deliver each notification that is due and unclaimed; return how many were sent."""
     settings = get_settings()
@@ -66,7 +66,7 @@ def deliver(outbox_ids: list[int]) -> int:
     return sum(send([row]) for row in claimed)
 
 
-@app.task(name="kakarot.alerts.flush_digest", **_TASK_OPTIONS)
+@app.task(name="kakarot.notify.flush_digest", **_TASK_OPTIONS)
 def flush_digest(task_id: int, channel: str) -> int:
     """Send a task's pending digest notifications of `channel` as one message per destination."""
     settings = get_settings()
@@ -80,7 +80,7 @@ def flush_digest(task_id: int, channel: str) -> int:
     return sum(send(rows) for rows in groups.values())
 
 
-@app.task(name="kakarot.alerts.sweep_outbox", **_TASK_OPTIONS)
+@app.task(name="kakarot.notify.sweep_outbox", **_TASK_OPTIONS)
 def sweep_outbox() -> int:
     """Dispatch every notification that is due (lost tasks, expired claims); return how many."""
     with session_scope() as session:

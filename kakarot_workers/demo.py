@@ -105,7 +105,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             env={"KAKAROT_HANDOVER_TIMEOUT_S": "0"},
         )
         alerts = WorkerProcess(
-            "demo-alerts", "alerts", pool="prefork", concurrency=2, log_path=log_dir / "alerts.log"
+            "demo-alerts", "alerts,notify", pool="prefork", concurrency=2, log_path=log_dir / "alerts.log"
         )
         stack.callback(alerts.kill)
         stack.callback(streams.kill)
@@ -225,17 +225,18 @@ class _Progress:
         for row in rows:
             self.last_alert_id = row.id
             url = self.explorer.format(tx=row.tx_hash) if self.explorer and row.tx_hash else None
+            summary = {
+                **(row.alert_data or {}),
+                "task_id": row.task_id,
+                "chain": row.chain_type,
+                "symbol": row.token_symbol,
+                "ca": row.ca,
+                "tx_hash": row.tx_hash,
+                "explorer_url": url,
+                "incomplete": bool(row.incomplete_data),
+            }
             self.console.print(
-                alert_line(
-                    task_id=row.task_id,
-                    symbol=row.token_symbol,
-                    ca=row.ca,
-                    rule=row.alert_type,
-                    values=row.alert_data or {},
-                    price_usd=float(row.price_usd or 0),
-                    tx_hash=row.tx_hash,
-                    explorer_url=url,
-                ),
+                alert_line(summary),
                 highlight=False,
                 soft_wrap=True,
             )

@@ -76,8 +76,8 @@ def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, s
         events_config={"cooldown": {"seconds": 0}},
         notify_methods=ALL_CHANNELS,
     )
-    workers("alerts", concurrency=2)
-    workers("alerts", concurrency=2)
+    workers("alerts,notify", concurrency=2)
+    workers("alerts,notify", concurrency=2)
 
     # When 5 trades above the threshold and 5 below arrive, one message twice
     events = [wire_event(task_id, CAS[i % 5], i, amount_usd=5000.0) for i in range(5)]
@@ -122,7 +122,7 @@ def test_rate_limits_and_outages_are_retried_then_recorded(
     server.fail_next("wecom", 1, "wecom_limit")
     server.fail_next("webhook", 100, "500")
     use_env(KAKAROT_NOTIFY_MAX_BACKOFF_S="0.2")
-    workers("alerts", concurrency=2)
+    workers("alerts,notify", concurrency=2)
     app.send_task(
         "kakarot.alerts.evaluate_events",
         args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
@@ -146,7 +146,7 @@ def test_a_permanent_error_fails_at_once_with_the_reason(db_url, redis_client, w
         min_transaction_usd=1000,
         notify_methods={"telegram": {"chat_id": "-999"}},
     )
-    workers("alerts", concurrency=1)
+    workers("alerts,notify", concurrency=1)
     app.send_task(
         "kakarot.alerts.evaluate_events",
         args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
@@ -166,7 +166,7 @@ def test_digest_sends_one_message_listing_the_window(db_url, redis_client, worke
         events_config={"cooldown": {"seconds": 0}},
         notify_methods={"telegram": {"chat_id": "-1002"}, "digest": {"window": "2s"}},
     )
-    workers("alerts", concurrency=2)
+    workers("alerts,notify", concurrency=2)
     for i in range(5):
         app.send_task(
             "kakarot.alerts.evaluate_events",
