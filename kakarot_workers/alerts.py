@@ -119,7 +119,7 @@ def window_stats(
     observations = []
     owners = []
     for index, (profile, event) in enumerate(judged):
-        for seconds in profile.rules.window_lengths():
+        for seconds in profile.rules.window_lengths:
             observations.append(Observation(profile.rules.task_id, seconds, event))
             owners.append(index)
     per_event: list[dict[int, WindowStats]] = [{} for _ in judged]

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import (
@@ -189,6 +190,7 @@ class RuleSet:
     events: EventsConfig = field(default_factory=EventsConfig)
     top_holders_threshold: float | None = None
 
+    @cached_property
     def window_lengths(self) -> tuple[int, ...]:
         """The sliding windows (seconds) this rule set reads, each kept once per token."""
         lengths = set()

@@ -20,64 +20,87 @@ from kakarot_workers.keys import Keys
 from kakarot_workers.rules import WindowStats
 
 # KEYS: per window k, KEYS[2k-1] entries (zset) and KEYS[2k] state (hash).
-# ARGV: per trade 7 values: k, window ms, trade id, ts ms, cents, price, side ('b'|'s').
+# ARGV: per trade one string "k|window ms|ts ms|cents|price|side|trade id" (side 'b' or 's').
 # Returns per trade "volume|buys|sells|trades|open price|last price" (cents, price text).
+# Per trade: one HMGET, one ZADD, one HSET, the ends of the zset, and a range read only when
+# the head moves; expiries are set once per key.
 _OBSERVE = """
-local function parse(member)
+local function fields(text)
+  local out, start = {}, 1
+  for _ = 1, 6 do
+    local stop = string.find(text, '|', start, true)
+    out[#out + 1] = string.sub(text, start, stop - 1)
+    start = stop + 1
+  end
+  out[#out + 1] = string.sub(text, start)
+  return out
+end
+local function parse(member)  -- "id|cents|price|side"
   local a = string.find(member, '|', 1, true)
   local b = string.find(member, '|', a + 1, true)
   local c = string.find(member, '|', b + 1, true)
   return string.sub(member, 1, a - 1), tonumber(string.sub(member, a + 1, b - 1)),
          string.sub(member, b + 1, c - 1), string.sub(member, c + 1)
 end
-local function stats(z, h)
-  local sums = redis.call('HMGET', h, 'vol', 'buy', 'sell', 'n')
-  local first = redis.call('ZRANGE', z, 0, 0)
-  local last = redis.call('ZRANGE', z, -1, -1)
-  local open_price, last_price = '', ''
-  if first[1] then local _, _, p = parse(first[1]); open_price = p end
-  if last[1] then local _, _, p = parse(last[1]); last_price = p end
-  return (sums[1] or '0') .. '|' .. (sums[2] or '0') .. '|' .. (sums[3] or '0') .. '|' ..
-         (sums[4] or '0') .. '|' .. open_price .. '|' .. last_price
-end
-local out = {}
-local i = 1
-while i <= #ARGV do
-  local k, w, id = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
-  local ts, cents, price, side = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  i = i + 7
+local out, touched = {}, {}
+for i = 1, #ARGV do
+  local f = fields(ARGV[i])
+  local k, w, ts, cents, price, side, id =
+    tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), f[5], f[6], f[7]
   local z, h = KEYS[2 * k - 1], KEYS[2 * k]
-  local seen = redis.call('HGET', h, 'v:' .. id)
-  if seen then
-    out[#out + 1] = seen
+  touched[k] = w
+  local s = redis.call('HMGET', h, 'v:' .. id, 'head', 'vol', 'buy', 'sell', 'n')
+  if s[1] then
+    out[i] = s[1]
   else
-    local head = tonumber(redis.call('HGET', h, 'head'))
+    local head = tonumber(s[2])
+    local vol, buy, sell, n = tonumber(s[3] or 0), tonumber(s[4] or 0), tonumber(s[5] or 0),
+                              tonumber(s[6] or 0)
     local fresh = head == nil or ts > head - w
-    local member = id .. '|' .. cents .. '|' .. price .. '|' .. side
+    local moved = false
+    local member = id .. '|' .. f[4] .. '|' .. price .. '|' .. side
     if fresh and redis.call('ZADD', z, 'NX', ts, member) == 1 then
-      redis.call('HINCRBY', h, 'vol', cents)
-      redis.call('HINCRBY', h, side == 'b' and 'buy' or 'sell', cents)
-      redis.call('HINCRBY', h, 'n', 1)
+      vol, n = vol + cents, n + 1
+      if side == 'b' then buy = buy + cents else sell = sell + cents end
       if head == nil or ts > head then
-        redis.call('HSET', h, 'head', ts)
-        local cutoff = ts - w
-        local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-        for _, m in ipairs(old) do
-          local oid, oc, _, os = parse(m)
-          redis.call('HINCRBY', h, 'vol', -oc)
-          redis.call('HINCRBY', h, os == 'b' and 'buy' or 'sell', -oc)
-          redis.call('HINCRBY', h, 'n', -1)
-          redis.call('HDEL', h, 'v:' .. oid)
+        head, moved = ts, true
+        local old = redis.call('ZRANGEBYSCORE', z, '-inf', ts - w)
+        if #old > 0 then
+          local gone = {}
+          for _, m in ipairs(old) do
+            local oid, oc, _, os = parse(m)
+            vol, n = vol - oc, n - 1
+            if os == 'b' then buy = buy - oc else sell = sell - oc end
+            gone[#gone + 1] = 'v:' .. oid
+          end
+          redis.call('ZREMRANGEBYSCORE', z, '-inf', ts - w)
+          for from = 1, #gone, 1000 do  -- unpack has a stack limit
+            redis.call('HDEL', h, unpack(gone, from, math.min(from + 999, #gone)))
+          end
         end
-        if #old > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff) end
       end
     end
-    local result = stats(z, h)
-    if fresh then redis.call('HSET', h, 'v:' .. id, result) end
-    out[#out + 1] = result
+    local first = redis.call('ZRANGE', z, 0, 0)
+    local open_price, last_price = '', ''
+    if first[1] then local _, _, p = parse(first[1]); open_price = p end
+    if moved then
+      last_price = price
+    else
+      local last = redis.call('ZRANGE', z, -1, -1)
+      if last[1] then local _, _, p = parse(last[1]); last_price = p end
+    end
+    local result = string.format('%d|%d|%d|%d|', vol, buy, sell, n) .. open_price .. '|' ..
+                   last_price
+    if fresh then
+      redis.call('HSET', h, 'v:' .. id, result, 'head', head, 'vol', vol, 'buy', buy,
+                 'sell', sell, 'n', n)
+    end
+    out[i] = result
   end
-  redis.call('PEXPIRE', z, 2 * w + 60000)
-  redis.call('PEXPIRE', h, 2 * w + 60000)
+end
+for k, w in pairs(touched) do
+  redis.call('PEXPIRE', KEYS[2 * k - 1], 2 * w + 60000)
+  redis.call('PEXPIRE', KEYS[2 * k], 2 * w + 60000)
 end
 return out
 """
@@ -117,7 +140,7 @@ class Windows:
             return []
         slots: dict[tuple[int, str, int], int] = {}
         keys: list[str] = []
-        argv: list[str | int] = []
+        argv: list[str] = []
         for obs in observations:
             event = obs.event
             slot = (obs.task_id, event.ca, obs.seconds)
@@ -126,15 +149,11 @@ class Windows:
                 index = slots[slot] = len(slots) + 1
                 keys.append(self.keys.window_entries(*slot))
                 keys.append(self.keys.window_state(*slot))
-            argv += [
-                index,
-                obs.seconds * 1000,
-                f"{event.tx_hash}:{event.log_index}",
-                event.ts_ms,
-                round(event.amount_usd * 100),
-                repr(event.price_usd),
-                "b" if event.side == "buy" else "s",
-            ]
+            argv.append(
+                f"{index}|{obs.seconds * 1000}|{event.ts_ms}|{round(event.amount_usd * 100)}|"
+                f"{event.price_usd!r}|{'b' if event.side == 'buy' else 's'}|"
+                f"{event.tx_hash}:{event.log_index}"
+            )
         replies = self._observe(keys=keys, args=argv)
         return [
             _stats(obs.seconds, reply) for obs, reply in zip(observations, replies, strict=True)

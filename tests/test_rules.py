@@ -286,8 +286,8 @@ def test_window_lengths_are_the_distinct_windows_read():
             "cumulative": {"min_usd": 1, "window": "1h", "enabled": False},
         },
     )
-    assert rules.window_lengths() == (60, 300)
-    assert _rules(1000).window_lengths() == ()
+    assert rules.window_lengths == (60, 300)
+    assert _rules(1000).window_lengths == ()
 
 
 @pytest.mark.parametrize(
