@@ -108,8 +108,12 @@ class Keys:
         return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:z")
 
     def window_state(self, task_id: int, ca: str, seconds: int) -> str:
-        """Hash: the window's running sums and head, and what each trade first saw (`v:{id}`)."""
+        """Hash: the window's running sums (cents) and head (the newest trade's ts ms)."""
         return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:h")
+
+    def window_seen(self, task_id: int, ca: str, seconds: int) -> str:
+        """Hash: trade id → the window as that trade first saw it (re-deliveries judge alike)."""
+        return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:seen")
 
     def cooldown(self, task_id: int, ca: str) -> str:
         """String with a TTL: the event that alerted the task on the token last."""

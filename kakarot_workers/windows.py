@@ -3,7 +3,7 @@
 One Lua script call per micro-batch updates every window its events touch, atomically, so any
 number of alert workers may feed the same token. A window covers (head − W, head], head being the
 newest trade seen: a late trade still inside it counts, one older is ignored. A trade is added
-once (its id is the sorted-set member), and what it first saw is stored with it (`v:{id}`), so a
+once (its id is the sorted-set member), and what it first saw is stored beside it (`seen`), so a
 re-delivered message judges its events exactly as the first pass did. Sums are integer cents:
 exact, whatever the order of additions and expiries.
 """
@@ -19,7 +19,8 @@ from kakarot_workers.events import SwapEvent
 from kakarot_workers.keys import Keys
 from kakarot_workers.rules import WindowStats
 
-# KEYS: per window k, KEYS[2k-1] entries (zset) and KEYS[2k] state (hash).
+# KEYS: per window k, KEYS[3k-2] entries (zset), KEYS[3k-1] state (hash: sums and head),
+# KEYS[3k] what each trade first saw (hash `id` → result; apart, so the state stays small).
 # ARGV: per trade one string "k|window ms|ts ms|cents|price|side|trade id" (side 'b' or 's').
 # Returns per trade "volume|buys|sells|trades|open price|last price" (cents, price text).
 # Per trade: one HMGET, one ZADD, one HSET, the ends of the zset, and a range read only when
@@ -47,15 +48,16 @@ for i = 1, #ARGV do
   local f = fields(ARGV[i])
   local k, w, ts, cents, price, side, id =
     tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), f[5], f[6], f[7]
-  local z, h = KEYS[2 * k - 1], KEYS[2 * k]
+  local z, h, seen = KEYS[3 * k - 2], KEYS[3 * k - 1], KEYS[3 * k]
   touched[k] = w
-  local s = redis.call('HMGET', h, 'v:' .. id, 'head', 'vol', 'buy', 'sell', 'n')
-  if s[1] then
-    out[i] = s[1]
+  local first_seen = redis.call('HGET', seen, id)
+  if first_seen then
+    out[i] = first_seen
   else
-    local head = tonumber(s[2])
-    local vol, buy, sell, n = tonumber(s[3] or 0), tonumber(s[4] or 0), tonumber(s[5] or 0),
-                              tonumber(s[6] or 0)
+    local s = redis.call('HMGET', h, 'head', 'vol', 'buy', 'sell', 'n')
+    local head = tonumber(s[1])
+    local vol, buy, sell, n = tonumber(s[2] or 0), tonumber(s[3] or 0), tonumber(s[4] or 0),
+                              tonumber(s[5] or 0)
     local fresh = head == nil or ts > head - w
     local moved = false
     local member = id .. '|' .. f[4] .. '|' .. price .. '|' .. side
@@ -71,11 +73,11 @@ for i = 1, #ARGV do
             local oid, oc, _, os = parse(m)
             vol, n = vol - oc, n - 1
             if os == 'b' then buy = buy - oc else sell = sell - oc end
-            gone[#gone + 1] = 'v:' .. oid
+            gone[#gone + 1] = oid
           end
           redis.call('ZREMRANGEBYSCORE', z, '-inf', ts - w)
           for from = 1, #gone, 1000 do  -- unpack has a stack limit
-            redis.call('HDEL', h, unpack(gone, from, math.min(from + 999, #gone)))
+            redis.call('HDEL', seen, unpack(gone, from, math.min(from + 999, #gone)))
           end
         end
       end
@@ -92,15 +94,14 @@ for i = 1, #ARGV do
     local result = string.format('%d|%d|%d|%d|', vol, buy, sell, n) .. open_price .. '|' ..
                    last_price
     if fresh then
-      redis.call('HSET', h, 'v:' .. id, result, 'head', head, 'vol', vol, 'buy', buy,
-                 'sell', sell, 'n', n)
+      redis.call('HSET', h, 'head', head, 'vol', vol, 'buy', buy, 'sell', sell, 'n', n)
+      redis.call('HSET', seen, id, result)
     end
     out[i] = result
   end
 end
 for k, w in pairs(touched) do
-  redis.call('PEXPIRE', KEYS[2 * k - 1], 2 * w + 60000)
-  redis.call('PEXPIRE', KEYS[2 * k], 2 * w + 60000)
+  for j = 3 * k - 2, 3 * k do redis.call('PEXPIRE', KEYS[j], 2 * w + 60000) end
 end
 return out
 """
@@ -149,6 +150,7 @@ class Windows:
                 index = slots[slot] = len(slots) + 1
                 keys.append(self.keys.window_entries(*slot))
                 keys.append(self.keys.window_state(*slot))
+                keys.append(self.keys.window_seen(*slot))
             argv.append(
                 f"{index}|{obs.seconds * 1000}|{event.ts_ms}|{round(event.amount_usd * 100)}|"
                 f"{event.price_usd!r}|{'b' if event.side == 'buy' else 's'}|"
