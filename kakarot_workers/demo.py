@@ -105,7 +105,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             env={"KAKAROT_HANDOVER_TIMEOUT_S": "0"},
         )
         alerts = WorkerProcess(
-            "demo-alerts", "alerts,notify", pool="prefork", concurrency=2, log_path=log_dir / "alerts.log"
+            "demo-alerts",
+            "alerts,notify",
+            pool="prefork",
+            concurrency=2,
+            log_path=log_dir / "alerts.log",
         )
         stack.callback(alerts.kill)
         stack.callback(streams.kill)
