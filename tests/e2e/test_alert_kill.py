@@ -6,9 +6,11 @@ import time
 
 from sqlalchemy import func, select
 
+from kakarot_workers import runtime
 from kakarot_workers.celery_app import app
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.windows import Windows
 from tests.support.notify_servers import BOT_TOKEN, WEBHOOK_SECRET, NotifyServer
 from tests.support.scenario import create_task_with, wait_for, wire_event
 
@@ -84,3 +86,13 @@ def test_alerts_worker_killed_mid_batch_loses_and_doubles_nothing(
         hooks = server.messages("webhook")
         assert sorted(h["alert"]["tx_hash"] for h in hooks) == sorted(expected)
         assert _count(MonitorAlertOutbox) == 2 * len(expected)
+
+        # And the windows, fed by three workers and a re-delivery, count every trade once
+        windows = Windows(redis_client, runtime.keys())
+        for ca in CAS:
+            trades = [e for e in events if e["ca"] == ca]
+            window = windows.snapshot(task_id, ca, 300)
+            assert window.trades == len(trades)
+            assert round(window.volume_usd * 100) == sum(
+                round(e["amount_usd"] * 100) for e in trades
+            )
