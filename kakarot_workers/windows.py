@@ -19,12 +19,13 @@ from kakarot_workers.events import SwapEvent
 from kakarot_workers.keys import Keys
 from kakarot_workers.rules import WindowStats
 
-# KEYS: per window k, KEYS[3k-2] entries (zset), KEYS[3k-1] state (hash: sums and head),
-# KEYS[3k] what each trade first saw (hash `id` → result; apart, so the state stays small).
+# KEYS: per window k, KEYS[3k-2] entries (zset of "id|cents|price|side" by ts ms), KEYS[3k-1]
+# state (hash: head ts and member, open ts and member, sums in cents, trade count), KEYS[3k]
+# what each trade first saw (hash id → result; apart, so the state stays small).
 # ARGV: per trade one string "k|window ms|ts ms|cents|price|side|trade id" (side 'b' or 's').
 # Returns per trade "volume|buys|sells|trades|open price|last price" (cents, price text).
-# Per trade: one HMGET, one ZADD, one HSET, the ends of the zset, and a range read only when
-# the head moves; expiries are set once per key.
+# A new trade costs one HMGET, one ZADD and two HSETs; the zset is read only when trades leave
+# the window. Ties on ts are broken by member, so the result does not depend on arrival order.
 _OBSERVE = """
 local function fields(text)
   local out, start = {}, 1
@@ -43,6 +44,11 @@ local function parse(member)  -- "id|cents|price|side"
   return string.sub(member, 1, a - 1), tonumber(string.sub(member, a + 1, b - 1)),
          string.sub(member, b + 1, c - 1), string.sub(member, c + 1)
 end
+local function price_of(member)
+  if not member then return '' end
+  local _, _, p = parse(member)
+  return p
+end
 local out, touched = {}, {}
 for i = 1, #ARGV do
   local f = fields(ARGV[i])
@@ -50,55 +56,47 @@ for i = 1, #ARGV do
     tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4]), f[5], f[6], f[7]
   local z, h, seen = KEYS[3 * k - 2], KEYS[3 * k - 1], KEYS[3 * k]
   touched[k] = w
-  local first_seen = redis.call('HGET', seen, id)
-  if first_seen then
-    out[i] = first_seen
-  else
-    local s = redis.call('HMGET', h, 'head', 'vol', 'buy', 'sell', 'n')
-    local head = tonumber(s[1])
-    local vol, buy, sell, n = tonumber(s[2] or 0), tonumber(s[3] or 0), tonumber(s[4] or 0),
-                              tonumber(s[5] or 0)
-    local fresh = head == nil or ts > head - w
-    local moved = false
-    local member = id .. '|' .. f[4] .. '|' .. price .. '|' .. side
-    if fresh and redis.call('ZADD', z, 'NX', ts, member) == 1 then
-      vol, n = vol + cents, n + 1
-      if side == 'b' then buy = buy + cents else sell = sell + cents end
-      if head == nil or ts > head then
-        head, moved = ts, true
-        local old = redis.call('ZRANGEBYSCORE', z, '-inf', ts - w)
-        if #old > 0 then
-          local gone = {}
-          for _, m in ipairs(old) do
-            local oid, oc, _, os = parse(m)
-            vol, n = vol - oc, n - 1
-            if os == 'b' then buy = buy - oc else sell = sell - oc end
-            gone[#gone + 1] = oid
-          end
-          redis.call('ZREMRANGEBYSCORE', z, '-inf', ts - w)
-          for from = 1, #gone, 1000 do  -- unpack has a stack limit
-            redis.call('HDEL', seen, unpack(gone, from, math.min(from + 999, #gone)))
-          end
-        end
+  local s = redis.call('HMGET', h, 'head', 'hm', 'ots', 'om', 'vol', 'buy', 'sell', 'n')
+  local head, hm, ots, om = tonumber(s[1]), s[2], tonumber(s[3]), s[4]
+  local vol, buy, sell, n = tonumber(s[5] or 0), tonumber(s[6] or 0), tonumber(s[7] or 0),
+                            tonumber(s[8] or 0)
+  local fresh = head == nil or ts > head - w
+  local member = id .. '|' .. f[4] .. '|' .. price .. '|' .. side
+  local result = nil
+  if fresh and redis.call('ZADD', z, 'NX', ts, member) == 0 then
+    result = redis.call('HGET', seen, id)  -- seen before: judged as it was then
+  elseif fresh then
+    vol, n = vol + cents, n + 1
+    if side == 'b' then buy = buy + cents else sell = sell + cents end
+    if head == nil or ts > head or (ts == head and member > hm) then head, hm = ts, member end
+    if ots == nil or ts < ots or (ts == ots and member < om) then ots, om = ts, member end
+    if ots <= head - w then
+      local old = redis.call('ZRANGEBYSCORE', z, '-inf', head - w)
+      local gone = {}
+      for _, m in ipairs(old) do
+        local oid, oc, _, os = parse(m)
+        vol, n = vol - oc, n - 1
+        if os == 'b' then buy = buy - oc else sell = sell - oc end
+        gone[#gone + 1] = oid
       end
+      redis.call('ZREMRANGEBYSCORE', z, '-inf', head - w)
+      for from = 1, #gone, 1000 do  -- unpack has a stack limit
+        redis.call('HDEL', seen, unpack(gone, from, math.min(from + 999, #gone)))
+      end
+      local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+      ots, om = tonumber(first[2]), first[1]
     end
-    local first = redis.call('ZRANGE', z, 0, 0)
-    local open_price, last_price = '', ''
-    if first[1] then local _, _, p = parse(first[1]); open_price = p end
-    if moved then
-      last_price = price
-    else
-      local last = redis.call('ZRANGE', z, -1, -1)
-      if last[1] then local _, _, p = parse(last[1]); last_price = p end
-    end
-    local result = string.format('%d|%d|%d|%d|', vol, buy, sell, n) .. open_price .. '|' ..
-                   last_price
-    if fresh then
-      redis.call('HSET', h, 'head', head, 'vol', vol, 'buy', buy, 'sell', sell, 'n', n)
-      redis.call('HSET', seen, id, result)
-    end
-    out[i] = result
+    result = string.format('%d|%d|%d|%d|', vol, buy, sell, n) .. price_of(om) .. '|' ..
+             price_of(hm)
+    redis.call('HSET', h, 'head', head, 'hm', hm, 'ots', ots, 'om', om, 'vol', vol,
+               'buy', buy, 'sell', sell, 'n', n)
+    redis.call('HSET', seen, id, result)
   end
+  if not result then  -- too old for the window, or its first result expired with it
+    result = string.format('%d|%d|%d|%d|', vol, buy, sell, n) .. price_of(om) .. '|' ..
+             price_of(hm)
+  end
+  out[i] = result
 end
 for k, w in pairs(touched) do
   for j = 3 * k - 2, 3 * k do redis.call('PEXPIRE', KEYS[j], 2 * w + 60000) end

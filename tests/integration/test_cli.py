@@ -165,3 +165,23 @@ def test_invalid_settings_fail_naming_the_variable(tmp_path):
         [KAKAROT, "task", "list"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert "KAKAROT_BATCH_CAP: Input should be a valid integer" in _one_error_line(result)
+
+
+def test_invalid_notify_methods_are_refused_naming_the_entry(run):
+    line = _one_error_line(
+        run(
+            "config",
+            "create",
+            "--name",
+            "c",
+            "--chain",
+            "bsc",
+            "--notify",
+            '{"telegram": {"chat_id": "-1"}, "webhook": {"url": "ftp://x"}}',
+            ok=False,
+        )
+    )
+    assert "notify_methods.webhook.url" in line
+    run("config", "create", "--name", "c", "--chain", "bsc", "--notify", '["telegram", "wechat"]')
+    shown = run("config", "show", "1").stdout
+    assert '"telegram"' in shown and '"wecom"' in shown
