@@ -116,17 +116,13 @@ def window_stats(
     judged: Sequence[tuple[TaskProfile, SwapEvent]],
 ) -> list[dict[int, WindowStats]]:
     """Each event's windows (by length), after adding it to them."""
-    observations = []
-    owners = []
-    for index, (profile, event) in enumerate(judged):
-        for seconds in profile.rules.window_lengths:
-            observations.append(Observation(profile.rules.task_id, seconds, event))
-            owners.append(index)
-    per_event: list[dict[int, WindowStats]] = [{} for _ in judged]
-    if observations:
-        for owner, stats in zip(owners, stores()[0].observe(observations), strict=True):
-            per_event[owner][stats.seconds] = stats
-    return per_event
+    observations = [
+        Observation(profile.rules.task_id, profile.rules.window_lengths, event)
+        for profile, event in judged
+        if profile.rules.window_lengths
+    ]
+    seen = iter(stores()[0].observe(observations))
+    return [next(seen) if profile.rules.window_lengths else {} for profile, _ in judged]
 
 
 def summarise(

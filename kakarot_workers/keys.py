@@ -103,17 +103,18 @@ class Keys:
         return self._k("kakarot:stats:reconnects")
 
     # --- alert pool -------------------------------------------------------------------------
-    def window_entries(self, task_id: int, ca: str, seconds: int) -> str:
-        """Sorted set: the token's trades within the window (`id|cents|price|side` by ts ms)."""
-        return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:z")
+    def window_entries(self, task_id: int, ca: str) -> str:
+        """Sorted set: the token's trades within the task's longest window
+        (`id|cents|price|side` by ts ms)."""
+        return self._k(f"kakarot:win:{task_id}:{ca}:z")
 
-    def window_state(self, task_id: int, ca: str, seconds: int) -> str:
-        """Hash: the window's running sums (cents) and head (the newest trade's ts ms)."""
-        return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:h")
+    def window_state(self, task_id: int, ca: str) -> str:
+        """Hash: per window length the running sums (cents) and first trade; the newest trade."""
+        return self._k(f"kakarot:win:{task_id}:{ca}:h")
 
-    def window_seen(self, task_id: int, ca: str, seconds: int) -> str:
-        """Hash: trade id → the window as that trade first saw it (re-deliveries judge alike)."""
-        return self._k(f"kakarot:win:{task_id}:{ca}:{seconds}:seen")
+    def window_seen(self, task_id: int, ca: str) -> str:
+        """Hash: trade id → the windows as that trade first saw them (re-deliveries judge alike)."""
+        return self._k(f"kakarot:win:{task_id}:{ca}:seen")
 
     def cooldown(self, task_id: int, ca: str) -> str:
         """String with a TTL: the event that alerted the task on the token last."""

@@ -28,6 +28,10 @@ def _trade(n: int, ts_ms: int, amount: float, price: float = 1.0, side: str = "b
     )
 
 
+def _seen(windows: Windows, observations: list[Observation]) -> list[WindowStats]:
+    return [found[W] for found in windows.observe(observations)]
+
+
 def _windows() -> Windows:
     return Windows(runtime.redis_client(), runtime.keys())
 
@@ -43,7 +47,7 @@ def test_sums_are_exact_and_old_trades_leave(redis_client):
         _trade(i, t0 + i * 10_000, 100.01, price=1.0 + i, side="buy" if i % 2 else "sell")
         for i in range(12)
     ]
-    seen = windows.observe([Observation(1, W, t) for t in trades])
+    seen = _seen(windows, [Observation(1, (W,), t) for t in trades])
     # trade 11 at t0+110 s sees (t0+50 s, t0+110 s]: trades 6..11
     last = seen[-1]
     assert last.trades == 6 and last.volume_usd == round(6 * 100.01, 2)
@@ -51,10 +55,10 @@ def test_sums_are_exact_and_old_trades_leave(redis_client):
     assert (last.open_price, last.last_price) == (7.0, 12.0)
     # trade 9 saw trades 4..9; judged again (a re-delivered message) it sees the same
     assert (seen[9].open_price, seen[9].last_price) == (5.0, 10.0)
-    again = windows.observe([Observation(1, W, trades[9])])[0]
+    again = _seen(windows, [Observation(1, (W,), trades[9])])[0]
     assert again == seen[9]
     # trade 3 has left the window: judged again, it sees the window as it is now
-    assert windows.observe([Observation(1, W, trades[3])])[0] == last
+    assert _seen(windows, [Observation(1, (W,), trades[3])])[0] == last
 
 
 def test_out_of_order_and_duplicates_give_the_same_window(redis_client):
@@ -69,12 +73,12 @@ def test_out_of_order_and_duplicates_give_the_same_window(redis_client):
     rng.shuffle(shuffled)
 
     ordered = _windows()
-    ordered.observe([Observation(1, W, t) for t in in_order])
+    _seen(ordered, [Observation(1, (W,), t) for t in in_order])
     expected = _final(ordered)
     redis_client.flushall()
     mixed = _windows()
     for start in range(0, len(shuffled), 17):
-        mixed.observe([Observation(1, W, t) for t in shuffled[start : start + 17]])
+        _seen(mixed, [Observation(1, (W,), t) for t in shuffled[start : start + 17]])
     got = _final(mixed)
 
     assert got.trades == expected.trades == 200
@@ -87,21 +91,35 @@ def test_out_of_order_and_duplicates_give_the_same_window(redis_client):
 def test_a_late_trade_inside_the_window_counts_one_outside_does_not(redis_client):
     windows = _windows()
     t0 = 9_000_000
-    windows.observe([Observation(1, W, _trade(1, t0 + 100_000, 10.0))])
-    late = windows.observe([Observation(1, W, _trade(2, t0 + 50_000, 20.0, price=0.5))])[0]
+    _seen(windows, [Observation(1, (W,), _trade(1, t0 + 100_000, 10.0))])
+    late = _seen(windows, [Observation(1, (W,), _trade(2, t0 + 50_000, 20.0, price=0.5))])[0]
     assert late.volume_usd == 30.0 and late.open_price == 0.5
-    too_old = windows.observe([Observation(1, W, _trade(3, t0 + 30_000, 40.0))])[0]
+    too_old = _seen(windows, [Observation(1, (W,), _trade(3, t0 + 30_000, 40.0))])[0]
     assert too_old.volume_usd == 30.0 and too_old.trades == 2
 
 
 def test_windows_of_different_tasks_and_lengths_are_separate(redis_client):
     windows = _windows()
     trade = _trade(1, 1_000, 10.0)
-    stats = windows.observe(
-        [Observation(1, 60, trade), Observation(1, 300, trade), Observation(2, 60, trade)]
-    )
-    assert [s.seconds for s in stats] == [60, 300, 60]
-    assert all(s.volume_usd == 10.0 and s.trades == 1 for s in stats)
+    stats = windows.observe([Observation(1, (60, 300), trade), Observation(2, (60,), trade)])
+    assert [sorted(s) for s in stats] == [[60, 300], [60]]
+    assert all(w.volume_usd == 10.0 and w.trades == 1 for s in stats for w in s.values())
+
+
+def test_one_token_keeps_each_window_length_exact(redis_client):
+    # trades every 10 s for 10 min: the 1m window holds 6, the 5m window 30
+    windows = _windows()
+    t0 = 40_000_000
+    trades = [_trade(i, t0 + i * 10_000, 1.0 + i, price=1.0 + i) for i in range(60)]
+    seen = windows.observe([Observation(1, (60, 300), t) for t in trades])
+    last = seen[-1]
+    assert last[60].trades == 6 and last[60].volume_usd == sum(1.0 + i for i in range(54, 60))
+    assert last[300].trades == 30 and last[300].volume_usd == sum(1.0 + i for i in range(30, 60))
+    assert (last[60].open_price, last[300].open_price, last[300].last_price) == (55.0, 31.0, 60.0)
+    # a window length the config did not have before is built from the trades kept
+    assert windows.snapshot(1, CA, 120).trades == 0
+    grown = windows.observe([Observation(1, (120, 300), _trade(99, t0 + 600_000, 5.0))])[0]
+    assert grown[120].trades == 12 and grown[300].trades == 30
 
 
 def _feed(trades: list[tuple[int, int, float, str]], seed: int) -> None:
@@ -110,7 +128,7 @@ def _feed(trades: list[tuple[int, int, float, str]], seed: int) -> None:
     events = [_trade(n, ts, amount, side=side) for n, ts, amount, side in trades]
     rng.shuffle(events)
     for start in range(0, len(events), 25):
-        windows.observe([Observation(1, W, e) for e in events[start : start + 25]])
+        windows.observe([Observation(1, (W,), e) for e in events[start : start + 25]])
 
 
 def test_several_processes_feeding_one_token_add_up_exactly(redis_client):
