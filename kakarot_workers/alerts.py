@@ -2,7 +2,8 @@
 
 `evaluate_events(events)` takes a micro-batch of swap events from a stream consumer and, in a
 fixed number of round trips whatever its size:
-1. drops malformed events, events of a fenced-off consumer and events a re-org retracted;
+1. drops malformed events, events of a fenced-off consumer and events a re-org retracted
+   (one round trip);
 2. fills missing token metrics from the cache or the metrics provider (`enrich`);
 3. adds every event to its task's sliding windows (one Lua call, `windows`);
 4. judges each event (`rules.judge`, pure);
@@ -25,7 +26,7 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import delivery, leases, runtime
+from kakarot_workers import delivery, runtime
 from kakarot_workers.alert_log import AlertDraft, dedup_key, record_alerts
 from kakarot_workers.celery_app import app
 from kakarot_workers.configs import ProfileCache, TaskProfile
@@ -77,38 +78,37 @@ def _parse(events: list[Any]) -> list[SwapEvent]:
     return parsed
 
 
-def drop_fenced(events: list[SwapEvent]) -> list[SwapEvent]:
-    """The events whose fencing token is not below their batch's fence. A token below it means
-    the consumer that emitted it lost its lease to a successor (a zombie, or a hand-over that is
-    complete): its events are dropped and counted in `events_fenced`. Events with no token
-    (tools, tests) pass."""
-    fenced = sorted({e.batch_id for e in events if e.batch_id and e.fencing_token})
-    if not fenced:
+def screen(events: list[SwapEvent]) -> list[SwapEvent]:
+    """The events to judge, read in one round trip:
+
+    - not fenced: an event whose fencing token is below its batch's fence comes from a consumer
+      that lost its lease to a successor (a zombie, or a hand-over that is complete); it is
+      dropped and counted in `events_fenced`. Events with no token (tools, tests) pass;
+    - not retracted: a chain re-org withdrew it (`kakarot:retracted`, written by sources).
+    """
+    if not events:
         return events
     client, keys = runtime.redis_client(), runtime.keys()
-    current = leases.fences(client, keys, fenced)
-    kept = [
-        e
-        for e in events
-        if not (e.batch_id and e.fencing_token) or e.fencing_token >= current[e.batch_id]
-    ]
-    if len(kept) != len(events):
-        stale = len(events) - len(kept)
+    fenced = sorted({e.batch_id for e in events if e.batch_id and e.fencing_token})
+    pipe = client.pipeline(transaction=False)
+    if fenced:
+        pipe.mget([keys.batch_fence(b) for b in fenced])
+    pipe.hmget(keys.retracted, [f"{e.chain}:{e.tx_hash}:{e.log_index}" for e in events])
+    replies = pipe.execute()
+    current = dict(zip(fenced, (int(v or 0) for v in replies[0]), strict=True)) if fenced else {}
+    kept, stale, withdrawn = [], 0, 0
+    for event, block in zip(events, replies[-1], strict=True):
+        if event.batch_id and event.fencing_token and event.fencing_token < current[event.batch_id]:
+            stale += 1
+        elif block is not None:
+            withdrawn += 1
+        else:
+            kept.append(event)
+    if stale:
         client.incrby(keys.events_fenced, stale)
         log.warning("%d event(s) dropped: their consumer's fencing token is stale", stale)
-    return kept
-
-
-def drop_retracted(events: list[SwapEvent]) -> list[SwapEvent]:
-    """The events a chain re-org has not withdrawn (`kakarot:retracted`, written by sources)."""
-    client, keys = runtime.redis_client(), runtime.keys()
-    if not events or not client.exists(keys.retracted):
-        return events
-    ids = [f"{e.chain}:{e.tx_hash}:{e.log_index}" for e in events]
-    gone = client.hmget(keys.retracted, ids)
-    kept = [e for e, block in zip(events, gone, strict=True) if block is None]
-    if len(kept) != len(events):
-        log.info("%d retracted event(s) not judged", len(events) - len(kept))
+    if withdrawn:
+        log.info("%d retracted event(s) not judged", withdrawn)
     return kept
 
 
@@ -214,15 +214,22 @@ def process(events: list[SwapEvent]) -> tuple[int, Counter[str]]:
     by_task: dict[int, list[SwapEvent]] = defaultdict(list)
     for event in events:
         by_task[event.task_id].append(event)
+    profiles = {task_id: _profiles.fresh(task_id) for task_id in by_task}
+    stale = [task_id for task_id, profile in profiles.items() if profile is None]
+    if stale:
+        with session_scope() as session:
+            for task_id in stale:
+                try:
+                    profiles[task_id] = _profiles.get(session, task_id)
+                except NotFoundError as exc:
+                    stats["skipped_no_config"] += len(by_task[task_id])
+                    log.warning(
+                        "%d event(s) of task %s not judged: %s", len(by_task[task_id]), task_id, exc
+                    )
     judged: list[tuple[TaskProfile, SwapEvent]] = []
-    with session_scope() as session:
-        for task_id, task_events in by_task.items():
-            try:
-                profile = _profiles.get(session, task_id)
-            except NotFoundError as exc:
-                stats["skipped_no_config"] += len(task_events)
-                log.warning("%d event(s) of task %s not judged: %s", len(task_events), task_id, exc)
-                continue
+    for task_id, task_events in by_task.items():
+        profile = profiles[task_id]
+        if profile is not None:
             judged += [(profile, event) for event in task_events]
     if settings.metrics_url:
         filled = enrich(client, keys, settings, http_client(), [e for _, e in judged])
@@ -282,7 +289,7 @@ def evaluate_events(events: list[Any]) -> int:
         client.incr(keys.events_rejected)
         log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
         return 0
-    kept = drop_retracted(drop_fenced(_parse(events)))
+    kept = screen(_parse(events))
     new, stats = process(kept)
     pipe = client.pipeline(transaction=False)
     for name, value in stats.items():

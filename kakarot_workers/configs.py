@@ -71,6 +71,14 @@ class ProfileCache:
         self._refused: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
 
+    def fresh(self, task_id: int) -> TaskProfile | None:
+        """The task's profile if checked within `ttl_s` (no database needed), else None."""
+        with self._lock:
+            entry = self._checked.get(task_id)
+        if entry is not None and time.monotonic() - entry[0] < self.ttl_s:
+            return entry[1]
+        return None
+
     def get(self, session: Session, task_id: int) -> TaskProfile:
         """The task's profile; NotFoundError if the task has no config or no valid version."""
         now = time.monotonic()

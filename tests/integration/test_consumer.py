@@ -5,7 +5,7 @@ import json
 import threading
 
 from kakarot_workers import leases, node, runtime
-from kakarot_workers.alerts import drop_fenced
+from kakarot_workers.alerts import screen
 from kakarot_workers.batches import BatchPlan
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.sources import Retraction, SourceStats
@@ -110,5 +110,5 @@ def test_the_alert_pool_drops_events_of_a_superseded_token(redis_client):
     ]
     fresh = trade(9).__class__(**{**trade(9).to_wire(), "batch_id": 4, "fencing_token": new.token})
     unfenced = trade(10)
-    assert drop_fenced([*stale, fresh, unfenced]) == [fresh, unfenced]
+    assert screen([*stale, fresh, unfenced]) == [fresh, unfenced]
     assert redis_client.get(keys.events_fenced) == "3"
