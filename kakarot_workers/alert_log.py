@@ -43,7 +43,7 @@ class Recorded:
     """What recording did: the rows new this time, and every notification still pending."""
 
     new_rows: list[dict[str, Any]]
-    pending: list[tuple[int, int, str, str, int | None]]  # (outbox id, task, channel, dest, digest)
+    pending: list[tuple[int, int, str, int | None]]  # (outbox id, task, channel, digest window)
 
 
 def _insert_ignoring_duplicates(session: Session, model: Any, key: str) -> Insert:
@@ -105,7 +105,7 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
                     "update_time": now,
                 }
             )
-    pending: list[tuple[int, int, str, str, int | None]] = []
+    pending: list[tuple[int, int, str, int | None]] = []
     if outbox:
         session.execute(
             _insert_ignoring_duplicates(session, MonitorAlertOutbox, "dedup_key"), outbox
@@ -115,12 +115,11 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
                 MonitorAlertOutbox.id,
                 MonitorAlertOutbox.task_id,
                 MonitorAlertOutbox.channel,
-                MonitorAlertOutbox.destination,
                 MonitorAlertOutbox.digest_s,
             ).where(
                 MonitorAlertOutbox.dedup_key.in_([o["dedup_key"] for o in outbox]),
                 MonitorAlertOutbox.status == "pending",
             )
         ).all()
-        pending = [(r[0], r[1], r[2], r[3] or "", r[4]) for r in found]
+        pending = [(r[0], r[1], r[2], r[3]) for r in found]
     return Recorded([d.row for d in fresh], pending)

@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 DIGEST_MARKER_MARGIN_MS = 500
 
 
-def dispatch(pending: Sequence[tuple[int, int, str, str, int | None]]) -> None:
+def dispatch(pending: Sequence[tuple[int, int, str, int | None]]) -> None:
     """Send the tasks that deliver these pending notifications: one `deliver` per row, one
     scheduled `flush_digest` per digest window of a task's channel."""
     client, keys = runtime.redis_client(), runtime.keys()
-    for outbox_id, task_id, channel, _destination, digest_s in pending:
+    for outbox_id, task_id, channel, digest_s in pending:
         if digest_s is None:
             deliver.apply_async(args=[[outbox_id]])
             continue
@@ -60,7 +60,8 @@ def deliver(outbox_ids: list[int]) -> int:
     settings = get_settings()
     with session_scope() as session:
         claimed = outbox.claim(session, outbox_ids, settings.notify_claim_s)
-        later = _not_claimed(session, [i for i in outbox_ids if i not in {c.id for c in claimed}])
+        taken = {c.id for c in claimed}
+        later = _not_claimed(session, [i for i in outbox_ids if i not in taken])
     for outbox_id, wait_s in later:
         deliver.apply_async(args=[[outbox_id]], countdown=wait_s)
     return sum(send([row]) for row in claimed)
@@ -86,7 +87,7 @@ def sweep_outbox() -> int:
     with session_scope() as session:
         due = outbox.due(session)
     digests = set()
-    for outbox_id, task_id, channel, digest_s, _created in due:
+    for outbox_id, task_id, channel, digest_s in due:
         if digest_s is None:
             deliver.apply_async(args=[[outbox_id]])
         else:
@@ -141,7 +142,7 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
                 wait,
                 error,
             )
-            if len(rows) > 1 or _is_digest(first.id):
+            if first.digest_s is not None:
                 flush_digest.apply_async(args=[first.task_id, first.channel], countdown=wait)
             else:
                 deliver.apply_async(args=[[first.id]], countdown=wait)
@@ -156,12 +157,6 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
         (time.perf_counter() - started) * 1000,
     )
     return 1
-
-
-def _is_digest(outbox_id: int) -> bool:
-    with session_scope() as session:
-        row = session.get(MonitorAlertOutbox, outbox_id)
-        return row is not None and row.digest_s is not None
 
 
 def _not_claimed(session, ids: list[int]) -> list[tuple[int, float]]:  # type: ignore[no-untyped-def]

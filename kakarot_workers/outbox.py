@@ -30,6 +30,7 @@ class Claimed:
     destination: str
     payload: dict
     attempts: int
+    digest_s: int | None
 
 
 def _claimable(now: datetime):  # type: ignore[no-untyped-def]
@@ -70,6 +71,7 @@ def claim(session: Session, ids: Sequence[int], claim_s: float) -> list[Claimed]
                     row.destination or "",
                     row.payload,
                     row.attempts,
+                    row.digest_s,
                 )
             )
     session.commit()
@@ -159,23 +161,21 @@ def digest_group(session: Session, task_id: int, channel: str) -> list[int]:
     )
 
 
-def due(session: Session, limit: int = 500) -> list[tuple[int, int, str, int | None, datetime]]:
+def due(session: Session, limit: int = 500) -> list[tuple[int, int, str, int | None]]:
     """Rows a sweep should (re)dispatch: pending and due, or claimed by a worker that vanished.
-    (id, task, channel, digest_s, create_time)."""
-    now = utcnow()
+    (id, task, channel, digest_s)."""
     rows = session.execute(
         select(
             MonitorAlertOutbox.id,
             MonitorAlertOutbox.task_id,
             MonitorAlertOutbox.channel,
             MonitorAlertOutbox.digest_s,
-            MonitorAlertOutbox.create_time,
         )
-        .where(_claimable(now))
+        .where(_claimable(utcnow()))
         .order_by(MonitorAlertOutbox.id)
         .limit(limit)
     ).all()
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def counts(session: Session) -> dict[str, int]:

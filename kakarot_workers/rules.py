@@ -14,19 +14,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _INTERVAL = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -45,14 +47,41 @@ class _Rule(BaseModel):
     enabled: bool = True
 
 
-class _WindowRule(_Rule):
-    window: str = "5m"
+def _check_window(value: str) -> str:
+    parse_interval(value)
+    return value
 
-    @field_validator("window")
-    @classmethod
-    def _valid_window(cls, value: str) -> str:
-        parse_interval(value)
-        return value
+
+# A duration like "30s", "5m", "1h" in a config (validated, kept as written).
+WindowText = Annotated[str, AfterValidator(_check_window)]
+
+
+def json_text(raw: Any, label: str) -> Any:
+    """A config column as data: JSON text is parsed (empty text is None), anything else passes."""
+    if not isinstance(raw, str):
+        return raw
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{label}: not valid JSON: {exc}") from None
+
+
+def validate_config(model: type[ModelT], data: Any, label: str) -> ModelT:
+    """`model` from `data`, or a ConfigError naming every bad field as `label.path: problem`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"])
+            problems.append(f"{label}.{where}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+class _WindowRule(_Rule):
+    window: WindowText = "5m"
 
 
 class PriceChangeRule(_WindowRule):
@@ -121,24 +150,12 @@ class EventsConfig(BaseModel):
 
 def parse_events_config(raw: str | dict[str, Any] | None) -> EventsConfig:
     """Validate `events_config` (JSON text or dict); raise ConfigError naming the bad field."""
-    if raw is None or raw == "":
+    data = json_text(raw, "events_config")
+    if data is None:
         return EventsConfig()
-    data: Any = raw
-    if isinstance(raw, str):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"events_config: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"events_config: expected a JSON object, got {type(data).__name__}")
-    try:
-        return EventsConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"])
-            problems.append(f"events_config.{where}: {err['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+    return validate_config(EventsConfig, data, "events_config")
 
 
 # --- cooldown tiers -------------------------------------------------------------------------

@@ -16,19 +16,18 @@ Every notifier is `send(delivery) -> message reference`, raising `NotifyError` (
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from kakarot_workers.errors import ConfigError, NotifyError
 from kakarot_workers.messages import Summary
-from kakarot_workers.rules import parse_interval
-from kakarot_workers.settings import Settings, get_settings
+from kakarot_workers.rules import WindowText, json_text, parse_interval, validate_config
+from kakarot_workers.settings import ENV_PREFIX, Settings, get_settings
 
 Channel = Literal["telegram", "wecom", "webhook", "backend"]
 CHANNELS: tuple[Channel, ...] = ("telegram", "wecom", "webhook", "backend")
@@ -71,13 +70,7 @@ class BackendOptions(_Options):
 
 class DigestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    window: str = "1m"
-
-    @field_validator("window")
-    @classmethod
-    def _valid_window(cls, value: str) -> str:
-        parse_interval(value)
-        return value
+    window: WindowText = "1m"
 
 
 class NotifyMethods(BaseModel):
@@ -115,14 +108,7 @@ class NotifyMethods(BaseModel):
 def parse_notify_methods(raw: Any) -> NotifyMethods:
     """Validate `notify_methods` (JSON text, a list of channel names, or an object); raise
     ConfigError naming the bad entry."""
-    data = raw
-    if isinstance(raw, str):
-        if not raw.strip():
-            return NotifyMethods()
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"notify_methods: not valid JSON: {exc}") from None
+    data = json_text(raw, "notify_methods")
     if data is None:
         return NotifyMethods()
     if isinstance(data, list):
@@ -143,14 +129,7 @@ def parse_notify_methods(raw: Any) -> NotifyMethods:
             f"notify_methods: expected a list or an object, got {type(data).__name__}"
         )
     data = {_ALIASES.get(k, k): v for k, v in data.items()}
-    try:
-        return NotifyMethods.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"])
-            problems.append(f"notify_methods.{where}: {err['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+    return validate_config(NotifyMethods, data, "notify_methods")
 
 
 @dataclass(frozen=True)
@@ -249,6 +228,21 @@ def retry_after_s(response: httpx.Response, body: Any = None) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def secret(env_name: str, what: str) -> str:
+    """The secret held by the environment variable `env_name`: through the settings when it is
+    one of them (so the YAML file works too), else from the environment. NotifyError (not
+    retryable) naming the variable when it is unset."""
+    field = env_name.removeprefix(ENV_PREFIX).lower() if env_name.startswith(ENV_PREFIX) else ""
+    setting = getattr(get_settings(), field, None) if field else None
+    if isinstance(setting, SecretStr):
+        value = setting.get_secret_value()
+    else:
+        value = os.environ.get(env_name, "")
+    if not value:
+        raise NotifyError(f"{what} {env_name} is not set", retryable=False)
+    return value
 
 
 def json_body(response: httpx.Response) -> Any:

@@ -13,19 +13,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 
 import httpx
 
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.notify import Delivery, http_failure, network_failure
-from kakarot_workers.settings import get_settings
+from kakarot_workers.notify import Delivery, http_failure, network_failure, secret
 
 
-def signature(secret: str, timestamp: str, body: bytes) -> str:
+def signature(key: str, timestamp: str, body: bytes) -> str:
     """`sha256=<hex>` over `{timestamp}.{body}`: what a receiver recomputes to verify."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    mac = hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
 
 
@@ -40,7 +38,7 @@ class WebhookNotifier:
                 "webhook: no URL (notify_methods.webhook.url or KAKAROT_WEBHOOK_URL)",
                 retryable=False,
             )
-        secret = _secret(secret_env)
+        key = secret(secret_env, "webhook: the signing secret")
         summaries = list(delivery.summaries)
         document = (
             {"type": "alert", "alert": summaries[0]}
@@ -52,7 +50,7 @@ class WebhookNotifier:
         headers = {
             "Content-Type": "application/json",
             "X-Kakarot-Timestamp": timestamp,
-            "X-Kakarot-Signature": signature(secret, timestamp, body),
+            "X-Kakarot-Signature": signature(key, timestamp, body),
             "X-Kakarot-Delivery": ",".join(map(str, delivery.ids)),
         }
         try:
@@ -62,14 +60,3 @@ class WebhookNotifier:
         if 200 <= response.status_code < 300:
             return None
         raise http_failure("webhook", response, response.text[:200])
-
-
-def _secret(env_name: str) -> str:
-    if env_name == "KAKAROT_WEBHOOK_SECRET":
-        secret = get_settings().webhook_secret
-        value = secret.get_secret_value() if secret is not None else ""
-    else:
-        value = os.environ.get(env_name, "")
-    if not value:
-        raise NotifyError(f"webhook: the signing secret {env_name} is not set", retryable=False)
-    return value

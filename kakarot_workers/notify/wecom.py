@@ -9,14 +9,11 @@ environment variable the config names (default `KAKAROT_WECOM_KEY`).
 
 from __future__ import annotations
 
-import os
-
 import httpx
 
 from kakarot_workers.errors import NotifyError
 from kakarot_workers.messages import wecom_markdown
-from kakarot_workers.notify import Delivery, http_failure, json_body, network_failure
-from kakarot_workers.settings import get_settings
+from kakarot_workers.notify import Delivery, http_failure, json_body, network_failure, secret
 
 RATE_LIMITED = 45009
 BUSY = -1
@@ -30,7 +27,7 @@ class WeComNotifier:
         self.url = url
 
     def send(self, delivery: Delivery) -> str | None:
-        key = _key(delivery.destination)
+        key = secret(delivery.destination, "wecom: the robot key variable")
         try:
             response = self.client.post(
                 self.url,
@@ -54,14 +51,3 @@ class WeComNotifier:
         if code == RATE_LIMITED:
             raise NotifyError(message, retryable=True, retry_after_s=RATE_LIMIT_WAIT_S)
         raise NotifyError(message, retryable=code == BUSY)
-
-
-def _key(env_name: str) -> str:
-    if env_name == "KAKAROT_WECOM_KEY":
-        secret = get_settings().wecom_key
-        value = secret.get_secret_value() if secret is not None else ""
-    else:
-        value = os.environ.get(env_name, "")
-    if not value:
-        raise NotifyError(f"wecom: the robot key variable {env_name} is not set", retryable=False)
-    return value
