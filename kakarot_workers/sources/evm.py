@@ -406,9 +406,10 @@ class EvmSource:
             return None
         if identity in self._recent_set:
             return None  # seen in the back-fill and live, or in the overlap
-        self._remember(identity)
         if self.progress_block is None or block - 1 > self.progress_block:
             self.progress_block = block - 1
+        # The RPC calls below can fail (the node restarts, or answers mid-block): the log is
+        # remembered only once they succeeded, so the back-fill after the reconnect reads it again.
         pair = self.pairs.get(address)
         if pair is None and self.radar and address not in self._unpriceable:
             pair = self._describe_pair(address, None)
@@ -418,7 +419,9 @@ class EvmSource:
             self.pairs[address] = pair
         if pair is None:
             return None
-        return self._swap_event(pair, entry, data, identity, block)
+        event = self._swap_event(pair, entry, data, identity, block)
+        self._remember(identity)
+        return event
 
     def _remember(self, identity: tuple[str, int]) -> None:
         if len(self._recent) == self._recent.maxlen:

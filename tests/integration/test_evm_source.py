@@ -10,7 +10,9 @@ import asyncio
 import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 import websockets
 
@@ -252,3 +254,69 @@ def test_the_block_radar_sees_every_pair_with_a_quote_token_and_no_other(anvil):
         swaps[2].reserves_after if uni.token0(pair_b) == b else swaps[2].reserves_after[::-1]
     )
     assert second.price_usd == pytest.approx(r_usd / r_b, rel=1e-12)
+
+
+class FlakyRpc:
+    """An HTTP JSON-RPC proxy in front of the node that fails the next `failures` eth_calls
+    once armed, as a node does mid-restart (anvil: "block height is 24 but requested was 23")."""
+
+    def __init__(self, upstream: str) -> None:
+        self.failures = 0
+        self.failed = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the source's pooled client expects
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = json.loads(body)
+                if request["method"] == "eth_call" and proxy.failures > 0:
+                    proxy.failures -= 1
+                    proxy.failed += 1
+                    error = {"code": -32603, "message": "BlockOutOfRangeError"}
+                    answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error})
+                    payload = answer.encode()
+                else:
+                    headers = {"Content-Type": "application/json"}
+                    payload = httpx.post(
+                        upstream, content=body, headers=headers, timeout=10
+                    ).content
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FlakyRpc:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_swap_whose_pricing_call_fails_is_read_again_after_the_reconnect(anvil):
+    uni = Uniswap.deploy(anvil)
+    usd = uni.token()
+    token = uni.token()
+    pair = uni.pair(token, usd, 1_000 * E18, 1_000 * E18)
+    with FlakyRpc(anvil.http_url) as rpc:
+        chain = EvmChain(ws_url=anvil.ws_url, http_url=rpc.url, quotes={usd: 1.0})
+        source = EvmSource("eth", chain, [], {}, radar=True, max_backoff_s=0.2)
+        with Collector(source) as seen:
+            rpc.failures = 1  # the radar's first look at the new pair fails
+            swap = uni.swap(pair, usd, E18)
+            (event,) = seen.wait(1)
+            time.sleep(0.3)
+    assert rpc.failed == 1 and source.stats.reconnects >= 1
+    assert (event.ca, event.tx_hash, event.log_index) == (token, swap.tx_hash, swap.log_index)
+    assert len(seen.items) == 1
