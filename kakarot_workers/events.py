@@ -49,6 +49,17 @@ class SwapEvent:
 
 _REQUIRED = ("chain", "ca", "tx_hash", "log_index", "ts_ms", "side", "amount_usd", "price_usd")
 _FIELD_NAMES = frozenset(f.name for f in fields(SwapEvent))
+_INT_FIELDS = (
+    "log_index",
+    "ts_ms",
+    "task_id",
+    "batch_id",
+    "epoch",
+    "fencing_token",
+    "block_number",
+)
+_NUMBER_FIELDS = ("amount_usd", "price_usd", "amount_token", "market_cap_usd", "top10_holders_pct")
+_OPTIONAL = frozenset(("block_number", "market_cap_usd", "top10_holders_pct"))
 
 
 def from_wire(data: Any) -> SwapEvent:
@@ -64,17 +75,18 @@ def from_wire(data: Any) -> SwapEvent:
     if data["side"] not in ("buy", "sell"):
         raise EventError(f"event.side: expected 'buy' or 'sell', got {data['side']!r}")
     values = dict(data)
-    for name in ("log_index", "ts_ms", "task_id", "batch_id", "epoch", "fencing_token"):
+    for name in _INT_FIELDS:
         if name in values:
-            values[name] = _as_int(name, values[name])
-    if values.get("block_number") is not None:
-        values["block_number"] = _as_int("block_number", values["block_number"])
-    for name in ("amount_usd", "price_usd", "amount_token"):
+            value = values[name]
+            if type(value) is not int and not (value is None and name in _OPTIONAL):  # noqa: E721 (a bool is no integer here)
+                values[name] = _as_int(name, value)
+    for name in _NUMBER_FIELDS:
         if name in values:
-            values[name] = _as_number(name, values[name])
-    for name in ("market_cap_usd", "top10_holders_pct"):
-        if values.get(name) is not None:
-            values[name] = _as_number(name, values[name])
+            value = values[name]
+            if type(value) is float and 0 <= value < math.inf:  # noqa: E721 (the usual case)
+                continue
+            if not (value is None and name in _OPTIONAL):
+                values[name] = _as_number(name, value)
     return SwapEvent(**values)
 
 

@@ -10,6 +10,7 @@ exact, whatever the order of additions and expiries.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,98 +21,106 @@ from kakarot_workers.keys import Keys
 from kakarot_workers.rules import WindowStats
 
 # KEYS: per token k, KEYS[3k-2] trades (zset of "id|cents|price|side" by ts ms, kept for the
-# longest window), KEYS[3k-1] state (hash: "head"/"hm" the newest trade's ts and member; per
-# window length w in ms: "v:w" "b:w" "s:w" "n:w" sums in cents and count, "o:w" "m:w" the
-# window's first trade), KEYS[3k] what each trade first saw (hash id → result).
-# ARGV: first the number of tokens T, then per token its window lengths "w1,w2,…" (ms,
-# ascending), then per trade one string "k|ts ms|cents|price|side|trade id" (side 'b' or 's').
-# Returns per trade, per window "volume|buys|sells|trades|open price|last price" joined by ";".
-# A new trade costs one HMGET, one ZADD and two HSETs; the zset is read only when trades leave
-# a window. Ties on ts are broken by member, so results do not depend on arrival order.
+# longest window), KEYS[3k-1] state (a msgpack map: "head" "hm" "hp" the newest trade's ts,
+# member and price, "x" when the TTLs were last set (ms), and per window length w in ms, under
+# "w<w>", {v, b, s, n} sums in cents and count, {o, m, p} the window's first trade's ts, member and
+# price), KEYS[3k] what each trade first saw (hash id → msgpack of its result).
+# ARGV: the number of tokens T, the time now (ms), per token its window lengths "w1,w2,…" (ms,
+# ascending), then six per trade: k, ts ms, cents, price, side ('b' or 's'), trade id.
+# Returns per trade a flat array, per window: volume, buys, sells (cents), trades, first price,
+# last price. Each token's state is read and written once per call; a new trade costs one ZADD and
+# one HSET, and the zset is read only when trades leave a window. The TTLs (twice the longest
+# window, plus a minute) are renewed at most every 10 s. Ties on ts are broken by member, so
+# results do not depend on arrival order.
 _OBSERVE = """
-local function split(text, sep, count)
-  local out, start = {}, 1
-  for _ = 1, count - 1 do
-    local stop = string.find(text, sep, start, true)
-    out[#out + 1] = string.sub(text, start, stop - 1)
-    start = stop + 1
-  end
-  out[#out + 1] = string.sub(text, start)
-  return out
-end
 local function parse(member)  -- "id|cents|price|side"
-  local f = split(member, '|', 4)
-  return f[1], tonumber(f[2]), f[3], f[4]
+  local a = string.find(member, '|', 1, true)
+  local b = string.find(member, '|', a + 1, true)
+  local c = string.find(member, '|', b + 1, true)
+  return string.sub(member, 1, a - 1), tonumber(string.sub(member, a + 1, b - 1)),
+         string.sub(member, b + 1, c - 1), string.sub(member, c + 1)
 end
-local function price_of(member)
-  if not member then return '' end
-  local _, _, p = parse(member)
-  return p
-end
-local tokens = tonumber(ARGV[1])
-local lengths, fieldnames = {}, {}
+local tokens, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lengths, names, states, dirty = {}, {}, {}, {}
 for k = 1, tokens do
-  local ws, names = {}, {'head', 'hm'}
-  for w in string.gmatch(ARGV[1 + k], '%d+') do
+  local ws, ns = {}, {}
+  for w in string.gmatch(ARGV[2 + k], '%d+') do
     ws[#ws + 1] = tonumber(w)
-    for _, f in ipairs({'v:', 'b:', 's:', 'n:', 'o:', 'm:'}) do names[#names + 1] = f .. w end
+    ns[#ns + 1] = 'w' .. w
   end
-  lengths[k], fieldnames[k] = ws, names
+  lengths[k], names[k] = ws, ns
 end
-local function result_of(ws, st, hm)
-  local parts = {}
-  for j, w in ipairs(ws) do
-    local x = st[j]
-    parts[j] = string.format('%d|%d|%d|%d|', x.v, x.b, x.s, x.n) .. price_of(x.m) .. '|' ..
-               price_of(hm)
+local function first_after(z, after, x)  -- the window's first trade: the oldest after `after`
+  local first = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if first[1] then
+    local _, _, price = parse(first[1])
+    x.o, x.m, x.p = tonumber(first[2]), first[1], price
+  else
+    x.o, x.m, x.p = 0, '', ''
   end
-  return table.concat(parts, ';')
 end
-local out = {}
-for i = tokens + 2, #ARGV do
-  local f = split(ARGV[i], '|', 6)
-  local k, ts, cents, price, side, id =
-    tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), f[4], f[5], f[6]
-  local z, h, seen = KEYS[3 * k - 2], KEYS[3 * k - 1], KEYS[3 * k]
-  local ws = lengths[k]
-  local longest = ws[#ws]
-  local raw = redis.call('HMGET', h, unpack(fieldnames[k]))
-  local head, hm = tonumber(raw[1]), raw[2]
-  local st = {}
-  for j, w in ipairs(ws) do
-    local b = 2 + 6 * (j - 1)
-    st[j] = {v = tonumber(raw[b + 1] or 0), b = tonumber(raw[b + 2] or 0),
-             s = tonumber(raw[b + 3] or 0), n = tonumber(raw[b + 4]), o = tonumber(raw[b + 5]),
-             m = raw[b + 6]}
-    if st[j].n == nil then  -- a window length new to this token: build it from the trades
-      st[j].n = 0
-      if head ~= nil then
-        local inside = redis.call('ZRANGEBYSCORE', z, '(' .. (head - w), '+inf', 'WITHSCORES')
-        for x = 1, #inside, 2 do
-          local _, c, _, sd = parse(inside[x])
-          st[j].v, st[j].n = st[j].v + c, st[j].n + 1
-          if sd == 'b' then st[j].b = st[j].b + c else st[j].s = st[j].s + c end
-          if x == 1 then st[j].o, st[j].m = tonumber(inside[x + 1]), inside[x] end
+local function state_of(k)
+  local st = states[k]
+  if st then return st end
+  local raw = redis.call('GET', KEYS[3 * k - 1])
+  st = raw and cmsgpack.unpack(raw) or {x = 0, hp = ''}
+  for j, w in ipairs(lengths[k]) do
+    if st[names[k][j]] == nil then  -- a window length new to this token: built from the trades
+      local x = {v = 0, b = 0, s = 0, n = 0, o = 0, m = '', p = ''}
+      if st.head ~= nil then
+        local inside = redis.call('ZRANGEBYSCORE', KEYS[3 * k - 2], '(' .. (st.head - w), '+inf')
+        for _, m in ipairs(inside) do
+          local _, c, _, sd = parse(m)
+          x.v, x.n = x.v + c, x.n + 1
+          if sd == 'b' then x.b = x.b + c else x.s = x.s + c end
         end
+        first_after(KEYS[3 * k - 2], st.head - w, x)
       end
+      st[names[k][j]] = x
+      dirty[k] = true
     end
   end
-  local fresh = head == nil or ts > head - longest
-  local member = id .. '|' .. f[3] .. '|' .. price .. '|' .. side
+  states[k] = st
+  return st
+end
+local function result_of(k, st)
+  local out = {}
+  for _, name in ipairs(names[k]) do
+    local x = st[name]
+    out[#out + 1] = x.v; out[#out + 1] = x.b; out[#out + 1] = x.s; out[#out + 1] = x.n
+    out[#out + 1] = x.p; out[#out + 1] = st.hp
+  end
+  return out
+end
+local out = {}
+for i = tokens + 3, #ARGV, 6 do
+  local k, ts, cents, price, side, id =
+    tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
+    ARGV[i + 5]
+  local z, seen = KEYS[3 * k - 2], KEYS[3 * k]
+  local ws = lengths[k]
+  local st = state_of(k)
+  local fresh = st.head == nil or ts > st.head - ws[#ws]
+  local member = id .. '|' .. ARGV[i + 2] .. '|' .. price .. '|' .. side
   local result = nil
   if fresh and redis.call('ZADD', z, 'NX', ts, member) == 0 then
-    result = redis.call('HGET', seen, id)  -- seen before: judged as it was then
+    local saved = redis.call('HGET', seen, id)  -- seen before: judged as it was then
+    if saved then result = cmsgpack.unpack(saved) end
   elseif fresh then
-    if head == nil or ts > head or (ts == head and member > hm) then head, hm = ts, member end
-    local fields = {'head', head, 'hm', hm}
+    if st.head == nil or ts > st.head or (ts == st.head and member > st.hm) then
+      st.head, st.hm, st.hp = ts, member, price
+    end
+    local head = st.head
     for j, w in ipairs(ws) do
-      local x = st[j]
+      local x = st[names[k][j]]
       if ts > head - w then
         x.v, x.n = x.v + cents, x.n + 1
         if side == 'b' then x.b = x.b + cents else x.s = x.s + cents end
-        if x.o == nil or ts < x.o or (ts == x.o and member < x.m) then x.o, x.m = ts, member end
+        if x.m == '' or ts < x.o or (ts == x.o and member < x.m) then
+          x.o, x.m, x.p = ts, member, price
+        end
       end
-      if x.o ~= nil and x.o <= head - w then
+      if x.m ~= '' and x.o <= head - w then
         local old = redis.call('ZRANGEBYSCORE', z, x.o, head - w)
         local gone = {}
         for _, m in ipairs(old) do
@@ -125,29 +134,40 @@ for i = tokens + 2, #ARGV do
           for from = 1, #gone, 1000 do  -- unpack has a stack limit
             redis.call('HDEL', seen, unpack(gone, from, math.min(from + 999, #gone)))
           end
+          st.x = 0  -- the hash may have gone with its last field: renew the TTLs
         end
-        local first = redis.call('ZRANGEBYSCORE', z, '(' .. (head - w), '+inf', 'WITHSCORES',
-                                 'LIMIT', 0, 1)
-        x.o, x.m = tonumber(first[2]), first[1]
+        first_after(z, head - w, x)
       end
-      fields[#fields + 1] = 'v:' .. w; fields[#fields + 1] = x.v
-      fields[#fields + 1] = 'b:' .. w; fields[#fields + 1] = x.b
-      fields[#fields + 1] = 's:' .. w; fields[#fields + 1] = x.s
-      fields[#fields + 1] = 'n:' .. w; fields[#fields + 1] = x.n
-      fields[#fields + 1] = 'o:' .. w; fields[#fields + 1] = x.o
-      fields[#fields + 1] = 'm:' .. w; fields[#fields + 1] = x.m
     end
-    result = result_of(ws, st, hm)
-    redis.call('HSET', h, unpack(fields))
-    redis.call('HSET', seen, id, result)
+    result = result_of(k, st)
+    redis.call('HSET', seen, id, cmsgpack.pack(result))
+    dirty[k] = true
   end
-  out[#out + 1] = result or result_of(ws, st, hm)
+  out[#out + 1] = result or result_of(k, st)
 end
-for k = 1, tokens do
-  local ttl = 2 * lengths[k][#lengths[k]] + 60000
-  for j = 3 * k - 2, 3 * k do redis.call('PEXPIRE', KEYS[j], ttl) end
+for k, st in pairs(states) do
+  if dirty[k] then
+    local renew = now - st.x > 10000
+    if renew then st.x = now end
+    redis.call('SET', KEYS[3 * k - 1], cmsgpack.pack(st), 'KEEPTTL')
+    if renew then
+      local ttl = 2 * lengths[k][#lengths[k]] + 60000
+      for j = 3 * k - 2, 3 * k do redis.call('PEXPIRE', KEYS[j], ttl) end
+    end
+  end
 end
 return out
+"""
+
+# The window of one length as it stands (for tools and tests).
+# KEYS: the token's state; ARGV: the window length in ms. Returns v, b, s, n, first and last price.
+_SNAPSHOT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0, 0, 0, 0, '', ''} end
+local st = cmsgpack.unpack(raw)
+local x = st['w' .. ARGV[1]]
+if not x then return {0, 0, 0, 0, '', st.hp} end
+return {x.v, x.b, x.s, x.n, x.p, st.hp}
 """
 
 
@@ -167,14 +187,12 @@ class Windows:
         self.client = client
         self.keys = keys
         self._observe = client.register_script(_OBSERVE)
+        self._snapshot = client.register_script(_SNAPSHOT)
 
     def snapshot(self, task_id: int, ca: str, seconds: int) -> WindowStats:
         """The window as it stands now (read-only; for tools and tests)."""
-        w = seconds * 1000
-        names = ["hm", f"v:{w}", f"b:{w}", f"s:{w}", f"n:{w}", f"m:{w}"]
-        hm, vol, buy, sell, n, first = self.client.hmget(self.keys.window_state(task_id, ca), names)
-        prices = [_price(member) if member else "" for member in (first, hm)]
-        return _stats(seconds, "|".join([*(str(v or 0) for v in (vol, buy, sell, n)), *prices]))
+        reply = self._snapshot(keys=[self.keys.window_state(task_id, ca)], args=[seconds * 1000])
+        return _stats(seconds, reply)
 
     def observe(self, observations: Sequence[Observation]) -> list[dict[int, WindowStats]]:
         """Add each trade to its token's windows (once, ever) and return, per trade, each
@@ -184,7 +202,7 @@ class Windows:
         slots: dict[tuple[int, str], int] = {}
         keys: list[str] = []
         lengths: list[str] = []
-        trades: list[str] = []
+        trades: list[object] = []
         for obs in observations:
             event = obs.event
             slot = (obs.task_id, event.ca)
@@ -197,34 +215,32 @@ class Windows:
                     self.keys.window_seen(*slot),
                 ]
                 lengths.append(",".join(str(s * 1000) for s in sorted(obs.seconds)))
-            trades.append(
-                f"{index}|{event.ts_ms}|{round(event.amount_usd * 100)}|{event.price_usd!r}|"
-                f"{'b' if event.side == 'buy' else 's'}|{event.tx_hash}:{event.log_index}"
-            )
-        replies = self._observe(keys=keys, args=[len(slots), *lengths, *trades])
+            trades += [
+                index,
+                event.ts_ms,
+                round(event.amount_usd * 100),
+                repr(event.price_usd),
+                "b" if event.side == "buy" else "s",
+                f"{event.tx_hash}:{event.log_index}",
+            ]
+        now_ms = int(time.time() * 1000)
+        replies = self._observe(keys=keys, args=[len(slots), now_ms, *lengths, *trades])
         results = []
         for obs, reply in zip(observations, replies, strict=True):
-            text = reply.decode() if isinstance(reply, bytes) else reply
             ordered = sorted(obs.seconds)
-            results.append(
-                {s: _stats(s, part) for s, part in zip(ordered, text.split(";"), strict=True)}
-            )
+            results.append({s: _stats(s, reply[6 * j : 6 * j + 6]) for j, s in enumerate(ordered)})
         return results
 
 
-def _price(member: str | bytes) -> str:
-    text = member.decode() if isinstance(member, bytes) else member
-    return text.split("|")[2]
-
-
-def _stats(seconds: int, text: str) -> WindowStats:
-    vol, buy, sell, trades, open_price, last_price = text.split("|")
+def _stats(seconds: int, fields: Sequence[int | bytes]) -> WindowStats:
+    """One window from the script's six fields: cents volume, buys, sells; trades; prices."""
+    vol, buy, sell, trades, open_price, last_price = fields
     return WindowStats(
-        seconds=seconds,
-        volume_usd=int(vol) / 100,
-        buy_usd=int(buy) / 100,
-        sell_usd=int(sell) / 100,
-        trades=int(trades),
-        open_price=float(open_price) if open_price else 0.0,
-        last_price=float(last_price) if last_price else 0.0,
+        seconds,
+        int(vol) / 100,
+        int(buy) / 100,
+        int(sell) / 100,
+        int(trades),
+        float(open_price) if open_price else 0.0,
+        float(last_price) if last_price else 0.0,
     )

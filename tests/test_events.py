@@ -21,6 +21,14 @@ def test_round_trip():
     assert event.identity == ("bsc", GOOD["tx_hash"], 2)
 
 
+def test_optional_metrics_may_be_null_and_integers_are_numbers():
+    event = from_wire(
+        {**GOOD, "market_cap_usd": None, "block_number": None, "amount_usd": 12, "epoch": 0}
+    )
+    assert event.market_cap_usd is None and event.block_number is None
+    assert event.amount_usd == 12.0 and isinstance(event.amount_usd, float)
+
+
 def test_numbers_as_strings_are_accepted():
     event = from_wire({**GOOD, "log_index": "7", "amount_usd": "1.5"})
     assert event.log_index == 7 and event.amount_usd == 1.5
@@ -35,6 +43,11 @@ def test_numbers_as_strings_are_accepted():
         ({"amount_usd": -3}, "event.amount_usd"),
         ({"log_index": 1.5}, "event.log_index"),
         ({"log_index": True}, "event.log_index"),
+        ({"task_id": None}, "event.task_id"),
+        ({"amount_token": None}, "event.amount_token"),
+        ({"price_usd": float("inf")}, "event.price_usd"),
+        ({"amount_usd": -0.5}, "event.amount_usd"),
+        ({"market_cap_usd": False}, "event.market_cap_usd"),
         ({"tx_hash": ""}, "missing field(s) tx_hash"),
         ({"colour": "red"}, "unknown field(s) colour"),
     ],
