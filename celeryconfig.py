@@ -60,3 +60,28 @@ worker_hijack_root_logger = False
 worker_soft_shutdown_timeout = _settings.handover_timeout_s + 5
 timezone = "UTC"
 enable_utc = True
+
+# --- beat: the control plane's jobs (`kakarot_workers.jobs`), on queue `control` -----------------
+# RedBeat keeps the schedule in Redis and holds a lock, so a second beat (HA) waits as a standby:
+# it tries every `beat_max_loop_interval` and takes over when the lock lapses, well within a
+# minute (RedBeat's default lock, 5 × the max interval, would be 25 minutes with Celery's 300 s).
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = _settings.redis_url
+redbeat_key_prefix = f"{_settings.redis_key_prefix}kakarot:beat:"
+redbeat_lock_timeout = _settings.beat_lock_timeout_s
+beat_max_loop_interval = _settings.beat_max_interval_s
+
+
+def _every(seconds: float, task: str) -> dict:
+    # A job that waited longer than its own interval is dropped: the next one is on its way.
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
+beat_schedule = {
+    "allocate": _every(_settings.beat_allocate_s, "kakarot.control.allocate"),
+    "reconcile": _every(_settings.beat_reconcile_s, "kakarot.control.reconcile"),
+    "check_timeouts": _every(_settings.beat_check_timeouts_s, "kakarot.control.check_timeouts"),
+    "sync_heartbeats": _every(_settings.beat_sync_heartbeats_s, "kakarot.control.sync_heartbeats"),
+    "poll_configs": _every(_settings.beat_poll_configs_s, "kakarot.control.poll_configs"),
+    "sweep_outbox": _every(_settings.beat_sweep_outbox_s, "kakarot.notify.sweep_outbox"),
+}

@@ -6,22 +6,26 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kakarot_workers.addresses import check_chain, normalize_address
 from kakarot_workers.batches import get_task
 from kakarot_workers.db.models import (
+    MonitorBatch,
     MonitorConfig,
     MonitorTask,
     MonitorTaskConfig,
     MonitorTaskTarget,
 )
 from kakarot_workers.errors import InputError, NotFoundError
+from kakarot_workers.keys import Keys
 from kakarot_workers.notify import parse_notify_methods
 from kakarot_workers.rules import parse_events_config, parse_interval
 from kakarot_workers.sources import SOURCE_KINDS
@@ -218,9 +222,82 @@ def list_tasks(session: Session) -> list[dict[str, Any]]:
             "epoch": t.current_epoch,
             "targets": counts.get(t.id, 0),
             "last_heartbeat": t.last_heartbeat,
+            "health": t.health,
+            "health_reason": t.health_reason,
         }
         for t in tasks
     ]
+
+
+def list_batches(session: Session, task_id: int | None = None) -> list[dict[str, Any]]:
+    """The batches of undeleted tasks that are not retired (one task's with `task_id`)."""
+    query = (
+        select(MonitorBatch)
+        .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
+        .where(MonitorBatch.status != "retired", MonitorTask.del_flag == 0)
+        .order_by(MonitorBatch.task_id, MonitorBatch.epoch, MonitorBatch.batch_no)
+    )
+    if task_id is not None:
+        query = query.where(MonitorBatch.task_id == task_id)
+    return [
+        {
+            "id": b.id,
+            "task_id": b.task_id,
+            "batch_no": b.batch_no,
+            "epoch": b.epoch,
+            "item_count": b.item_count,
+            "status": b.status,
+            "consumer_id": b.consumer_id,
+            "worker_id": b.worker_id,
+            "worker_pid": b.worker_pid,
+            "last_heartbeat": b.last_heartbeat,
+            "total_alerts": b.total_alerts,
+        }
+        for b in session.scalars(query)
+    ]
+
+
+def list_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every node that left metrics in Redis, online while its heartbeat key lives (TTL)."""
+    names = sorted(client.scan_iter(match=keys.node_pattern, count=500))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        node_id = name[len(keys.node_metrics("")) :]
+        pipe.hgetall(name)
+        pipe.get(keys.node_heartbeat(node_id))
+    replies = pipe.execute()
+    nodes = []
+    for index, name in enumerate(names):
+        metrics, beat = replies[2 * index], replies[2 * index + 1]
+        node_id = name[len(keys.node_metrics("")) :]
+        last = metrics.get("updated_at")
+        nodes.append(
+            {
+                "node_id": node_id,
+                "online": beat is not None,
+                "batches": int(metrics.get("portfolio_count") or 0),
+                "queue_size": int(metrics.get("queue_size") or 0),
+                "cpu_pct": float(metrics.get("cpu_usage") or 0),
+                "memory_mib": float(metrics.get("memory_usage") or 0),
+                "queues": metrics.get("queues", ""),
+                "last_heartbeat": datetime.fromisoformat(beat or last) if (beat or last) else None,
+            }
+        )
+    return nodes
+
+
+def ago(then: datetime | None, now: datetime | None = None) -> str:
+    """'25s ago', '3m ago', '2h ago', '4d ago'; '-' for never."""
+    if then is None:
+        return "-"
+    now = now or datetime.now(UTC)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def config_as_dict(config: MonitorConfig) -> dict[str, Any]:

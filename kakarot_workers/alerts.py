@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kakarot_workers import delivery, runtime
 from kakarot_workers.alert_log import AlertDraft, dedup_key, record_alerts
 from kakarot_workers.celery_app import app
+from kakarot_workers.config_versions import announced
 from kakarot_workers.configs import ProfileCache, TaskProfile
 from kakarot_workers.cooldown import Claim, Cooldowns
 from kakarot_workers.db.session import session_scope
@@ -48,7 +49,11 @@ def _count_rejected_config(_message: str) -> None:
     runtime.redis_client().incr(runtime.keys().configs_rejected)
 
 
-_profiles = ProfileCache(get_settings().config_cache_ttl_s, on_reject=_count_rejected_config)
+_profiles = ProfileCache(
+    get_settings().config_cache_ttl_s,
+    on_reject=_count_rejected_config,
+    debounce_s=get_settings().config_debounce_s,
+)
 _stores: dict[int, tuple[Windows, Cooldowns]] = {}
 
 
@@ -215,6 +220,9 @@ def process(events: list[SwapEvent]) -> tuple[int, Counter[str]]:
     for event in events:
         by_task[event.task_id].append(event)
     profiles = {task_id: _profiles.fresh(task_id) for task_id in by_task}
+    in_use = sorted({p.rules.config_id for p in profiles.values() if p is not None})
+    if in_use and _profiles.note(announced(client, keys, in_use)):  # a newer version: re-read
+        profiles = {task_id: _profiles.fresh(task_id) for task_id in by_task}
     stale = [task_id for task_id, profile in profiles.items() if profile is None]
     if stale:
         with session_scope() as session:

@@ -53,7 +53,12 @@ class KakarotCelery(Celery):  # type: ignore[misc]
 
 app = KakarotCelery(
     "kakarot_workers",
-    include=["kakarot_workers.stream", "kakarot_workers.alerts", "kakarot_workers.delivery"],
+    include=[
+        "kakarot_workers.stream",
+        "kakarot_workers.alerts",
+        "kakarot_workers.delivery",
+        "kakarot_workers.jobs",
+    ],
 )
 app.config_from_object("celeryconfig")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -135,6 +136,18 @@ def config_show(config_id: Annotated[int, typer.Argument(help="Config id.")]) ->
 
 
 # --- task -----------------------------------------------------------------------------------
+@config_cli.command("publish")
+def config_publish(
+    config_id: Annotated[int, typer.Option(help="Config id.")],
+) -> None:
+    """Bump a config's version and publish it on `monitor:config:changed` (as the backend
+    does after an edit): every alert worker judges with it within a second."""
+    from kakarot_workers.config_versions import publish_config
+
+    version = publish_config(config_id)
+    typer.echo(f"config {config_id}: version {version} published")
+
+
 @task_cli.command("create")
 def task_create(
     name: Annotated[str, typer.Option(help="Task name.")],
@@ -269,6 +282,115 @@ def reconcile_cmd(
         f"dispatched {len(report.dispatched)} {report.dispatched}; "
         f"retired {len(report.retired)} {report.retired}"
     )
+
+
+@cli.command("nodes")
+def nodes_cmd() -> None:
+    """The fleet's nodes: batches, queue, CPU, memory, last heartbeat, online (heartbeat TTL)."""
+    from kakarot_workers import runtime
+    from kakarot_workers.admin import ago, list_nodes
+
+    nodes = list_nodes(runtime.redis_client(), runtime.keys())
+    table = Table(
+        "Node ID",
+        "Batches",
+        "Queue Size",
+        "CPU Usage",
+        "Memory",
+        "Last Heartbeat",
+        "State",
+        title="Kakarot nodes",
+    )
+    for n in nodes:
+        table.add_row(
+            n["node_id"],
+            str(n["batches"]),
+            str(n["queue_size"]),
+            f"{n['cpu_pct']:.1f}%",
+            f"{n['memory_mib']:.0f} MiB",
+            ago(n["last_heartbeat"]),
+            "[green]online[/green]" if n["online"] else "[red]offline[/red]",
+        )
+    console.print(table if nodes else "no nodes have reported (is a worker running?)")
+
+
+@cli.command("batches")
+def batches_cmd(
+    task_id: Annotated[int | None, typer.Option(help="Only this task's batches.")] = None,
+) -> None:
+    """Batches that are not retired: epoch, size, status, consumer, last heartbeat."""
+    from kakarot_workers.admin import ago, list_batches
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        rows = list_batches(session, task_id)
+    table = Table("id", "task", "no", "epoch", "items", "status", "worker", "last heartbeat")
+    for b in rows:
+        table.add_row(
+            str(b["id"]),
+            str(b["task_id"]),
+            str(b["batch_no"]),
+            str(b["epoch"]),
+            str(b["item_count"]),
+            b["status"],
+            b["worker_id"] or "-",
+            ago(b["last_heartbeat"]),
+        )
+    console.print(table)
+
+
+@cli.command("tasks")
+def tasks_cmd() -> None:
+    """Tasks: type, chain, epoch, targets, last heartbeat and health (check_timeouts)."""
+    from kakarot_workers.admin import ago, list_tasks
+    from kakarot_workers.db.session import session_scope
+
+    with session_scope() as session:
+        rows = list_tasks(session)
+    table = Table("id", "name", "type", "chain", "epoch", "targets", "last heartbeat", "health")
+    for t in rows:
+        health = t["health"] or "-"
+        if t["health_reason"]:
+            health += f" ({t['health_reason']})"
+        table.add_row(
+            str(t["id"]),
+            t["name"],
+            t["type"],
+            t["chain"],
+            str(t["epoch"]),
+            str(t["targets"]),
+            ago(t["last_heartbeat"]),
+            health,
+        )
+    console.print(table)
+
+
+@cli.command("hub")
+def hub_cmd(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8780,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Run the backend-compatible WebSocket hub (and its read-only /api/v1) until Ctrl-C."""
+    import asyncio
+
+    from kakarot_workers.hub import Hub
+    from kakarot_workers.settings import get_settings
+
+    settings = get_settings()
+    token = settings.hub_token.get_secret_value() if settings.hub_token else None
+    hub = Hub(
+        host,
+        port,
+        token=token,
+        write_heartbeats=settings.heartbeat_writer == "hub",
+        epoch_poll_s=settings.hub_epoch_poll_s,
+    )
+    typer.echo(
+        f"hub on ws://{host}:{port} (GET /api/v1/tasks|batches|nodes); heartbeat writer: "
+        f"{'this hub' if hub.write_heartbeats else settings.heartbeat_writer}; Ctrl-C to stop"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(hub.serve())
 
 
 @cli.command("simulator")

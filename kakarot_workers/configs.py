@@ -1,14 +1,16 @@
 """A task's config as the alert pool uses it: rules and channels, cached by config id + version.
 
-Each task's config row (id, version) is re-read at most every `ttl_s`; a version already parsed
-is not parsed again. An invalid version is refused (the error names the field) and the last
-valid version of the same config stays in force; with none, the task's events are skipped
-until the config is fixed, rather than judged by rules nobody wrote.
+Each task's config row (id, version) is re-read when a newer version is announced (`note`, at
+most once per `debounce_s`; see `config_versions`), and at the latest every `ttl_s`; a version
+already parsed is not parsed again. An invalid version is refused (the error names the field)
+and the last valid version of the same config stays in force; with none, the task's events are
+skipped until the config is fixed, rather than judged by rules nobody wrote.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -63,9 +65,16 @@ def _float(value: object) -> float | None:
 class ProfileCache:
     """Task profiles, re-checked against the config's version every `ttl_s`."""
 
-    def __init__(self, ttl_s: float, on_reject: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        on_reject: Callable[[str], None] | None = None,
+        debounce_s: float = 2.0,
+    ) -> None:
         self.ttl_s = ttl_s
         self.on_reject = on_reject
+        self.debounce_s = debounce_s
+        self._reloaded_at: dict[int, float] = {}  # config id → when a notice last reloaded it
         self._checked: dict[int, tuple[float, TaskProfile]] = {}
         self._valid: dict[int, TaskProfile] = {}  # config id → last valid version's profile
         self._refused: set[tuple[int, int]] = set()
@@ -111,6 +120,33 @@ class ProfileCache:
                 for task_id, (_, profile) in list(self._checked.items()):
                     if profile.rules.config_id == config_id:
                         del self._checked[task_id]
+
+    def note(self, announced: dict[int, int]) -> set[int]:
+        """Announced versions (config id → version): re-read each config whose announced
+        version is newer than the one in force, unless it was re-read within the debounce
+        period (then the first message after it does). Return the configs to re-read now."""
+        now = time.monotonic()
+        reload = set()
+        with self._lock:
+            in_force: dict[int, int] = {}
+            for _, profile in self._checked.values():
+                rules = profile.rules
+                in_force[rules.config_id] = max(
+                    rules.config_version, in_force.get(rules.config_id, -1)
+                )
+            for config_id, version in announced.items():
+                if version <= in_force.get(config_id, version) or (
+                    (config_id, version) in self._refused
+                ):
+                    continue
+                if now - self._reloaded_at.get(config_id, -math.inf) < self.debounce_s:
+                    continue
+                self._reloaded_at[config_id] = now
+                reload.add(config_id)
+            for task_id, (_, profile) in list(self._checked.items()):
+                if profile.rules.config_id in reload:
+                    del self._checked[task_id]
+        return reload
 
     def _profile(self, task_id: int, chain: str, config: MonitorConfig) -> TaskProfile:
         with self._lock:

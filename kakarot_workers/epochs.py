@@ -206,7 +206,13 @@ def _write_target_mirror(
         session.connection().execute(
             update(MonitorTaskTarget.__table__)
             .where(MonitorTaskTarget.__table__.c.id == bindparam("tid"))
-            .values(batch_id=bindparam("bid"), batch_order=bindparam("border")),
+            # update_time is the backend's: it marks edits of the target (the allocate job
+            # looks for them), not where we placed it
+            .values(
+                batch_id=bindparam("bid"),
+                batch_order=bindparam("border"),
+                update_time=MonitorTaskTarget.__table__.c.update_time,
+            ),
             changes,
         )
         session.expire_all()

@@ -109,7 +109,8 @@ class Keys:
         return self._k(f"kakarot:win:{task_id}:{ca}:z")
 
     def window_state(self, task_id: int, ca: str) -> str:
-        """Hash: per window length the running sums (cents) and first trade; the newest trade."""
+        """msgpack map: per window length the running sums (cents) and first trade; the newest
+        trade (see `windows`)."""
         return self._k(f"kakarot:win:{task_id}:{ca}:h")
 
     def window_seen(self, task_id: int, ca: str) -> str:
@@ -140,6 +141,39 @@ class Keys:
     def configs_rejected(self) -> str:
         """Counter of config versions refused as invalid (the last valid one stayed in force)."""
         return self._k("kakarot:stats:configs_rejected")
+
+    # --- control plane ----------------------------------------------------------------------
+    @property
+    def beat_prefix(self) -> str:
+        """RedBeat's keys (the schedule and the lock of the active beat)."""
+        return self._k("kakarot:beat:")
+
+    @property
+    def config_versions(self) -> str:
+        """Hash config id → the newest version announced (Pub/Sub notices and the poll_configs
+        job raise it, never lower it); alert workers reload a config whose version is newer."""
+        return self._k("kakarot:config:versions")
+
+    @property
+    def config_notices_rejected(self) -> str:
+        """Counter of `monitor:config:changed` messages refused as malformed."""
+        return self._k("kakarot:stats:config_notices_rejected")
+
+    @property
+    def target_signatures(self) -> str:
+        """Hash task id → signature of its active targets at its last allocation."""
+        return self._k("kakarot:alloc:signatures")
+
+    @property
+    def backend_outbox(self) -> str:
+        """List of JSON events (batch_status, task_status) for the backend, sent by whichever
+        node's backend client is connected."""
+        return self._k("kakarot:backend:outbox")
+
+    @property
+    def tasks_failed(self) -> str:
+        """Counter of tasks check_timeouts marked failed."""
+        return self._k("kakarot:stats:tasks_failed")
 
     @property
     def node_pattern(self) -> str:

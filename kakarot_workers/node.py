@@ -7,9 +7,11 @@ shutdown. It keeps
   `queue_size` = events buffered in this node's consumers, `cpu_usage` %, `memory_usage` MiB RSS,
   `total_events`, `backpressure_count`, `dropped_events`) plus `batch_count`, `reconnects`,
   `pid`, `hostname`, `updated_at`. No TTL: removed on a clean shutdown;
-- the `monitor_batch_v2` rows of the batches it serves (status, consumer, worker, pid,
-  last_heartbeat) and their tasks' `last_heartbeat`, written in bulk every `db_heartbeat_s`,
-  never once per event.
+- with `heartbeat_writer=node`, the `monitor_batch_v2` rows of the batches it serves (status,
+  consumer, worker, pid, last_heartbeat) and their tasks' `last_heartbeat`, written in bulk every
+  `db_heartbeat_s`, never once per event (by default beat's sync_heartbeats writes them);
+- a listener of `monitor:config:changed` (`config_versions.ConfigListener`) unless
+  `config_pubsub` is off.
 
 Stream consumers run as threads of this process (the streams pool is `threads`), so the registry
 here sees them all.
@@ -33,6 +35,8 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from kakarot_workers import runtime
+from kakarot_workers.backend_client import BackendClient
+from kakarot_workers.config_versions import ConfigListener
 from kakarot_workers.db.models import MonitorBatch, MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.settings import get_settings
@@ -52,6 +56,9 @@ class Held(Protocol):
 
     @property
     def pending(self) -> int: ...
+
+    @property
+    def epoch(self) -> int: ...
 
 
 @dataclass
@@ -84,6 +91,8 @@ class NodeAgent:
         self._threads: list[threading.Thread] = []
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first reading is meaningless; prime it
+        self.config_listener: ConfigListener | None = None
+        self.backend: BackendClient | None = None
 
     # --- the consumers of this process ----------------------------------------------------
     def hold(self, consumer: Held) -> None:
@@ -101,12 +110,34 @@ class NodeAgent:
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
-        for name, interval, beat in (
-            ("node-heartbeat", self.heartbeat_s, self.beat),
-            ("node-db-heartbeat", self.db_heartbeat_s, self.write_rows),
-        ):
+        settings = get_settings()
+        beats: list[tuple[str, float, Callable[[], None]]] = [
+            ("node-heartbeat", self.heartbeat_s, self.beat)
+        ]
+        if settings.heartbeat_writer == "node":
+            beats.append(("node-db-heartbeat", self.db_heartbeat_s, self.write_rows))
+        for name, interval, beat in beats:
             thread = threading.Thread(
                 target=self._every, args=(interval, beat), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        if settings.backend_ws_url:
+            token = settings.backend_token.get_secret_value() if settings.backend_token else None
+            self.backend = BackendClient(
+                settings.backend_ws_url,
+                self.node_id,
+                batches=self.batch_report,
+                on_batch_reload=self.batch_reload,
+                token=token,
+                heartbeat_s=settings.backend_heartbeat_s,
+                ping_s=settings.backend_heartbeat_s,
+                max_backoff_s=settings.reconnect_max_backoff_s,
+            ).start()
+        if settings.config_pubsub:
+            self.config_listener = ConfigListener(self._stop)
+            thread = threading.Thread(
+                target=self.config_listener.run, name="config-listener", daemon=True
             )
             thread.start()
             self._threads.append(thread)
@@ -115,6 +146,8 @@ class NodeAgent:
     def stop(self) -> None:
         """Stop beating and remove the node keys (a clean shutdown)."""
         self._stop.set()
+        if self.backend is not None:
+            self.backend.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
@@ -131,6 +164,36 @@ class NodeAgent:
                 log.warning("node %s: %s failed: %s", self.node_id, beat.__name__, exc)
             if self._stop.wait(interval):
                 return
+
+    # --- the backend's questions ---------------------------------------------------------
+    def batch_report(self) -> list[dict[str, object]]:
+        """This node's batches as a backend heartbeat lists them."""
+        return [
+            {
+                "batch_id": h.batch_id,
+                "task_id": h.task_id,
+                "status": h.status,
+                "progress": 100 if h.status == "running" else 0,
+            }
+            for h in self.held()
+        ]
+
+    def batch_reload(self, task_id: int, epoch: int) -> str:
+        """The backend says a task's allocation changed: re-read its epoch; when this node
+        serves batches of an older one, reconcile the task now (its new batches are dispatched,
+        the old ones hand over and retire) and answer `reloading`, else `skipping`."""
+        from kakarot_workers import control  # imports the Celery app, which imports this module
+
+        with session_scope() as session:
+            task = session.get(MonitorTask, task_id)
+            current = task.current_epoch if task is not None else None
+        mine = [h for h in self.held() if h.task_id == task_id]
+        if current is None or not mine or all(h.epoch >= current for h in mine):
+            log.info("batch_reload task %s epoch %s: skipping (epoch %s)", task_id, epoch, current)
+            return "skipping"
+        control.reconcile(task_id)
+        log.info("batch_reload task %s: epoch %s → %s, reloading", task_id, mine[0].epoch, current)
+        return "reloading"
 
     # --- the beats -----------------------------------------------------------------------
     def metrics(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -127,6 +127,30 @@ class Settings(BaseSettings):
     # Node heartbeat (`heartbeat:node:{id}`, TTL 3×) and metrics interval; DB heartbeat writes.
     node_heartbeat_s: float = Field(default=10.0, gt=0)
     db_heartbeat_s: float = Field(default=10.0, gt=0)
+    # Who writes batch heartbeats to `monitor_batch_v2`: `beat` (the sync_heartbeats job copies
+    # the consumers' Redis status in bulk), `node` (each worker writes its own batches' rows), or
+    # `hub` (`kakarot hub`, from the heartbeats nodes send it). One writer, never two.
+    heartbeat_writer: Literal["beat", "node", "hub"] = "beat"
+    # --- control plane (celery beat, queue `control`) -------------------------------------
+    beat_allocate_s: float = Field(default=30.0, gt=0)
+    beat_reconcile_s: float = Field(default=5.0, gt=0)
+    beat_check_timeouts_s: float = Field(default=60.0, gt=0)
+    beat_sync_heartbeats_s: float = Field(default=10.0, gt=0)
+    beat_poll_configs_s: float = Field(default=5.0, gt=0)
+    beat_sweep_outbox_s: float = Field(default=60.0, gt=0)
+    # The active beat holds a Redis lock of this length (RedBeat), renewed every tick; a standby
+    # tries every `beat_max_interval_s`, so it takes over within the sum of the two.
+    beat_lock_timeout_s: int = Field(default=30, ge=5)
+    beat_max_interval_s: float = Field(default=5.0, gt=0)
+    # A running batch whose heartbeat is older than this (and has no live lease) becomes `stale`.
+    batch_stale_s: float = Field(default=90.0, gt=0)
+    # A running task with no heartbeat this long (since its creation, without one) is failed.
+    task_timeout_s: float = Field(default=3600.0, gt=0)
+    # --- config hot reload ----------------------------------------------------------------
+    # Workers listen on `monitor:config:changed`; off, only the poll_configs job tells them.
+    config_pubsub: bool = True
+    # A config is reloaded at most once per this many seconds (later versions wait for it).
+    config_debounce_s: float = Field(default=2.0, ge=0)
     # --- evm source -----------------------------------------------------------------------
     # Per chain: {"ws_url", "http_url" (back-fill; defaults to ws_url's HTTP twin), "factory",
     # "quotes": {address: usd price or null for the wrapped native}, "wrapped_native",
@@ -138,7 +162,9 @@ class Settings(BaseSettings):
     # when the owner died are fenced off there, and come back through here (de-duplicated).
     evm_backfill_overlap_blocks: int = Field(default=20, ge=0)
     # --- alert pool -----------------------------------------------------------------------
-    config_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # Changes arrive through the versions the control plane announces; this re-read is a
+    # safety net (a version bumped without a notice and before the next poll).
+    config_cache_ttl_s: float = Field(default=60.0, ge=0)
     explorer_tx_url: dict[str, str] = Field(
         default_factory=lambda: {
             "eth": "https://etherscan.io/tx/{tx}",
@@ -167,6 +193,12 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     backend_ws_url: str | None = None
     backend_token: SecretStr | None = None
+    # The node's heartbeat (and ping) to the backend WebSocket.
+    backend_heartbeat_s: float = Field(default=30.0, gt=0)
+    # `kakarot hub`: its bearer token (none: open, for loopback use) and how often it reads
+    # the tasks' epochs to send batch_reload.
+    hub_token: SecretStr | None = None
+    hub_epoch_poll_s: float = Field(default=2.0, gt=0)
     notify_timeout_s: float = Field(default=10.0, gt=0)
     # A notification is tried this many times (429 honours Retry-After, 5xx and network errors
     # back off exponentially up to `notify_max_backoff_s`), then recorded as failed.

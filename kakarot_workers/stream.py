@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from kakarot_workers import leases, node, runtime
+from kakarot_workers import backend_client, leases, node, runtime
 from kakarot_workers.batches import BatchPlan, load_batch_plan, set_batch_status
 from kakarot_workers.celery_app import app
 from kakarot_workers.control import redispatch
@@ -106,6 +106,7 @@ class BatchConsumer:
         self.handover_timeout_s = settings.handover_timeout_s
         self._checkpoint: int | None = None
         self._reconnects_seen = 0
+        self._reported_status: str | None = None
         self._stop = threading.Event()
         self._shutting_down = False
         self._handing_over = False
@@ -347,10 +348,22 @@ class BatchConsumer:
                 "frames_rejected": self.source.stats.frames_rejected,
                 "reconnects": self.source.stats.reconnects,
                 "updated_ms": int(time.time() * 1000),
+                "pid": os.getpid(),
             },
         )
         pipe.expire(key, self.status_ttl_s)
         pipe.execute()
+        if status != self._reported_status:  # the backend hears of changes only
+            self._reported_status = status
+            backend_client.send_event(
+                "batch_status",
+                {
+                    "batch_id": self.batch_id,
+                    "task_id": self.task_id,
+                    "status": status,
+                    "message": f"{self.consumer_id} epoch {self.epoch}",
+                },
+            )
 
 
 def read_checkpoint(batch_id: int) -> int | None:

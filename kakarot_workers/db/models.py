@@ -86,6 +86,13 @@ class MonitorTask(_Timestamps, Base):
     del_flag: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     current_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+    # Health as check_timeouts sees it: NULL (never judged), `ok`, or `failed` (no heartbeat for
+    # the timeout) with the reason and when. A failed task keeps being served: reconcile goes on.
+    health: Mapped[str | None] = mapped_column(String(16))
+    health_reason: Mapped[str | None] = mapped_column(String(500))
+    health_time: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("idx_task_heartbeat", "last_heartbeat"),)
 
 
 class MonitorTaskConfig(Base):
@@ -144,6 +151,7 @@ class MonitorBatch(_Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("task_id", "epoch", "batch_no", name="uq_batch_task_epoch_no"),
         Index("idx_batch_task_epoch", "task_id", "epoch"),
+        Index("idx_batch_status_heartbeat", "status", "last_heartbeat"),
     )
 
 

@@ -58,6 +58,7 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
         KAKAROT_NODE_HEARTBEAT_S="0.5",
         KAKAROT_DB_HEARTBEAT_S="0.5",
         KAKAROT_HANDOVER_TIMEOUT_S="2",
+        KAKAROT_HEARTBEAT_WRITER="node",  # each node writes its own rows (beat's job: test_beat)
     )
     market = Market.with_tokens(seed=5, count=80)
     with SimulatorServer(market, rate=100) as sim:

@@ -10,7 +10,7 @@ from kakarot_workers.db.session import (
     upgrade_schema,
 )
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_upgrade_creates_every_table_with_its_columns(empty_db_url):
@@ -28,6 +28,10 @@ def test_upgrade_creates_every_table_with_its_columns(empty_db_url):
             i["name"] for i in inspector.get_indexes("monitor_alert_log_v2") if i.get("unique")
         }
         assert "uq_alert_dedup" in uniques | indexes
+        task_indexes = {
+            i["name"]: i["column_names"] for i in inspector.get_indexes("monitor_task_v2")
+        }
+        assert task_indexes["idx_task_heartbeat"] == ["last_heartbeat"]
     finally:
         engine.dispose()
 

@@ -1,0 +1,219 @@
+"""The node's side of the backend WebSocket (SPEC §7, message names and fields from the notes).
+
+One `BackendClient` per worker node (a thread of its main process) when
+`KAKAROT_BACKEND_WS_URL` is set:
+
+    node → backend: register {consumer_id}; heartbeat {consumer_id, batches, timestamp} every
+                    `backend_heartbeat_s`; ping; batch_reload_ack {task_id, consumer_id,
+                    action}; and the events queued by any process of the fleet (`send_event`):
+                    batch_status, task_status.
+    backend → node: connected {session_id}, registered {consumer_id}, batch_reload {task_id,
+                    epoch}, pong, error {code, message}.
+
+A lost connection is re-opened with back-off (jittered, capped), and the node registers again.
+An optional bearer token (`KAKAROT_BACKEND_TOKEN`) goes in the Authorization header; it is
+never logged.
+
+Events raised in pool children or on other nodes (a batch changing status, a task failing) are
+put on one Redis list, `kakarot:backend:outbox` (capped); whichever node's client is connected
+takes them off and sends them, so each is sent once, by one node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import websocket
+
+from kakarot_workers import runtime
+from kakarot_workers.settings import get_settings
+from kakarot_workers.sources import backoff
+
+log = logging.getLogger(__name__)
+
+OUTBOX_CAP = 10_000
+RELAY_PER_TICK = 100
+
+
+def send_event(kind: str, data: dict[str, Any]) -> bool:
+    """Queue an event for the backend (`batch_status`, `task_status`); False when no backend is
+    configured or Redis refused it (events are advisory: the database stays the record)."""
+    if not get_settings().backend_ws_url:
+        return False
+    message = {"type": kind, **data, "timestamp": int(time.time() * 1000)}
+    client, keys = runtime.redis_client(), runtime.keys()
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(keys.backend_outbox, json.dumps(message))
+        pipe.ltrim(keys.backend_outbox, -OUTBOX_CAP, -1)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("backend event %s not queued: %s", kind, exc)
+        return False
+    return True
+
+
+class BackendClient:
+    """The conversation of one node with the backend; `start()` runs it in a thread."""
+
+    def __init__(
+        self,
+        url: str,
+        consumer_id: str,
+        *,
+        batches: Callable[[], list[dict[str, Any]]],
+        on_batch_reload: Callable[[int, int], str],
+        token: str | None = None,
+        heartbeat_s: float = 30.0,
+        ping_s: float = 30.0,
+        max_backoff_s: float = 10.0,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.url = url
+        self.consumer_id = consumer_id
+        self.batches = batches
+        self.on_batch_reload = on_batch_reload
+        self.token = token
+        self.heartbeat_s = heartbeat_s
+        self.ping_s = ping_s
+        self.max_backoff_s = max_backoff_s
+        self.tick_s = tick_s
+        self.session_id: str | None = None
+        self.registered = threading.Event()
+        self.connects = 0
+        self.errors: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle ----------------------------------------------------------------------
+    def start(self) -> BackendClient:
+        self._thread = threading.Thread(target=self.run, name="backend-client", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                failures = 0
+                self._converse(conn)
+            except (OSError, websocket.WebSocketException, ValueError) as exc:
+                failures += 1
+                log.warning("backend %s: %s: %s", self.url, type(exc).__name__, exc)
+            finally:
+                self.registered.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close(timeout=1)
+            if self._stop.wait(backoff(max(failures, 1), self.max_backoff_s)):
+                return
+
+    # --- one connection ------------------------------------------------------------------
+    def _connect(self) -> websocket.WebSocket:
+        header = [f"Authorization: Bearer {self.token}"] if self.token else []
+        conn = websocket.create_connection(self.url, timeout=5, header=header)
+        self.connects += 1
+        hello = json.loads(conn.recv())
+        if hello.get("type") != "connected":
+            raise ValueError(f"expected `connected` first, got {hello.get('type')!r}")
+        self.session_id = hello.get("session_id") or hello.get("sessionId")
+        conn.send(json.dumps({"type": "register", "consumer_id": self.consumer_id}))
+        conn.settimeout(self.tick_s)
+        return conn
+
+    def _converse(self, conn: websocket.WebSocket) -> None:
+        last_heartbeat = last_ping = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self.registered.is_set() and now - last_heartbeat >= self.heartbeat_s:
+                self._send(conn, self.heartbeat())
+                last_heartbeat = now
+            if now - last_ping >= self.ping_s:
+                self._send(conn, {"type": "ping"})
+                last_ping = now
+            if self.registered.is_set():
+                self._relay(conn)
+            try:
+                raw = conn.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if not raw:
+                raise websocket.WebSocketConnectionClosedException("closed by the backend")
+            self._handle(conn, raw)
+
+    def heartbeat(self) -> dict[str, Any]:
+        return {
+            "type": "heartbeat",
+            "consumer_id": self.consumer_id,
+            "batches": self.batches(),
+            "timestamp": int(time.time()),
+        }
+
+    def _send(self, conn: websocket.WebSocket, message: dict[str, Any]) -> None:
+        conn.send(json.dumps(message))
+
+    def _relay(self, conn: websocket.WebSocket) -> None:
+        """Send the events queued in Redis (by any process), oldest first. They are taken off
+        the list atomically, so two nodes never send the same one; a failed send puts the rest
+        back at the head for the next connection."""
+        client, keys = runtime.redis_client(), runtime.keys()
+        try:
+            queued = client.lpop(keys.backend_outbox, RELAY_PER_TICK) or []
+        except redis.RedisError as exc:
+            log.warning("backend outbox unreadable: %s", exc)
+            return
+        for index, raw in enumerate(queued):
+            try:
+                conn.send(raw)
+            except (OSError, websocket.WebSocketException):
+                with contextlib.suppress(redis.RedisError):
+                    client.lpush(keys.backend_outbox, *reversed(queued[index:]))
+                raise
+
+    def _handle(self, conn: websocket.WebSocket, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            kind = message["type"]
+        except (ValueError, TypeError, KeyError):
+            log.warning("backend sent a frame that is not a message: %r", raw[:200])
+            return
+        if kind == "registered":
+            self.registered.set()
+            log.info("backend: registered as %s", self.consumer_id)
+        elif kind == "batch_reload":
+            try:
+                task_id, epoch = int(message["task_id"]), int(message["epoch"])
+            except (KeyError, TypeError, ValueError):
+                log.warning("backend: batch_reload without task_id/epoch: %r", raw[:200])
+                return
+            action = self.on_batch_reload(task_id, epoch)
+            self._send(
+                conn,
+                {
+                    "type": "batch_reload_ack",
+                    "task_id": task_id,
+                    "consumer_id": self.consumer_id,
+                    "action": action,
+                },
+            )
+        elif kind == "error":
+            self.errors.append(message)
+            log.warning("backend error %s: %s", message.get("code"), message.get("message"))
+        elif kind in ("pong", "connected"):
+            pass
+        else:
+            log.info("backend: message %r ignored", kind)

@@ -1,0 +1,109 @@
+"""Batch heartbeats into `monitor_batch_v2`, in bulk, by the one writer the settings name.
+
+The stream consumers keep their status in Redis (`kakarot:batch:{id}:status`, refreshed every
+few seconds, expiring with its consumer). The writer copies it to the database: beat's
+sync_heartbeats job (`heartbeat_writer=beat`, the default) from Redis, or `kakarot hub`
+(`heartbeat_writer=hub`) from the heartbeats nodes send it. Two statements per pass, whatever
+the number of batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from sqlalchemy import bindparam, func, or_, update
+
+from kakarot_workers.db.models import MonitorBatch, MonitorTask
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# Statuses a consumer reports while it serves its batch.
+SERVING = ("running", "pending")
+
+
+def batch_heartbeats(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every consumer's status as it last wrote it to Redis (keys expire with their consumer)."""
+    names = list(client.scan_iter(match=keys.batch_status_pattern, count=1000))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    rows = []
+    for name, status in zip(names, pipe.execute(), strict=True):
+        try:
+            rows.append(
+                {
+                    "batch_id": int(name.rsplit(":", 2)[-2]),
+                    "task_id": int(status.get("task_id") or 0),
+                    "status": status["status"],
+                    "consumer_id": status.get("consumer_id"),
+                    "worker_id": status.get("node_id"),
+                    "worker_pid": int(status["pid"]) if status.get("pid") else None,
+                    "at": datetime.fromtimestamp(int(status["updated_ms"]) / 1000, UTC).replace(
+                        tzinfo=None
+                    ),
+                }
+            )
+        except (KeyError, ValueError) as exc:  # a half-written or foreign key: skip it
+            log.warning("sync_heartbeats: %s skipped: %r", name, exc)
+    return rows
+
+
+def write_heartbeats(rows: list[dict[str, Any]]) -> int:
+    """Write batch heartbeats (and their tasks' newest) in two statements; return rows given.
+    A retired batch stays retired, and a heartbeat never moves back in time."""
+    if not rows:
+        return 0
+    batches = MonitorBatch.__table__
+    statement = (
+        update(batches)
+        .where(
+            batches.c.id == bindparam("b_id"),
+            batches.c.status != "retired",
+            or_(batches.c.last_heartbeat.is_(None), batches.c.last_heartbeat <= bindparam("b_at")),
+        )
+        .values(
+            status=bindparam("b_status"),
+            # a writer that does not know a field (the hub knows nodes, not consumers) keeps it
+            consumer_id=func.coalesce(bindparam("b_consumer"), batches.c.consumer_id),
+            worker_id=func.coalesce(bindparam("b_worker"), batches.c.worker_id),
+            worker_pid=func.coalesce(bindparam("b_pid"), batches.c.worker_pid),
+            last_heartbeat=bindparam("b_at"),
+            update_time=batches.c.update_time,
+        )
+    )
+    params = [
+        {
+            "b_id": r["batch_id"],
+            "b_status": r["status"],
+            "b_consumer": r["consumer_id"],
+            "b_worker": r["worker_id"],
+            "b_pid": r["worker_pid"],
+            "b_at": r["at"],
+        }
+        for r in rows
+    ]
+    newest: dict[int, datetime] = {}
+    for r in rows:
+        if r["task_id"] and r["status"] in SERVING:
+            newest[r["task_id"]] = max(r["at"], newest.get(r["task_id"], r["at"]))
+    tasks = MonitorTask.__table__
+    with session_scope() as session:
+        session.execute(statement, params)
+        if newest:
+            session.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id == bindparam("t_id"),
+                    or_(
+                        tasks.c.last_heartbeat.is_(None), tasks.c.last_heartbeat < bindparam("t_at")
+                    ),
+                )
+                .values(last_heartbeat=bindparam("t_at"), update_time=tasks.c.update_time),
+                [{"t_id": t, "t_at": at} for t, at in newest.items()],
+            )
+    return len(rows)
