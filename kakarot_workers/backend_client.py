@@ -117,8 +117,7 @@ class BackendClient:
             finally:
                 self.registered.clear()
                 if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close(timeout=1)
+                    _close(conn)
             if self._stop.wait(backoff(max(failures, 1), self.max_backoff_s)):
                 return
 
@@ -126,13 +125,17 @@ class BackendClient:
     def _connect(self) -> websocket.WebSocket:
         header = [f"Authorization: Bearer {self.token}"] if self.token else []
         conn = websocket.create_connection(self.url, timeout=5, header=header)
+        try:
+            hello = json.loads(conn.recv())
+            if not isinstance(hello, dict) or hello.get("type") != "connected":
+                raise ValueError(f"expected `connected` first, got {str(hello)[:100]!r}")
+            self.session_id = hello.get("session_id") or hello.get("sessionId")
+            conn.send(json.dumps({"type": "register", "consumer_id": self.consumer_id}))
+            conn.settimeout(self.tick_s)
+        except BaseException:
+            _close(conn)
+            raise
         self.connects += 1
-        hello = json.loads(conn.recv())
-        if hello.get("type") != "connected":
-            raise ValueError(f"expected `connected` first, got {hello.get('type')!r}")
-        self.session_id = hello.get("session_id") or hello.get("sessionId")
-        conn.send(json.dumps({"type": "register", "consumer_id": self.consumer_id}))
-        conn.settimeout(self.tick_s)
         return conn
 
     def _converse(self, conn: websocket.WebSocket) -> None:
@@ -217,3 +220,11 @@ class BackendClient:
             pass
         else:
             log.info("backend: message %r ignored", kind)
+
+
+def _close(conn: websocket.WebSocket) -> None:
+    """Close politely if the peer still listens, and always release the socket."""
+    with contextlib.suppress(Exception):
+        conn.close(timeout=1)
+    with contextlib.suppress(Exception):
+        conn.shutdown()
