@@ -1,0 +1,204 @@
+"""The control plane for real: `celery beat` (RedBeat) subprocesses sending the jobs to a
+`control` worker, streams and alerts workers, Redis and SQLite."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from kakarot_workers import runtime
+from kakarot_workers.celery_app import app
+from kakarot_workers.config_versions import publish_config
+from kakarot_workers.control import ensure_allocated, reconcile
+from kakarot_workers.db.models import MonitorAlertLog, MonitorBatch, MonitorConfig
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.fleet import BeatProcess
+from kakarot_workers.market import Market
+from kakarot_workers.simulator import SimulatorServer
+from tests.support.scenario import create_task_for, create_task_with, wait_for, wire_event
+
+# Fast schedules; the lock is RedBeat's, at the shortest the settings allow.
+FAST = {
+    "KAKAROT_BEAT_ALLOCATE_S": "1",
+    "KAKAROT_BEAT_RECONCILE_S": "1",
+    "KAKAROT_BEAT_CHECK_TIMEOUTS_S": "1",
+    "KAKAROT_BEAT_SYNC_HEARTBEATS_S": "1",
+    "KAKAROT_BEAT_POLL_CONFIGS_S": "1",
+    "KAKAROT_BEAT_LOCK_TIMEOUT_S": "5",
+    "KAKAROT_BEAT_MAX_INTERVAL_S": "1",
+}
+
+
+def _beat(tmp_path: Path, name: str, started: list[BeatProcess]) -> BeatProcess:
+    beat = BeatProcess(name, log_path=tmp_path / f"{name}.log").start()
+    started.append(beat)
+    return beat
+
+
+@pytest.fixture
+def beats(tmp_path):
+    started: list[BeatProcess] = []
+    yield lambda name: _beat(tmp_path, name, started)
+    for beat in started:
+        beat.kill()
+
+
+def _queued_batches(client) -> list[int]:
+    messages = [json.loads(m) for m in client.lrange("streams", 0, -1)]
+    return sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in messages)
+
+
+def _sent(beat: BeatProcess, job: str) -> int:
+    return beat.log_text().count(f"Sending due task {job} ")
+
+
+def test_two_beats_one_schedule_each_unowned_batch_dispatched_once_and_a_standby_takes_over(
+    db_url, redis_client, use_env, workers, beats
+):
+    use_env(**FAST)
+    task_id = create_task_with([f"0x{i:040x}" for i in range(250)])  # three batches
+    workers("control")
+    first, second = beats("beat-a"), beats("beat-b")
+    wait_for(lambda: first.active or second.active, 20, "a beat to take the lock")
+    active, standby = (first, second) if first.active else (second, first)
+    # allocate finds the new task, reconcile dispatches its batches; nobody serves streams
+    wait_for(lambda: len(_queued_batches(redis_client)) == 3, 20, "three dispatches")
+    time.sleep(4)  # several more reconcile passes
+    with session_scope() as session:
+        batch_ids = sorted(session.scalars(select(MonitorBatch.id)))
+    assert _queued_batches(redis_client) == batch_ids, "each batch dispatched exactly once"
+    assert _sent(active, "reconcile") >= 4
+    assert _sent(standby, "reconcile") == 0 and not standby.active
+    assert task_id
+
+    active.kill()  # kill -9: the lock is not released, it lapses
+    killed_at = time.monotonic()
+    wait_for(lambda: standby.active, 20, "the standby to take the lock")
+    wait_for(lambda: _sent(standby, "reconcile") > 0, 10, "the standby to schedule")
+    took_over_s = time.monotonic() - killed_at
+    assert took_over_s < 5 + 1 + 5, f"took over after {took_over_s:.1f}s"
+
+
+def test_a_dead_consumers_batch_goes_stale_and_is_live_again_on_another_worker(
+    db_url, redis_client, use_env, workers, beats
+):
+    use_env(**FAST)
+    use_env(
+        # only check_timeouts may send the batch again here: reconcile would not wait for it
+        KAKAROT_BEAT_RECONCILE_S="3600",
+        KAKAROT_BEAT_ALLOCATE_S="3600",
+        KAKAROT_BATCH_STALE_S="3",
+        KAKAROT_LEASE_TTL_S="1.5",
+        KAKAROT_HANDOVER_TIMEOUT_S="0",
+    )
+    market = Market.with_tokens(seed=3, count=20)
+    with SimulatorServer(market, rate=50) as sim:
+        use_env(KAKAROT_SIMULATOR_URL=sim.url)
+        task_id = create_task_for(market.tokens, 1e12)
+        (batch_id,) = ensure_allocated(task_id)
+        first = workers("streams", pool="threads", concurrency=4)
+        reconcile(task_id)
+        workers("control")
+        beats("beat")
+
+        def row() -> MonitorBatch:
+            with session_scope() as session:
+                batch = session.get(MonitorBatch, batch_id)
+                session.expunge(batch)
+                return batch
+
+        wait_for(lambda: row().worker_id == first.nodename, 20, "the first worker's heartbeat")
+        assert row().status == "running"
+        first.kill()
+        seen: set[str] = set()
+        second = workers("streams", pool="threads", concurrency=4)
+
+        def live_on_second() -> bool:
+            current = row()
+            seen.add(current.status)
+            return current.status == "running" and current.worker_id == second.nodename
+
+        wait_for(live_on_second, 30, "the batch live on the second worker")
+        assert "stale" in seen, f"statuses seen: {seen}"
+        status = redis_client.hgetall(runtime.keys().batch_status(batch_id))
+        assert status["status"] == "running" and status["node_id"] == second.nodename
+
+
+class Feeder:
+    """Sends one event per message every 20 ms to the alerts queue, each a new trade."""
+
+    def __init__(self, task_id: int, ca: str) -> None:
+        self.task_id, self.ca = task_id, ca
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.wait(0.02) and n < 5_000:
+            n += 1
+            event = wire_event(self.task_id, self.ca, n, amount_usd=50.0)
+            app.send_task("kakarot.alerts.evaluate_events", args=[[event]])
+
+    def __enter__(self) -> Feeder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _first_alert_under(task_id: int, version: int) -> float | None:
+    with session_scope() as session:
+        first = session.scalars(
+            select(MonitorAlertLog.create_time)
+            .where(MonitorAlertLog.task_id == task_id, MonitorAlertLog.config_version == version)
+            .order_by(MonitorAlertLog.create_time)
+            .limit(1)
+        ).first()
+    return None if first is None else first.timestamp()
+
+
+def _lower_the_threshold_and_publish(task_id: int) -> tuple[int, float]:
+    with session_scope() as session:
+        config = session.scalars(select(MonitorConfig)).one()
+        session.execute(
+            update(MonitorConfig)
+            .where(MonitorConfig.id == config.id)
+            .values(min_transaction_usd=10)
+        )
+        config_id = config.id
+    published_at = time.time()
+    return publish_config(config_id), published_at
+
+
+@pytest.mark.parametrize("path", ["pubsub", "poll"])
+def test_a_config_change_reaches_the_alert_workers(
+    path, db_url, redis_client, use_env, workers, beats
+):
+    """Pub/Sub alone (no beat running), or polling alone (the workers do not listen)."""
+    if path == "poll":
+        use_env(**FAST, KAKAROT_CONFIG_PUBSUB="false")
+    ca = "0x" + "c" * 40
+    task_id = create_task_with(
+        [ca], min_transaction_usd=1_000, events_config={"cooldown": {"seconds": 0}}
+    )
+    workers("alerts", concurrency=2)
+    if path == "poll":
+        workers("control")
+        beats("beat")
+    with Feeder(task_id, ca):
+        time.sleep(1.5)  # the workers judge under version 1: nothing alerts
+        assert _first_alert_under(task_id, 1) is None
+        version, published_at = _lower_the_threshold_and_publish(task_id)
+        wait_for(lambda: _first_alert_under(task_id, version) is not None, 15, "an alert")
+    delay_s = _first_alert_under(task_id, version) - published_at
+    bound = 1.0 if path == "pubsub" else 1.0 + 1.0  # poll interval + 1 s
+    # a generous margin for a loaded test machine; bench/config_reload.py measures it
+    assert delay_s < bound + 2.0, f"{path}: first alert under v{version} after {delay_s:.2f}s"
