@@ -185,3 +185,54 @@ def test_invalid_notify_methods_are_refused_naming_the_entry(run):
     run("config", "create", "--name", "c", "--chain", "bsc", "--notify", '["telegram", "wechat"]')
     shown = run("config", "show", "1").stdout
     assert '"telegram"' in shown and '"wecom"' in shown
+
+
+def test_nodes_batches_tasks_and_config_publish(run, task_id, tmp_path, redis_server):
+    import redis
+
+    from kakarot_workers.keys import Keys
+
+    redis_env = {"KAKAROT_REDIS_URL": redis_server.url}
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    keys = Keys()
+    # one node beating (its heartbeat key lives), one whose heartbeat key has expired
+    client.set(keys.node_heartbeat("node-up"), "2026-01-01T00:00:00+00:00", ex=30)
+    for node, batches in (("node-up", 3), ("node-down", 2)):
+        client.hset(
+            keys.node_metrics(node),
+            mapping={
+                "portfolio_count": batches,
+                "queue_size": 15,
+                "cpu_usage": "12.5",
+                "memory_usage": "80.2",
+                "updated_at": "2026-01-01T00:00:00+00:00",
+            },
+        )
+    nodes = run("nodes", **redis_env).stdout
+    up = next(line for line in nodes.splitlines() if "node-up" in line)
+    down = next(line for line in nodes.splitlines() if "node-down" in line)
+    assert "online" in up and "12.5%" in up and " 3 " in up and "ago" in up
+    assert "offline" in down and " 2 " in down
+
+    (tmp_path / "t.csv").write_text(
+        "ca,symbol\n" + "".join(f"{ca},S{i}\n" for i, ca in enumerate(CA))
+    )
+    run("target", "import", str(tmp_path / "t.csv"), "--task-id", task_id)
+    run("allocate", "--task-id", task_id, **redis_env)
+    batches = run("batches", "--task-id", task_id).stdout
+    assert "pending" in batches and " 3 " in batches  # one batch of three targets
+    assert "no such" not in run("batches", "--task-id", "99").stdout
+    tasks = run("tasks").stdout
+    assert " t " in tasks and "batch" in tasks
+
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("monitor:config:changed")
+    assert pubsub.get_message(timeout=2) is None  # the subscription is confirmed (and skipped)
+    published = run("config", "publish", "--config-id", "1", **redis_env).stdout
+    assert "version 2 published" in published
+    message = pubsub.get_message(timeout=5)
+    assert json.loads(message["data"]) == {"configId": 1, "version": 2}
+    pubsub.close()
+    missing = run("config", "publish", "--config-id", "9", ok=False, **redis_env)
+    assert "config 9 does not exist" in _one_error_line(missing)
