@@ -19,16 +19,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from kakarot_workers import runtime
 from kakarot_workers.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.celery_app import app
 from kakarot_workers.control import ensure_allocated, reconcile
-from kakarot_workers.db.models import MonitorAlertLog
+from kakarot_workers.db.models import TASK_ACTIVE, TASK_STOPPED, MonitorAlertLog, MonitorTask
 from kakarot_workers.db.session import session_scope, upgrade_schema
 from kakarot_workers.embedded_redis import EmbeddedRedis
-from kakarot_workers.fleet import WorkerProcess
+from kakarot_workers.fleet import BeatProcess, WorkerProcess
 from kakarot_workers.market import Market
 from kakarot_workers.messages import alert_line
 from kakarot_workers.settings import get_settings
@@ -37,6 +37,7 @@ from kakarot_workers.simulator import SimulatorServer
 POLL_S = 0.5
 PLAIN_PROGRESS_EVERY_S = 5.0
 DRAIN_TIMEOUT_S = 20.0
+DEMO_TASK_PREFIX = "demo "
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             f"{options.rate:g} trades/s, seed {options.seed}[/dim]"
         )
 
+        _stop_demo_tasks()  # a demo that crashed left its task active: beat would serve it
         task_id = _create_demo_task(market, options)
         batch_ids = ensure_allocated(task_id)
         console.print(
@@ -111,15 +113,21 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             concurrency=2,
             log_path=log_dir / "alerts.log",
         )
-        stack.callback(alerts.kill)
-        stack.callback(streams.kill)
-        console.print("[dim]starting workers …[/dim]")
-        streams.start(wait=False)
-        alerts.start(wait=False)
-        streams.wait_ready()
-        alerts.wait_ready()
+        # the control plane: beat schedules its jobs (reconcile, timeouts, heartbeats, …)
+        control = WorkerProcess(
+            "demo-control", "control", pool="solo", log_path=log_dir / "control.log"
+        )
+        beat = BeatProcess("demo-beat", log_path=log_dir / "beat.log")
+        for process in (beat, control, alerts, streams):
+            stack.callback(process.kill)
+        console.print("[dim]starting workers and beat …[/dim]")
+        for worker in (streams, alerts, control):
+            worker.start(wait=False)
+        beat.start()
+        for worker in (streams, alerts, control):
+            worker.wait_ready()
         progress = _Progress(console, task_id, settings.explorer_tx_url.get(options.chain))
-        reconcile(task_id)  # every unowned batch of the task is dispatched (beat's job later)
+        reconcile(task_id)  # live at once; beat's reconcile keeps it so from here
         until = "Ctrl-C" if options.duration is None else f"{options.duration:g}s or Ctrl-C"
         console.print(f"[green]running[/green] until {until}")
         try:
@@ -130,6 +138,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         streams.stop()
         _wait_queue_empty("alerts", DRAIN_TIMEOUT_S)
         alerts.stop()
+        beat.stop()
+        control.stop()
+        _stop_demo_tasks()
         progress.poll_alerts()
         result = DemoResult(
             task_id, progress.events(), progress.alerts_seen, settings.database_url, log_dir
@@ -139,6 +150,17 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"in {result.database_url} (monitor_alert_log_v2); worker logs in {log_dir}"
     )
     return result
+
+
+def _stop_demo_tasks() -> None:
+    """Switch off the tasks of earlier demo runs: the fleet serves every active task."""
+    with session_scope() as session:
+        session.execute(
+            update(MonitorTask)
+            .where(MonitorTask.task_name.like(f"{DEMO_TASK_PREFIX}%"))
+            .where(MonitorTask.status == TASK_ACTIVE)
+            .values(status=TASK_STOPPED)
+        )
 
 
 def _create_demo_task(market: Market, options: DemoOptions) -> int:
@@ -153,7 +175,7 @@ def _create_demo_task(market: Market, options: DemoOptions) -> int:
         )
         task = create_task(
             session,
-            name=f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            name=f"{DEMO_TASK_PREFIX}{time.strftime('%Y-%m-%d %H:%M:%S')}",
             task_type="batch",
             chain=options.chain,
             config_id=config.id,

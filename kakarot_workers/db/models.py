@@ -30,6 +30,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 Usd = Numeric(30, 8)
 
 TASK_ACTIVE = 1
+TASK_STOPPED = 0
 TARGET_ACTIVE = 1
 CONFIG_ACTIVE = 1
 
