@@ -157,6 +157,7 @@ def check_timeouts(now: datetime | None = None) -> TimeoutReport:
             )
     if report.stale_batches:
         log.warning("check_timeouts: batches %s are stale; dispatching again", report.stale_batches)
+        client.incrby(keys.batches_stale, len(report.stale_batches))
         report.redispatched = control.dispatch_unserved(report.stale_batches)
 
     timeout = timedelta(seconds=settings.task_timeout_s)

@@ -171,6 +171,11 @@ class Keys:
         return self._k("kakarot:backend:outbox")
 
     @property
+    def batches_stale(self) -> str:
+        """Counter of batches check_timeouts found silent and marked `stale`."""
+        return self._k("kakarot:stats:batches_stale")
+
+    @property
     def tasks_failed(self) -> str:
         """Counter of tasks check_timeouts marked failed."""
         return self._k("kakarot:stats:tasks_failed")

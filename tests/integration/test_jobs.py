@@ -96,6 +96,7 @@ def test_a_silent_batch_without_a_lease_goes_stale_and_is_dispatched_once(
         statuses = dict(session.execute(select(MonitorBatch.id, MonitorBatch.status)).all())
     assert (statuses[silent], statuses[held], statuses[fresh]) == ("stale", "running", "running")
     assert _dispatched(redis_client) == [silent]
+    assert redis_client.get(runtime.keys().batches_stale) == "1"
     # while the dispatch is on its way, another pass sends nothing more
     assert jobs.check_timeouts(now).redispatched == []
     assert _dispatched(redis_client) == [silent]
