@@ -126,9 +126,15 @@ def check_timeouts(now: datetime | None = None) -> TimeoutReport:
     `stale` and are dispatched again; active tasks silent for `task_timeout_s` (since their
     creation when they never beat) are marked failed, with the reason; a failed task that beats
     again is marked ok. Nothing else is touched."""
-    settings = get_settings()
     now = now or utcnow()
     report = TimeoutReport()
+    _stale_batches(now, report)
+    _task_timeouts(now, report)
+    return report
+
+
+def _stale_batches(now: datetime, report: TimeoutReport) -> None:
+    settings = get_settings()
     client, keys = runtime.redis_client(), runtime.keys()
     stale_before = now - timedelta(seconds=settings.batch_stale_s)
     with session_scope() as session:
@@ -160,6 +166,10 @@ def check_timeouts(now: datetime | None = None) -> TimeoutReport:
         client.incrby(keys.batches_stale, len(report.stale_batches))
         report.redispatched = control.dispatch_unserved(report.stale_batches)
 
+
+def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
+    settings = get_settings()
+    client, keys = runtime.redis_client(), runtime.keys()
     timeout = timedelta(seconds=settings.task_timeout_s)
     seen_at = func.coalesce(MonitorTask.last_heartbeat, MonitorTask.create_time)
     active = (MonitorTask.del_flag == 0, MonitorTask.status == TASK_ACTIVE)
@@ -215,7 +225,6 @@ def check_timeouts(now: datetime | None = None) -> TimeoutReport:
         _tell_backend(task_id, HEALTH_FAILED)
     for task_id in report.recovered_tasks:
         _tell_backend(task_id, HEALTH_OK)
-    return report
 
 
 def _tell_backend(task_id: int, health: str) -> None:
