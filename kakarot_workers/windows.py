@@ -20,19 +20,45 @@ from kakarot_workers.events import SwapEvent
 from kakarot_workers.keys import Keys
 from kakarot_workers.rules import WindowStats
 
+# The state of a token (KEYS[3k-1]) is one msgpack array: the newest trade's ts (false: none),
+# member and price, when the TTLs were last set (ms), then eight fields per window length w (ms):
+# w, the sums in cents v (volume), b (buys), s (sells), n (trades), and the window's first
+# trade's ts o, member m and price p. Flat, so packing and unpacking cost little.
+_STATE = """
+local function decode(raw)
+  local a = cmsgpack.unpack(raw)
+  local st = {head = a[1] or nil, hm = a[2], hp = a[3], x = a[4], win = {}}
+  for i = 5, #a, 8 do
+    st.win[a[i]] = {v = a[i + 1], b = a[i + 2], s = a[i + 3], n = a[i + 4], o = a[i + 5],
+                    m = a[i + 6], p = a[i + 7]}
+  end
+  return st
+end
+local function encode(st, ws)  -- only the window lengths in use are kept
+  local a = {st.head or false, st.hm, st.hp, st.x}
+  for _, w in ipairs(ws) do
+    local x = st.win[w]
+    a[#a + 1] = w; a[#a + 1] = x.v; a[#a + 1] = x.b; a[#a + 1] = x.s; a[#a + 1] = x.n
+    a[#a + 1] = x.o; a[#a + 1] = x.m; a[#a + 1] = x.p
+  end
+  return cmsgpack.pack(a)
+end
+"""
+
 # KEYS: per token k, KEYS[3k-2] trades (zset of "id|cents|price|side" by ts ms, kept for the
-# longest window), KEYS[3k-1] state (a msgpack map: "head" "hm" "hp" the newest trade's ts,
-# member and price, "x" when the TTLs were last set (ms), and per window length w in ms, under
-# "w<w>", {v, b, s, n} sums in cents and count, {o, m, p} the window's first trade's ts, member and
-# price), KEYS[3k] what each trade first saw (hash id → msgpack of its result).
-# ARGV: the number of tokens T, the time now (ms), per token its window lengths "w1,w2,…" (ms,
-# ascending), then six per trade: k, ts ms, cents, price, side ('b' or 's'), trade id.
+# longest window), KEYS[3k-1] its state (above), KEYS[3k] what each trade first saw (hash
+# id → msgpack of its result).
+# ARGV: the number of tokens T, the time now (ms), the number of window-length sets L, L sets
+# "w1,w2,…" (ms, ascending), T indexes (token k's set), then six per trade: k, ts ms, cents,
+# price, side ('b' or 's'), trade id.
 # Returns per trade a flat array, per window: volume, buys, sells (cents), trades, first price,
 # last price. Each token's state is read and written once per call; a new trade costs one ZADD and
 # one HSET, and the zset is read only when trades leave a window. The TTLs (twice the longest
 # window, plus a minute) are renewed at most every 10 s. Ties on ts are broken by member, so
 # results do not depend on arrival order.
-_OBSERVE = """
+_OBSERVE = (
+    _STATE
+    + """
 local function parse(member)  -- "id|cents|price|side"
   local a = string.find(member, '|', 1, true)
   local b = string.find(member, '|', a + 1, true)
@@ -40,16 +66,14 @@ local function parse(member)  -- "id|cents|price|side"
   return string.sub(member, 1, a - 1), tonumber(string.sub(member, a + 1, b - 1)),
          string.sub(member, b + 1, c - 1), string.sub(member, c + 1)
 end
-local tokens, now = tonumber(ARGV[1]), tonumber(ARGV[2])
-local lengths, names, states, dirty = {}, {}, {}, {}
-for k = 1, tokens do
-  local ws, ns = {}, {}
-  for w in string.gmatch(ARGV[2 + k], '%d+') do
-    ws[#ws + 1] = tonumber(w)
-    ns[#ns + 1] = 'w' .. w
-  end
-  lengths[k], names[k] = ws, ns
+local tokens, now, sets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local spec, lengths, states, dirty = {}, {}, {}, {}
+for j = 1, sets do
+  local ws = {}
+  for w in string.gmatch(ARGV[3 + j], '%d+') do ws[#ws + 1] = tonumber(w) end
+  spec[j] = ws
 end
+for k = 1, tokens do lengths[k] = spec[tonumber(ARGV[3 + sets + k])] end
 local function first_after(z, after, x)  -- the window's first trade: the oldest after `after`
   local first = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if first[1] then
@@ -63,9 +87,9 @@ local function state_of(k)
   local st = states[k]
   if st then return st end
   local raw = redis.call('GET', KEYS[3 * k - 1])
-  st = raw and cmsgpack.unpack(raw) or {x = 0, hp = ''}
-  for j, w in ipairs(lengths[k]) do
-    if st[names[k][j]] == nil then  -- a window length new to this token: built from the trades
+  st = raw and decode(raw) or {hm = '', hp = '', x = 0, win = {}}
+  for _, w in ipairs(lengths[k]) do
+    if st.win[w] == nil then  -- a window length new to this token: built from the trades
       local x = {v = 0, b = 0, s = 0, n = 0, o = 0, m = '', p = ''}
       if st.head ~= nil then
         local inside = redis.call('ZRANGEBYSCORE', KEYS[3 * k - 2], '(' .. (st.head - w), '+inf')
@@ -76,7 +100,7 @@ local function state_of(k)
         end
         first_after(KEYS[3 * k - 2], st.head - w, x)
       end
-      st[names[k][j]] = x
+      st.win[w] = x
       dirty[k] = true
     end
   end
@@ -85,15 +109,15 @@ local function state_of(k)
 end
 local function result_of(k, st)
   local out = {}
-  for _, name in ipairs(names[k]) do
-    local x = st[name]
+  for _, w in ipairs(lengths[k]) do
+    local x = st.win[w]
     out[#out + 1] = x.v; out[#out + 1] = x.b; out[#out + 1] = x.s; out[#out + 1] = x.n
     out[#out + 1] = x.p; out[#out + 1] = st.hp
   end
   return out
 end
 local out = {}
-for i = tokens + 3, #ARGV, 6 do
+for i = tokens + sets + 4, #ARGV, 6 do
   local k, ts, cents, price, side, id =
     tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
     ARGV[i + 5]
@@ -112,7 +136,7 @@ for i = tokens + 3, #ARGV, 6 do
     end
     local head = st.head
     for j, w in ipairs(ws) do
-      local x = st[names[k][j]]
+      local x = st.win[w]
       if ts > head - w then
         x.v, x.n = x.v + cents, x.n + 1
         if side == 'b' then x.b = x.b + cents else x.s = x.s + cents end
@@ -149,7 +173,7 @@ for k, st in pairs(states) do
   if dirty[k] then
     local renew = now - st.x > 10000
     if renew then st.x = now end
-    redis.call('SET', KEYS[3 * k - 1], cmsgpack.pack(st), 'KEEPTTL')
+    redis.call('SET', KEYS[3 * k - 1], encode(st, lengths[k]), 'KEEPTTL')
     if renew then
       local ttl = 2 * lengths[k][#lengths[k]] + 60000
       for j = 3 * k - 2, 3 * k do redis.call('PEXPIRE', KEYS[j], ttl) end
@@ -158,17 +182,21 @@ for k, st in pairs(states) do
 end
 return out
 """
+)
 
 # The window of one length as it stands (for tools and tests).
 # KEYS: the token's state; ARGV: the window length in ms. Returns v, b, s, n, first and last price.
-_SNAPSHOT = """
+_SNAPSHOT = (
+    _STATE
+    + """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {0, 0, 0, 0, '', ''} end
-local st = cmsgpack.unpack(raw)
-local x = st['w' .. ARGV[1]]
+local st = decode(raw)
+local x = st.win[tonumber(ARGV[1])]
 if not x then return {0, 0, 0, 0, '', st.hp} end
 return {x.v, x.b, x.s, x.n, x.p, st.hp}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +229,8 @@ class Windows:
             return []
         slots: dict[tuple[int, str], int] = {}
         keys: list[str] = []
-        lengths: list[str] = []
+        specs: dict[str, int] = {}  # window-length set → its index (1-based)
+        spec_of: list[int] = []  # per token
         trades: list[object] = []
         for obs in observations:
             event = obs.event
@@ -214,7 +243,8 @@ class Windows:
                     self.keys.window_state(*slot),
                     self.keys.window_seen(*slot),
                 ]
-                lengths.append(",".join(str(s * 1000) for s in sorted(obs.seconds)))
+                spec = ",".join(str(s * 1000) for s in sorted(obs.seconds))
+                spec_of.append(specs.setdefault(spec, len(specs) + 1))
             trades += [
                 index,
                 event.ts_ms,
@@ -224,7 +254,8 @@ class Windows:
                 f"{event.tx_hash}:{event.log_index}",
             ]
         now_ms = int(time.time() * 1000)
-        replies = self._observe(keys=keys, args=[len(slots), now_ms, *lengths, *trades])
+        args = [len(slots), now_ms, len(specs), *specs, *spec_of, *trades]
+        replies = self._observe(keys=keys, args=args)
         results = []
         for obs, reply in zip(observations, replies, strict=True):
             ordered = sorted(obs.seconds)
