@@ -236,3 +236,32 @@ def test_nodes_batches_tasks_and_config_publish(run, task_id, tmp_path, redis_se
     pubsub.close()
     missing = run("config", "publish", "--config-id", "9", ok=False, **redis_env)
     assert "config 9 does not exist" in _one_error_line(missing)
+
+
+def test_hub_serves_the_api_until_stopped(run, task_id, tmp_path):
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "KAKAROT_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+    hub = subprocess.Popen(
+        [KAKAROT, "hub", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                tasks = httpx.get(f"http://127.0.0.1:{port}/api/v1/tasks", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the hub did not come up"
+                time.sleep(0.2)
+        assert [t["id"] for t in tasks] == [int(task_id)]
+    finally:
+        hub.terminate()
+        output, _ = hub.communicate(timeout=10)
+    assert "hub on ws://127.0.0.1" in output

@@ -112,3 +112,14 @@ def test_the_alert_pool_drops_events_of_a_superseded_token(redis_client):
     unfenced = trade(10)
     assert screen([*stale, fresh, unfenced]) == [fresh, unfenced]
     assert redis_client.get(keys.events_fenced) == "3"
+
+
+def test_each_status_change_of_a_consumer_is_queued_once_for_the_backend(redis_client, use_env):
+    use_env(KAKAROT_BACKEND_WS_URL="ws://127.0.0.1:9/unused")  # queued; nobody sends it here
+    run([trade(i) for i in range(30)], redis_client)
+    queued = [json.loads(m) for m in redis_client.lrange("kakarot:backend:outbox", 0, -1)]
+    assert [(m["type"], m["batch_id"]) for m in queued] == [("batch_status", 1)] * len(queued)
+    statuses = [m["status"] for m in queued]
+    assert statuses[0] == "running" and statuses[-1] == "stopped", statuses
+    changes = zip(statuses, statuses[1:], strict=False)
+    assert all(a != b for a, b in changes), "only changes are reported"

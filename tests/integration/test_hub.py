@@ -99,6 +99,12 @@ def test_a_node_registers_beats_and_its_events_reach_subscribed_dashboards(hub, 
         status = dashboard.wait("batch_status")
         assert status["data"]["batch_id"] == 11 and status["data"]["status"] == "error"
         assert dashboard.wait("task_status")["data"] == {"taskId": 3, "health": "failed"}
+        # the alert push (notify/backend.py) arrives already wrapped in `data`
+        pusher = websocket.create_connection(hub.url, timeout=5)
+        pusher.recv()
+        pusher.send(json.dumps({"type": "alert", "data": {"alertId": 7, "alertType": "volume"}}))
+        assert dashboard.wait("alert")["data"] == {"alertId": 7, "alertType": "volume"}
+        pusher.close()
         assert redis_client.llen("kakarot:backend:outbox") == 0
     finally:
         client.stop()
