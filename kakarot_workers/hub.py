@@ -30,6 +30,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +50,7 @@ from kakarot_workers.db.session import session_scope
 log = logging.getLogger(__name__)
 
 RELAYED = ("batch_status", "alert", "task_status", "batch_reload_ack")
+KEEP_LAST = 1_000
 
 
 @dataclass
@@ -80,8 +82,9 @@ class Hub:
         self.write_heartbeats = write_heartbeats
         self.epoch_poll_s = epoch_poll_s
         self.nodes: dict[str, NodeState] = {}
-        self.acks: list[dict[str, Any]] = []
-        self.relayed: list[dict[str, Any]] = []
+        # the latest, for tests and a look at a running hub (bounded: a hub runs for long)
+        self.acks: deque[dict[str, Any]] = deque(maxlen=KEEP_LAST)
+        self.relayed: deque[dict[str, Any]] = deque(maxlen=KEEP_LAST)
         self.heartbeats_written = 0
         self._node_of: dict[ServerConnection, str] = {}
         self._topics: dict[ServerConnection, set[str]] = {}
