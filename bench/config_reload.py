@@ -53,24 +53,9 @@ def feed(task_id: int, stop: threading.Event) -> None:
         app.send_task("kakarot.alerts.evaluate_events", args=[[event]])
 
 
-def first_alert_s(task_id: int, version: int) -> float | None:
-    from sqlalchemy import select
-
-    from kakarot_workers.db.models import MonitorAlertLog
-    from kakarot_workers.db.session import session_scope
-
-    with session_scope() as session:
-        first = session.scalars(
-            select(MonitorAlertLog.create_time)
-            .where(MonitorAlertLog.task_id == task_id, MonitorAlertLog.config_version == version)
-            .order_by(MonitorAlertLog.create_time)
-            .limit(1)
-        ).first()
-    return None if first is None else first.timestamp()
-
-
 def trials(task_id: int, config_id: int, count: int, spacing_s: float, timeout_s: float) -> list:
     from kakarot_workers.config_versions import publish_config
+    from tests.support.scenario import first_alert_at
 
     delays = []
     for _ in range(count):
@@ -78,7 +63,7 @@ def trials(task_id: int, config_id: int, count: int, spacing_s: float, timeout_s
         published_at = time.time()
         version = publish_config(config_id)
         deadline = time.monotonic() + timeout_s
-        while (seen := first_alert_s(task_id, version)) is None:
+        while (seen := first_alert_at(task_id, version)) is None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"version {version}: no alert within {timeout_s}s")
             time.sleep(0.02)

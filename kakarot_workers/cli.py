@@ -168,30 +168,8 @@ def task_create(
 
 @task_cli.command("list")
 def task_list() -> None:
-    """List tasks with their target counts and epochs."""
-    from kakarot_workers.admin import list_tasks
-    from kakarot_workers.db.session import session_scope
-
-    with session_scope() as session:
-        rows = list_tasks(session)
-    table = Table("id", "name", "type", "chain", "status", "epoch", "targets", "last heartbeat")
-    for row in rows:
-        table.add_row(
-            *(
-                str(row[k]) if row[k] is not None else "-"
-                for k in (
-                    "id",
-                    "name",
-                    "type",
-                    "chain",
-                    "status",
-                    "epoch",
-                    "targets",
-                    "last_heartbeat",
-                )
-            )
-        )
-    console.print(table)
+    """List tasks (the same table as `kakarot tasks`)."""
+    tasks_cmd()
 
 
 # --- target ---------------------------------------------------------------------------------
@@ -343,11 +321,14 @@ def batches_cmd(
 def tasks_cmd() -> None:
     """Tasks: type, chain, epoch, targets, last heartbeat and health (check_timeouts)."""
     from kakarot_workers.admin import ago, list_tasks
+    from kakarot_workers.db.models import TASK_ACTIVE
     from kakarot_workers.db.session import session_scope
 
     with session_scope() as session:
         rows = list_tasks(session)
-    table = Table("id", "name", "type", "chain", "epoch", "targets", "last heartbeat", "health")
+    table = Table(
+        "id", "name", "type", "chain", "status", "epoch", "targets", "last heartbeat", "health"
+    )
     for t in rows:
         health = t["health"] or "-"
         if t["health_reason"]:
@@ -357,6 +338,7 @@ def tasks_cmd() -> None:
             t["name"],
             t["type"],
             t["chain"],
+            "active" if t["status"] == TASK_ACTIVE else f"off ({t['status']})",
             str(t["epoch"]),
             str(t["targets"]),
             ago(t["last_heartbeat"]),

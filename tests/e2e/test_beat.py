@@ -16,12 +16,18 @@ from kakarot_workers import runtime
 from kakarot_workers.celery_app import app
 from kakarot_workers.config_versions import publish_config
 from kakarot_workers.control import ensure_allocated, reconcile
-from kakarot_workers.db.models import MonitorAlertLog, MonitorBatch, MonitorConfig
+from kakarot_workers.db.models import MonitorBatch, MonitorConfig
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.fleet import BeatProcess
 from kakarot_workers.market import Market
 from kakarot_workers.simulator import SimulatorServer
-from tests.support.scenario import create_task_for, create_task_with, wait_for, wire_event
+from tests.support.scenario import (
+    create_task_for,
+    create_task_with,
+    first_alert_at,
+    wait_for,
+    wire_event,
+)
 
 # Fast schedules; the lock is RedBeat's, at the shortest the settings allow.
 FAST = {
@@ -155,17 +161,6 @@ class Feeder:
         self.thread.join(5)
 
 
-def _first_alert_under(task_id: int, version: int) -> float | None:
-    with session_scope() as session:
-        first = session.scalars(
-            select(MonitorAlertLog.create_time)
-            .where(MonitorAlertLog.task_id == task_id, MonitorAlertLog.config_version == version)
-            .order_by(MonitorAlertLog.create_time)
-            .limit(1)
-        ).first()
-    return None if first is None else first.timestamp()
-
-
 def _lower_the_threshold_and_publish(task_id: int) -> tuple[int, float]:
     with session_scope() as session:
         config = session.scalars(select(MonitorConfig)).one()
@@ -196,10 +191,10 @@ def test_a_config_change_reaches_the_alert_workers(
         beats("beat")
     with Feeder(task_id, ca):
         time.sleep(1.5)  # the workers judge under version 1: nothing alerts
-        assert _first_alert_under(task_id, 1) is None
+        assert first_alert_at(task_id, 1) is None
         version, published_at = _lower_the_threshold_and_publish(task_id)
-        wait_for(lambda: _first_alert_under(task_id, version) is not None, 15, "an alert")
-    delay_s = _first_alert_under(task_id, version) - published_at
+        wait_for(lambda: first_alert_at(task_id, version) is not None, 15, "an alert")
+    delay_s = first_alert_at(task_id, version) - published_at
     bound = 1.0 if path == "pubsub" else 1.0 + 1.0  # poll interval + 1 s
     # a generous margin for a loaded test machine; bench/config_reload.py measures it
     assert delay_s < bound + 2.0, f"{path}: first alert under v{version} after {delay_s:.2f}s"

@@ -90,6 +90,21 @@ def alert_keys(task_id: int) -> list[tuple[str, int]]:
         ]
 
 
+def first_alert_at(task_id: int, config_version: int) -> float | None:
+    """When the task's first alert judged under that config version was recorded (epoch s)."""
+    with session_scope() as session:
+        first = session.scalars(
+            select(MonitorAlertLog.create_time)
+            .where(
+                MonitorAlertLog.task_id == task_id,
+                MonitorAlertLog.config_version == config_version,
+            )
+            .order_by(MonitorAlertLog.create_time)
+            .limit(1)
+        ).first()
+    return None if first is None else first.timestamp()
+
+
 def wait_quiet(client: redis.Redis, quiet_s: float = 1.0, timeout_s: float = 20.0) -> None:
     """Until no event has been emitted for `quiet_s` and the alerts queue is empty."""
     key = runtime.keys().events_total
