@@ -5,6 +5,7 @@ Loaded by `kakarot_workers.celery_app` with `config_from_object("celeryconfig")`
 
 from kombu import Queue
 
+from kakarot_workers.keys import Keys
 from kakarot_workers.settings import get_settings
 
 _settings = get_settings()
@@ -67,7 +68,7 @@ enable_utc = True
 # minute (RedBeat's default lock, 5 × the max interval, would be 25 minutes with Celery's 300 s).
 beat_scheduler = "redbeat.RedBeatScheduler"
 redbeat_redis_url = _settings.redis_url
-redbeat_key_prefix = f"{_settings.redis_key_prefix}kakarot:beat:"
+redbeat_key_prefix = Keys(_settings.redis_key_prefix).beat_prefix
 redbeat_lock_timeout = _settings.beat_lock_timeout_s
 beat_max_loop_interval = _settings.beat_max_interval_s
 

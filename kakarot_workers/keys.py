@@ -109,8 +109,8 @@ class Keys:
         return self._k(f"kakarot:win:{task_id}:{ca}:z")
 
     def window_state(self, task_id: int, ca: str) -> str:
-        """msgpack map: per window length the running sums (cents) and first trade; the newest
-        trade (see `windows`)."""
+        """msgpack array: the newest trade, and per window length the running sums (cents) and
+        first trade (see `windows`)."""
         return self._k(f"kakarot:win:{task_id}:{ca}:h")
 
     def window_seen(self, task_id: int, ca: str) -> str:
