@@ -31,7 +31,7 @@ from typing import Protocol
 
 import psutil
 import redis
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from kakarot_workers import runtime
@@ -230,10 +230,12 @@ class NodeAgent:
 
     def write_rows(self) -> None:
         """The batch rows of every held consumer, and their tasks' heartbeat, in two statements."""
+        # `now` is taken before the snapshot: a consumer that lets go after it writes its final
+        # status later, and the guard below keeps this pass from writing over it
+        now = utcnow()
         held = self.held()
         if not held:
             return
-        now = utcnow()
         pid = os.getpid()
         rows = [
             {
@@ -250,7 +252,10 @@ class NodeAgent:
         # an old epoch runs from it), not heartbeats.
         statement = (
             update(batches)
-            .where(batches.c.id == bindparam("b_id"))
+            .where(
+                batches.c.id == bindparam("b_id"),
+                or_(batches.c.last_heartbeat.is_(None), batches.c.last_heartbeat <= now),
+            )
             .values(
                 status=bindparam("b_status"),
                 consumer_id=bindparam("b_consumer"),
