@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 OUTBOX_CAP = 10_000
 RELAY_PER_TICK = 100
+# A backend that has not answered `register` by then is asked again on a new connection.
+REGISTER_TIMEOUT_S = 10.0
 
 
 def send_event(kind: str, data: dict[str, Any]) -> bool:
@@ -140,8 +142,11 @@ class BackendClient:
 
     def _converse(self, conn: websocket.WebSocket) -> None:
         last_heartbeat = last_ping = 0.0
+        connected_at = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
+            if not self.registered.is_set() and now - connected_at > REGISTER_TIMEOUT_S:
+                raise ValueError(f"not registered within {REGISTER_TIMEOUT_S:g}s")
             if self.registered.is_set() and now - last_heartbeat >= self.heartbeat_s:
                 self._send(conn, self.heartbeat())
                 last_heartbeat = now

@@ -244,3 +244,13 @@ def test_the_api_serves_tasks_batches_and_nodes_and_the_hub_can_write_heartbeats
 def test_send_event_is_a_no_op_without_a_backend(db_url, redis_client):
     assert not backend_client.send_event("batch_status", {"batch_id": 1, "status": "running"})
     assert redis_client.llen("kakarot:backend:outbox") == 0
+
+
+def test_the_client_records_an_error_from_the_backend_and_keeps_the_connection(hub):
+    client = _client(hub, "")  # an empty consumer id: the hub refuses the registration
+    try:
+        wait_for(lambda: client.errors, 5, "the error")
+        assert client.errors[0]["code"] == "bad_register"
+        assert not client.registered.is_set() and client.connects == 1
+    finally:
+        client.stop()
