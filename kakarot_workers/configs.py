@@ -63,7 +63,8 @@ def _float(value: object) -> float | None:
 
 
 class ProfileCache:
-    """Task profiles, re-checked against the config's version every `ttl_s`."""
+    """Task profiles, re-read when a newer config version is announced (`note`) and at the
+    latest every `ttl_s`."""
 
     def __init__(
         self,
