@@ -55,7 +55,10 @@ def send_event(kind: str, data: dict[str, Any]) -> bool:
         pipe = client.pipeline(transaction=False)
         pipe.rpush(keys.backend_outbox, json.dumps(message))
         pipe.ltrim(keys.backend_outbox, -OUTBOX_CAP, -1)
-        pipe.execute()
+        length = pipe.execute()[0]
+        if length > OUTBOX_CAP:  # no node has been connected for long: the oldest one goes
+            client.incrby(keys.backend_events_dropped, length - OUTBOX_CAP)
+            log.warning("backend outbox full (%d): the oldest event was dropped", OUTBOX_CAP)
     except redis.RedisError as exc:
         log.warning("backend event %s not queued: %s", kind, exc)
         return False

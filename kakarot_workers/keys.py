@@ -171,6 +171,11 @@ class Keys:
         return self._k("kakarot:backend:outbox")
 
     @property
+    def backend_events_dropped(self) -> str:
+        """Counter of backend events dropped from a full outbox (no node connected for long)."""
+        return self._k("kakarot:stats:backend_events_dropped")
+
+    @property
     def batches_stale(self) -> str:
         """Counter of batches check_timeouts found silent and marked `stale`."""
         return self._k("kakarot:stats:batches_stale")

@@ -254,3 +254,14 @@ def test_the_client_records_an_error_from_the_backend_and_keeps_the_connection(h
         assert not client.registered.is_set() and client.connects == 1
     finally:
         client.stop()
+
+
+def test_a_full_backend_outbox_drops_the_oldest_and_counts_it(db_url, redis_client, use_env):
+    use_env(KAKAROT_BACKEND_WS_URL="ws://127.0.0.1:9/unused")
+    cap = backend_client.OUTBOX_CAP
+    redis_client.rpush("kakarot:backend:outbox", *(["{}"] * cap))
+    assert backend_client.send_event("batch_status", {"batch_id": 5, "status": "error"})
+    assert redis_client.llen("kakarot:backend:outbox") == cap
+    newest = json.loads(redis_client.lindex("kakarot:backend:outbox", -1))
+    assert newest["batch_id"] == 5
+    assert redis_client.get("kakarot:stats:backend_events_dropped") == "1"
