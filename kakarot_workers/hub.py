@@ -152,6 +152,11 @@ class Hub:
             return _json_response(http.HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         return _json_response(http.HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path}"})
 
+    @property
+    def epochs_seen(self) -> dict[int, int]:
+        """Each task's `current_epoch` at the hub's last look (a change sends batch_reload)."""
+        return dict(self._epochs or {})
+
     def nodes_report(self) -> list[dict[str, Any]]:
         return [
             {

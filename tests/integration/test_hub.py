@@ -141,6 +141,8 @@ def test_an_epoch_change_sends_batch_reload_and_each_node_acks_reloading_or_skip
     cas = [f"0x{i:040x}" for i in range(150)]
     task_id = create_task_with(cas)
     first, second = ensure_allocated(task_id)
+    # the hub has seen epoch 1 (not 0 then 1, which would send a batch_reload of its own)
+    wait_for(lambda: hub.epochs_seen.get(task_id) == 1, 5, "the hub to see epoch 1")
     serving = NodeAgent("node-serving")
     serving.hold(Consumer(batch_id=first, task_id=task_id, epoch=1))
     idle = NodeAgent("node-idle")
@@ -148,7 +150,8 @@ def test_an_epoch_change_sends_batch_reload_and_each_node_acks_reloading_or_skip
     dashboard = Dashboard(hub.url, topic="batch_reload_ack")
     try:
         assert all(c.registered.wait(5) for c in clients)
-        time.sleep(0.5)  # the hub has read the epochs once
+        time.sleep(0.5)
+        assert list(hub.acks) == []
         from kakarot_workers.admin import add_targets, target_row
 
         with session_scope() as session:
