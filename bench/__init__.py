@@ -1,0 +1,16 @@
+"""Benchmarks: each script prints figures against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def use_local_services(workdir: Path, redis_url: str, **settings: object) -> None:
+    """Point this process, and the workers it starts, at `redis_url` and a SQLite file in
+    `workdir`, logging warnings only; `settings` are more KAKAROT_* values (`batch_cap=10`)."""
+    os.environ["KAKAROT_REDIS_URL"] = redis_url
+    os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
+    os.environ["KAKAROT_LOG_LEVEL"] = "WARNING"
+    for name, value in settings.items():
+        os.environ[f"KAKAROT_{name.upper()}"] = str(value)

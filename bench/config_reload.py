@@ -29,17 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import use_local_services  # noqa: E402
 from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
 
 CA = "0x" + "c" * 40
 DEBOUNCE_S = 2.0
-
-
-def setup_env(workdir: Path, redis_url: str, poll_s: float) -> None:
-    os.environ["KAKAROT_REDIS_URL"] = redis_url
-    os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
-    os.environ["KAKAROT_LOG_LEVEL"] = "WARNING"
-    os.environ["KAKAROT_BEAT_POLL_CONFIGS_S"] = str(poll_s)
 
 
 def feed(task_id: int, stop: threading.Event) -> None:
@@ -88,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kakarot-bench-reload-"))
     with EmbeddedRedis() as server:
-        setup_env(workdir, server.url, args.poll_s)
+        use_local_services(workdir, server.url, beat_poll_configs_s=args.poll_s)
         from sqlalchemy import select
 
         from kakarot_workers.db.models import MonitorConfig

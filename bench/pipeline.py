@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import use_local_services  # noqa: E402
 from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
 
 EVENTS_PER_MESSAGE = 200
@@ -41,13 +42,6 @@ TOKENS_PER_TASK = 100
 GOAL_EVENTS_S = 10_000
 GOAL_NAIVE_RATIO = 20
 GOAL_P95_MS = 50
-
-
-def setup_env(workdir: Path, redis_url: str) -> None:
-    os.environ["KAKAROT_REDIS_URL"] = redis_url
-    os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
-    os.environ["KAKAROT_LOG_LEVEL"] = "WARNING"
-    os.environ["KAKAROT_CELERY_TASK_EVENTS"] = "false"
 
 
 def make_tasks() -> tuple[list[tuple[int, list[str]]], int]:
@@ -276,7 +270,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kakarot-bench-"))
     os.chdir(Path(__file__).resolve().parents[1])
     with EmbeddedRedis() as redis_server:
-        setup_env(workdir, redis_server.url)
+        use_local_services(workdir, redis_server.url, celery_task_events="false")
         tasks, latency_task = make_tasks()
         rates = {}
         for run, processes in enumerate((1, 2), start=1):

@@ -27,17 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import use_local_services  # noqa: E402
 from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
 from kakarot_workers.market import Market  # noqa: E402
 
 RSS_GOAL_MB = 3.0
-
-
-def setup_env(workdir: Path, redis_url: str) -> None:
-    os.environ["KAKAROT_REDIS_URL"] = redis_url
-    os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
-    os.environ["KAKAROT_BATCH_CAP"] = "10"
-    os.environ["KAKAROT_LOG_LEVEL"] = "WARNING"
 
 
 def rss_per_batch(batches: int, workdir: Path) -> tuple[float, float, float]:
@@ -135,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kakarot-bench-"))
     with EmbeddedRedis() as redis_server:
-        setup_env(workdir, redis_server.url)
+        use_local_services(workdir, redis_server.url, batch_cap=10)
         idle, live, per_batch = rss_per_batch(args.batches, workdir)
         rate, baseline = decode_and_emit(args.events)
     print(f"RSS, one streams worker process holding {args.batches} live batches (10 tokens each)")

@@ -259,17 +259,18 @@ def list_batches(session: Session, task_id: int | None = None) -> list[dict[str,
 
 def list_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     """Every node that left metrics in Redis, online while its heartbeat key lives (TTL)."""
-    names = sorted(client.scan_iter(match=keys.node_pattern, count=500))
+    prefix = len(keys.node_metrics(""))
+    node_ids = sorted(
+        name[prefix:] for name in client.scan_iter(match=keys.node_pattern, count=500)
+    )
     pipe = client.pipeline(transaction=False)
-    for name in names:
-        node_id = name[len(keys.node_metrics("")) :]
-        pipe.hgetall(name)
+    for node_id in node_ids:
+        pipe.hgetall(keys.node_metrics(node_id))
         pipe.get(keys.node_heartbeat(node_id))
     replies = pipe.execute()
     nodes = []
-    for index, name in enumerate(names):
+    for index, node_id in enumerate(node_ids):
         metrics, beat = replies[2 * index], replies[2 * index + 1]
-        node_id = name[len(keys.node_metrics("")) :]
         last = metrics.get("updated_at")
         nodes.append(
             {

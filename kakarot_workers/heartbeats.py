@@ -22,8 +22,10 @@ from kakarot_workers.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# Statuses a consumer reports while it serves its batch.
+# Batch statuses check_timeouts watches: served, or dispatched and waiting for a consumer.
 SERVING = ("running", "pending")
+# Statuses of a consumer subscribed to its source: while one of its batches is, a task beats.
+LIVE = ("running", "handing_over")
 
 
 def batch_heartbeats(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
@@ -89,7 +91,7 @@ def write_heartbeats(rows: list[dict[str, Any]]) -> int:
     ]
     newest: dict[int, datetime] = {}
     for r in rows:
-        if r["task_id"] and r["status"] in SERVING:
+        if r["task_id"] and r["status"] in LIVE:
             newest[r["task_id"]] = max(r["at"], newest.get(r["task_id"], r["at"]))
     tasks = MonitorTask.__table__
     with session_scope() as session:

@@ -23,7 +23,14 @@ import redis
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import config_versions, control, heartbeats, leases, runtime
+from kakarot_workers import (
+    backend_client,
+    config_versions,
+    control,
+    heartbeats,
+    leases,
+    runtime,
+)
 from kakarot_workers.celery_app import app
 from kakarot_workers.db.models import (
     TARGET_ACTIVE,
@@ -41,8 +48,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_OK = "ok"
 HEALTH_FAILED = "failed"
-# Statuses a consumer reports while it serves its batch; only these can go stale.
-SERVING = heartbeats.SERVING
 
 _JOB = {
     "ignore_result": True,
@@ -144,7 +149,7 @@ def _stale_batches(now: datetime, report: TimeoutReport) -> None:
                 .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
                 .where(
                     MonitorBatch.epoch == MonitorTask.current_epoch,
-                    MonitorBatch.status.in_(SERVING),
+                    MonitorBatch.status.in_(heartbeats.SERVING),
                     func.coalesce(MonitorBatch.last_heartbeat, MonitorBatch.update_time)
                     < stale_before,
                     MonitorTask.del_flag == 0,
@@ -158,7 +163,9 @@ def _stale_batches(now: datetime, report: TimeoutReport) -> None:
             batches = MonitorBatch.__table__
             session.execute(
                 update(batches)
-                .where(batches.c.id.in_(report.stale_batches), batches.c.status.in_(SERVING))
+                .where(
+                    batches.c.id.in_(report.stale_batches), batches.c.status.in_(heartbeats.SERVING)
+                )
                 .values(status="stale", update_time=batches.c.update_time)
             )
     if report.stale_batches:
@@ -229,8 +236,6 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
 
 def _tell_backend(task_id: int, health: str) -> None:
     """A `task_status` push to the backend and dashboards, when a backend is configured."""
-    from kakarot_workers import backend_client
-
     backend_client.send_event(
         "task_status", {"taskId": task_id, "health": health, "status": TASK_ACTIVE}
     )

@@ -31,13 +31,12 @@ from typing import Protocol
 
 import psutil
 import redis
-from sqlalchemy import bindparam, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import runtime
+from kakarot_workers import heartbeats, runtime
 from kakarot_workers.backend_client import BackendClient
 from kakarot_workers.config_versions import ConfigListener
-from kakarot_workers.db.models import MonitorBatch, MonitorTask, utcnow
+from kakarot_workers.db.models import MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.settings import get_settings
 
@@ -229,51 +228,25 @@ class NodeAgent:
         pipe.execute()
 
     def write_rows(self) -> None:
-        """The batch rows of every held consumer, and their tasks' heartbeat, in two statements."""
+        """The batch rows of every held consumer, and their tasks' heartbeat, in bulk."""
         # `now` is taken before the snapshot: a consumer that lets go after it writes its final
-        # status later, and the guard below keeps this pass from writing over it
+        # status later, and `write_heartbeats` never writes over a later heartbeat
         now = utcnow()
-        held = self.held()
-        if not held:
-            return
         pid = os.getpid()
-        rows = [
-            {
-                "b_id": h.batch_id,
-                "b_status": h.status,
-                "b_consumer": h.consumer_id,
-                "b_worker": self.node_id,
-                "b_pid": pid,
-            }
-            for h in held
-        ]
-        batches = MonitorBatch.__table__
-        # update_time is left alone: it marks membership and epoch changes (the grace period of
-        # an old epoch runs from it), not heartbeats.
-        statement = (
-            update(batches)
-            .where(
-                batches.c.id == bindparam("b_id"),
-                or_(batches.c.last_heartbeat.is_(None), batches.c.last_heartbeat <= now),
-            )
-            .values(
-                status=bindparam("b_status"),
-                consumer_id=bindparam("b_consumer"),
-                worker_id=bindparam("b_worker"),
-                worker_pid=bindparam("b_pid"),
-                last_heartbeat=now,
-                update_time=batches.c.update_time,
-            )
+        heartbeats.write_heartbeats(
+            [
+                {
+                    "batch_id": h.batch_id,
+                    "task_id": h.task_id,
+                    "status": h.status,
+                    "consumer_id": h.consumer_id,
+                    "worker_id": self.node_id,
+                    "worker_pid": pid,
+                    "at": now,
+                }
+                for h in self.held()
+            ]
         )
-        tasks = MonitorTask.__table__
-        task_ids = sorted({h.task_id for h in held})
-        with session_scope() as session:
-            session.execute(statement, rows)
-            session.execute(
-                update(tasks)
-                .where(tasks.c.id.in_(task_ids))
-                .values(last_heartbeat=now, update_time=tasks.c.update_time)
-            )
 
 
 _agent: NodeAgent | None = None
