@@ -122,14 +122,13 @@ class BackendClient:
             finally:
                 self.registered.clear()
                 if conn is not None:
-                    _close(conn)
+                    close_quietly(conn)
             if self._stop.wait(backoff(max(failures, 1), self.max_backoff_s)):
                 return
 
     # --- one connection ------------------------------------------------------------------
     def _connect(self) -> websocket.WebSocket:
-        header = [f"Authorization: Bearer {self.token}"] if self.token else []
-        conn = websocket.create_connection(self.url, timeout=5, header=header)
+        conn = websocket.create_connection(self.url, timeout=5, header=auth_header(self.token))
         try:
             hello = json.loads(conn.recv())
             if not isinstance(hello, dict) or hello.get("type") != "connected":
@@ -138,7 +137,7 @@ class BackendClient:
             conn.send(json.dumps({"type": "register", "consumer_id": self.consumer_id}))
             conn.settimeout(self.tick_s)
         except BaseException:
-            _close(conn)
+            close_quietly(conn)
             raise
         self.connects += 1
         return conn
@@ -230,7 +229,12 @@ class BackendClient:
             log.info("backend: message %r ignored", kind)
 
 
-def _close(conn: websocket.WebSocket) -> None:
+def auth_header(token: str | None) -> list[str]:
+    """The handshake headers carrying the backend's bearer token (none without one)."""
+    return [f"Authorization: Bearer {token}"] if token else []
+
+
+def close_quietly(conn: websocket.WebSocket) -> None:
     """Close politely if the peer still listens, and always release the socket."""
     with contextlib.suppress(Exception):
         conn.close(timeout=1)

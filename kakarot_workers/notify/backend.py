@@ -7,7 +7,6 @@ failure; an optional bearer token comes from `KAKAROT_BACKEND_TOKEN`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -15,6 +14,7 @@ import time
 import websocket
 from pydantic import SecretStr
 
+from kakarot_workers.backend_client import auth_header, close_quietly
 from kakarot_workers.errors import NotifyError
 from kakarot_workers.notify import Delivery
 
@@ -60,17 +60,15 @@ class BackendNotifier:
         if self._socket is not None and self._url == url and self._socket.connected:
             return self._socket
         self._close()
-        header = []
-        if self.token is not None and self.token.get_secret_value():
-            header.append(f"Authorization: Bearer {self.token.get_secret_value()}")
+        token = self.token.get_secret_value() if self.token is not None else None
+        header = auth_header(token)
         self._socket = websocket.create_connection(url, timeout=self.timeout_s, header=header)
         self._url = url
         return self._socket
 
     def _close(self) -> None:
         if self._socket is not None:
-            with contextlib.suppress(OSError, websocket.WebSocketException):
-                self._socket.close()
+            close_quietly(self._socket)
         self._socket = None
 
     def close(self) -> None:
