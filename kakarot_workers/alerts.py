@@ -78,8 +78,9 @@ def _parse(events: list[Any]) -> list[SwapEvent]:
         try:
             parsed.append(from_wire(raw))
         except EventError as exc:
-            runtime.redis_client().incr(runtime.keys().events_rejected)
             log.warning("event %d of message rejected: %s", index, exc)
+    if len(parsed) < len(events):  # one count for the message, not a round trip per event
+        runtime.redis_client().incrby(runtime.keys().events_rejected, len(events) - len(parsed))
     return parsed
 
 
