@@ -14,7 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgpack
 import redis
+from redis.client import NEVER_DECODE
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.keys import Keys
@@ -48,14 +52,16 @@ end
 # KEYS: per token k, KEYS[3k-2] trades (zset of "id|cents|price|side" by ts ms, kept for the
 # longest window), KEYS[3k-1] its state (above), KEYS[3k] what each trade first saw (hash
 # id → msgpack of its result).
-# ARGV: the number of tokens T, the time now (ms), the number of window-length sets L, L sets
-# "w1,w2,…" (ms, ascending), T indexes (token k's set), then six per trade: k, ts ms, cents,
-# price, side ('b' or 's'), trade id.
-# Returns per trade a flat array, per window: volume, buys, sells (cents), trades, first price,
-# last price. Each token's state is read and written once per call; a new trade costs one ZADD and
-# one HSET, and the zset is read only when trades leave a window. The TTLs (twice the longest
-# window, plus a minute) are renewed at most every 10 s. Ties on ts are broken by member, so
-# results do not depend on arrival order.
+# ARGV: the time now (ms), and one msgpack array [sets, set of each token, trades]: the window-
+# length sets (each ms, ascending), per token k the index of its set, then six per trade: k, ts
+# ms, cents, price, side ('b' or 's'), trade id. One packed argument costs the server far less
+# than six per trade, and msgpack numbers need no parsing.
+# Returns a msgpack array with, per trade, a flat array, per window: volume, buys, sells (cents),
+# trades, first price, last price (a re-delivered trade gets the one stored for it, as it is).
+# Each token's state is read and written once per call; a new trade costs one ZADD and one HSET,
+# and the zset is read only when trades leave a window. The TTLs (twice the longest window, plus
+# a minute) are renewed at most every 10 s. Ties on ts are broken by member, so results do not
+# depend on arrival order.
 _OBSERVE = (
     _STATE
     + """
@@ -66,14 +72,10 @@ local function parse(member)  -- "id|cents|price|side"
   return string.sub(member, 1, a - 1), tonumber(string.sub(member, a + 1, b - 1)),
          string.sub(member, b + 1, c - 1), string.sub(member, c + 1)
 end
-local tokens, now, sets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local spec, lengths, states, dirty = {}, {}, {}, {}
-for j = 1, sets do
-  local ws = {}
-  for w in string.gmatch(ARGV[3 + j], '%d+') do ws[#ws + 1] = tonumber(w) end
-  spec[j] = ws
-end
-for k = 1, tokens do lengths[k] = spec[tonumber(ARGV[3 + sets + k])] end
+local now = tonumber(ARGV[1])
+local batch = cmsgpack.unpack(ARGV[2])
+local spec, trades, lengths, states, dirty = batch[1], batch[3], {}, {}, {}
+for k, j in ipairs(batch[2]) do lengths[k] = spec[j] end
 local function first_after(z, after, x)  -- the window's first trade: the oldest after `after`
   local first = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if first[1] then
@@ -117,19 +119,18 @@ local function result_of(k, st)
   return out
 end
 local out = {}
-for i = tokens + sets + 4, #ARGV, 6 do
+for i = 1, #trades, 6 do
   local k, ts, cents, price, side, id =
-    tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
-    ARGV[i + 5]
+    trades[i], trades[i + 1], trades[i + 2], trades[i + 3], trades[i + 4], trades[i + 5]
   local z, seen = KEYS[3 * k - 2], KEYS[3 * k]
   local ws = lengths[k]
   local st = state_of(k)
   local fresh = st.head == nil or ts > st.head - ws[#ws]
-  local member = id .. '|' .. ARGV[i + 2] .. '|' .. price .. '|' .. side
+  local member = id .. '|' .. cents .. '|' .. price .. '|' .. side
   local result = nil
   if fresh and redis.call('ZADD', z, 'NX', ts, member) == 0 then
     local saved = redis.call('HGET', seen, id)  -- seen before: judged as it was then
-    if saved then result = cmsgpack.unpack(saved) end
+    if saved then result = saved end
   elseif fresh then
     if st.head == nil or ts > st.head or (ts == st.head and member > st.hm) then
       st.head, st.hm, st.hp = ts, member, price
@@ -163,11 +164,11 @@ for i = tokens + sets + 4, #ARGV, 6 do
         first_after(z, head - w, x)
       end
     end
-    result = result_of(k, st)
-    redis.call('HSET', seen, id, cmsgpack.pack(result))
+    result = cmsgpack.pack(result_of(k, st))
+    redis.call('HSET', seen, id, result)
     dirty[k] = true
   end
-  out[#out + 1] = result or result_of(k, st)
+  out[#out + 1] = result or cmsgpack.pack(result_of(k, st))
 end
 for k, st in pairs(states) do
   if dirty[k] then
@@ -180,7 +181,13 @@ for k, st in pairs(states) do
     end
   end
 end
-return out
+local n = #out  -- the reply: a msgpack array of the packed results, as they are
+local header
+if n < 16 then header = string.char(0x90 + n)
+elseif n < 65536 then header = string.char(0xdc, math.floor(n / 256), n % 256)
+else header = string.char(0xdd, math.floor(n / 16777216), math.floor(n / 65536) % 256,
+                          math.floor(n / 256) % 256, n % 256) end
+return header .. table.concat(out)
 """
 )
 
@@ -229,7 +236,7 @@ class Windows:
             return []
         slots: dict[tuple[int, str], int] = {}
         keys: list[str] = []
-        specs: dict[str, int] = {}  # window-length set → its index (1-based)
+        specs: dict[tuple[int, ...], int] = {}  # window-length set (ms) → its index (1-based)
         spec_of: list[int] = []  # per token
         trades: list[object] = []
         for obs in observations:
@@ -243,7 +250,7 @@ class Windows:
                     self.keys.window_state(*slot),
                     self.keys.window_seen(*slot),
                 ]
-                spec = ",".join(str(s * 1000) for s in sorted(obs.seconds))
+                spec = tuple(s * 1000 for s in sorted(obs.seconds))
                 spec_of.append(specs.setdefault(spec, len(specs) + 1))
             trades += [
                 index,
@@ -253,17 +260,31 @@ class Windows:
                 "b" if event.side == "buy" else "s",
                 f"{event.tx_hash}:{event.log_index}",
             ]
-        now_ms = int(time.time() * 1000)
-        args = [len(slots), now_ms, len(specs), *specs, *spec_of, *trades]
-        replies = self._observe(keys=keys, args=args)
+        batch = msgpack.packb([list(specs), spec_of, trades])
+        replies = msgpack.unpackb(self._raw(self._observe, keys, [int(time.time() * 1000), batch]))
         results = []
         for obs, reply in zip(observations, replies, strict=True):
             ordered = sorted(obs.seconds)
             results.append({s: _stats(s, reply[6 * j : 6 * j + 6]) for j, s in enumerate(ordered)})
         return results
 
+    def _raw(self, script: Script, keys: list[str], args: list[object]) -> bytes:
+        """Run `script` and return its reply undecoded: the client decodes replies as text, and
+        msgpack is binary. Loads the script where the server lacks it (restarted, flushed)."""
 
-def _stats(seconds: int, fields: Sequence[int | bytes]) -> WindowStats:
+        def run() -> bytes:
+            return self.client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args, **{NEVER_DECODE: []}
+            )
+
+        try:
+            return run()
+        except NoScriptError:
+            script.sha = self.client.script_load(script.script)
+            return run()
+
+
+def _stats(seconds: int, fields: Sequence[int | str]) -> WindowStats:
     """One window from the script's six fields: cents volume, buys, sells; trades; prices."""
     vol, buy, sell, trades, open_price, last_price = fields
     return WindowStats(

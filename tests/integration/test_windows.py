@@ -122,6 +122,24 @@ def test_one_token_keeps_each_window_length_exact(redis_client):
     assert grown[120].trades == 12 and grown[300].trades == 30
 
 
+def test_a_server_that_lost_its_scripts_loads_them_again(redis_client):
+    windows = _windows()
+    first = _seen(windows, [Observation(1, (W,), _trade(1, 1_000, 10.0))])[0]
+    redis_client.script_flush()  # a restarted or flushed Redis forgets its scripts
+    second = _seen(windows, [Observation(1, (W,), _trade(2, 2_000, 5.0))])[0]
+    assert (first.trades, second.trades, second.volume_usd) == (1, 2, 15.0)
+
+
+def test_many_trades_in_one_call_keep_their_order(redis_client):
+    # msgpack arrays change their header at 16 and 65,536 elements: results still line up
+    windows = _windows()
+    trades = [_trade(i, 1_000 + i // 2, 1.0) for i in range(70_000)]  # all within 60 s
+    seen = _seen(windows, [Observation(1, (W,), t) for t in trades])
+    assert len(seen) == len(trades)
+    assert [s.trades for s in seen[:20]] == list(range(1, 21))
+    assert seen[-1].trades == len(trades) and seen[-1].volume_usd == len(trades)
+
+
 def _feed(trades: list[tuple[int, int, float, str]], seed: int) -> None:
     rng = random.Random(seed)
     windows = _windows()
