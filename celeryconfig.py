@@ -34,11 +34,14 @@ task_routes = {
     "kakarot.control.*": {"queue": "control"},
 }
 
-# A worker takes a message only when a pool slot is free (Redis broker, Celery ≥ 5.6): a stream
-# task holds its slot for hours, and a message prefetched behind it would starve there while an
-# idle worker waits. Without it, prefetch stays at one message per slot.
-worker_disable_prefetch = True
-worker_prefetch_multiplier = 1
+# Prefetch: a worker that consumes `streams` takes a message only when a pool slot is free
+# (`worker_disable_prefetch`, set for it by `celery_app.KakarotWorker`): a stream task holds its
+# slot for hours, and a message prefetched behind it would starve there while an idle worker
+# waits. Other workers run tasks of milliseconds (alerts, notify, control jobs) and keep up to
+# this many unacknowledged messages per slot, so a slot never waits on the broker between two
+# tasks (`--prefetch-multiplier N` per worker; the running one counts for late-acked alerts).
+worker_disable_prefetch = False
+worker_prefetch_multiplier = _settings.worker_prefetch_multiplier
 # Acknowledgement is set per task (stream tasks early, alert tasks late); see the task modules.
 task_acks_late = False
 task_reject_on_worker_lost = True

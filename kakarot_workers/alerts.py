@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kakarot_workers import delivery, runtime
 from kakarot_workers.alert_log import AlertDraft, dedup_key, record_alerts
 from kakarot_workers.celery_app import app
-from kakarot_workers.config_versions import announced
+from kakarot_workers.config_versions import announced_in
 from kakarot_workers.configs import ProfileCache, TaskProfile
 from kakarot_workers.cooldown import Claim, Cooldowns
 from kakarot_workers.db.session import session_scope
@@ -58,8 +58,10 @@ _stores: dict[int, tuple[Windows, Cooldowns]] = {}
 
 
 def reset_caches() -> None:
-    """Forget cached task profiles (a new database, in tests and tools)."""
+    """Forget cached task profiles and cooldowns (a new database or Redis: tests and tools)."""
     _profiles.clear()
+    for _, cooldowns in _stores.values():
+        cooldowns.forget()
 
 
 def stores() -> tuple[Windows, Cooldowns]:
@@ -84,8 +86,11 @@ def _parse(events: list[Any]) -> list[SwapEvent]:
     return parsed
 
 
-def screen(events: list[SwapEvent]) -> list[SwapEvent]:
-    """The events to judge, read in one round trip:
+def screen(
+    events: list[SwapEvent], config_ids: Sequence[int] = ()
+) -> tuple[list[SwapEvent], dict[int, int]]:
+    """The events to judge, and the announced version of each config in `config_ids` (those in
+    force for these events), read in one round trip. An event is judged if it is:
 
     - not fenced: an event whose fencing token is below its batch's fence comes from a consumer
       that lost its lease to a successor (a zombie, or a hand-over that is complete); it is
@@ -93,15 +98,18 @@ def screen(events: list[SwapEvent]) -> list[SwapEvent]:
     - not retracted: a chain re-org withdrew it (`kakarot:retracted`, written by sources).
     """
     if not events:
-        return events
+        return events, {}
     client, keys = runtime.redis_client(), runtime.keys()
     fenced = sorted({e.batch_id for e in events if e.batch_id and e.fencing_token})
     pipe = client.pipeline(transaction=False)
     if fenced:
         pipe.mget([keys.batch_fence(b) for b in fenced])
+    if config_ids:
+        pipe.hmget(keys.config_versions, [str(c) for c in config_ids])
     pipe.hmget(keys.retracted, [f"{e.chain}:{e.tx_hash}:{e.log_index}" for e in events])
     replies = pipe.execute()
     current = dict(zip(fenced, (int(v or 0) for v in replies[0]), strict=True)) if fenced else {}
+    versions = announced_in(config_ids, replies[-2]) if config_ids else {}
     kept, stale, withdrawn = [], 0, 0
     for event, block in zip(events, replies[-1], strict=True):
         if event.batch_id and event.fencing_token and event.fencing_token < current[event.batch_id]:
@@ -115,7 +123,7 @@ def screen(events: list[SwapEvent]) -> list[SwapEvent]:
         log.warning("%d event(s) dropped: their consumer's fencing token is stale", stale)
     if withdrawn:
         log.info("%d retracted event(s) not judged", withdrawn)
-    return kept
+    return kept, versions
 
 
 def window_stats(
@@ -212,18 +220,23 @@ def draft(
     return AlertDraft(row, summary, [(c, d) for c, d in targets], profile.notify.digest_s)
 
 
-def process(events: list[SwapEvent]) -> tuple[int, Counter[str]]:
-    """Judge, cool down and record a micro-batch; return (new alerts, counters)."""
+def configs_in_force(events: list[SwapEvent]) -> list[int]:
+    """The configs of the events' tasks, as cached (so their announced versions can be read)."""
+    profiles = (_profiles.fresh(task_id) for task_id in {e.task_id for e in events})
+    return sorted({p.rules.config_id for p in profiles if p is not None})
+
+
+def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Counter[str]]:
+    """Judge, cool down and record a micro-batch; return (new alerts, counters). `announced`:
+    config versions announced (`screen`); a config newer than the cached one is read again."""
     settings = get_settings()
     client, keys = runtime.redis_client(), runtime.keys()
     stats: Counter[str] = Counter(evaluated=len(events))
     by_task: dict[int, list[SwapEvent]] = defaultdict(list)
     for event in events:
         by_task[event.task_id].append(event)
+    _profiles.note(announced)  # drops the profiles of configs announced newer
     profiles = {task_id: _profiles.fresh(task_id) for task_id in by_task}
-    in_use = sorted({p.rules.config_id for p in profiles.values() if p is not None})
-    if in_use and _profiles.note(announced(client, keys, in_use)):  # a newer version: re-read
-        profiles = {task_id: _profiles.fresh(task_id) for task_id in by_task}
     stale = [task_id for task_id, profile in profiles.items() if profile is None]
     if stale:
         with session_scope() as session:
@@ -298,8 +311,9 @@ def evaluate_events(events: list[Any]) -> int:
         client.incr(keys.events_rejected)
         log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
         return 0
-    kept = screen(_parse(events))
-    new, stats = process(kept)
+    parsed = _parse(events)
+    kept, announced = screen(parsed, configs_in_force(parsed))
+    new, stats = process(kept, announced)
     pipe = client.pipeline(transaction=False)
     for name, value in stats.items():
         if value:

@@ -1,5 +1,8 @@
 """The Celery application: configuration from `celeryconfig`, task modules, process signals.
 
+A worker that consumes `streams` takes a message only when a pool slot is free (stream tasks
+hold their slot for hours); other workers prefetch (`KAKAROT_WORKER_PREFETCH_MULTIPLIER`).
+
 A worker that consumes only the `streams` queue and was started without `-P`/`-c` gets the
 threads pool with `KAKAROT_STREAMS_CONCURRENCY` slots (default 64): each stream consumer holds
 one slot for as long as it serves its batch, so `celery -A kakarot_workers worker -Q streams`
@@ -24,10 +27,19 @@ from kakarot_workers.settings import get_settings
 STREAMS_QUEUE = "streams"
 
 
-def serves_only_streams(queues: Any) -> bool:
+def _names(queues: Any) -> set[str]:
     if isinstance(queues, str):
         queues = queues.split(",")
-    return bool(queues) and {q.strip() for q in queues} == {STREAMS_QUEUE}
+    return {q.strip() for q in queues or ()}
+
+
+def serves_only_streams(queues: Any) -> bool:
+    return _names(queues) == {STREAMS_QUEUE}
+
+
+def serves_streams(queues: Any, excluded: Any = None) -> bool:
+    """The worker consumes `streams` (no `-Q`: every queue, `streams` among them)."""
+    return STREAMS_QUEUE in (_names(queues) or {STREAMS_QUEUE}) - _names(excluded)
 
 
 class KakarotWorker(Worker):  # type: ignore[misc]
@@ -35,6 +47,9 @@ class KakarotWorker(Worker):  # type: ignore[misc]
 
     def setup_defaults(self, *args: Any, **kwargs: Any) -> None:
         super().setup_defaults(*args, **kwargs)
+        if serves_streams(kwargs.get("queues"), kwargs.get("exclude_queues")):
+            # Before the consumer starts: it reads this when it sets up its QoS.
+            self.app.conf.worker_disable_prefetch = True
         if not serves_only_streams(kwargs.get("queues")):
             return
         settings = get_settings()

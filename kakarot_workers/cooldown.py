@@ -4,10 +4,17 @@ Claimed atomically for a whole micro-batch in one script. The key holds the id o
 claimed it, so the same event claiming again (a re-delivered message, a retry after a database
 error) still gets it: a worker dying between the claim and the commit cannot swallow the alert.
 The length comes from `rules.cooldown_seconds` (tiered by market cap, overridable per config).
+
+A held cooldown only runs out: nothing shortens it. So each process remembers the holder and
+the end of every cooldown it has seen (the script returns them), and answers a claim on a token
+it knows to be cooling down without a round trip: a hot token that keeps triggering costs Redis
+nothing until its cooldown ends. The remembered end is earlier than the real one (it is counted
+from before the call), so a claim is never refused that Redis would grant.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,27 +24,29 @@ from kakarot_workers.keys import Keys
 
 # KEYS: one cooldown key per candidate (repeats allowed; the first claimant wins).
 # ARGV: per key, the claimant's event id and the cooldown in ms (0: no cooldown).
-# Returns per key 1 (claimed now, or already this event's) or 0 (another event holds it).
+# Returns per key: 1 (claimed now, or already this event's), or 0 (another event holds it),
+# then the holder's id and the cooldown's remaining ms (holder '' and 0 when there is none).
 _CLAIM = """
 local out = {}
 for k = 1, #KEYS do
   local id, ttl = ARGV[2 * k - 1], tonumber(ARGV[2 * k])
-  if ttl <= 0 then
-    out[k] = 1
-  else
-    local holder = redis.call('GET', KEYS[k])
+  local won, holder, left = 1, '', 0
+  if ttl > 0 then
+    holder = redis.call('GET', KEYS[k])
     if not holder then
       redis.call('SET', KEYS[k], id, 'PX', ttl)
-      out[k] = 1
-    elseif holder == id then
-      out[k] = 1
+      holder, left = id, ttl
     else
-      out[k] = 0
+      left = redis.call('PTTL', KEYS[k])
+      if holder ~= id then won = 0 end
     end
   end
+  out[3 * k - 2], out[3 * k - 1], out[3 * k] = won, holder, left
 end
 return out
 """
+# Remembered cooldowns are dropped once this many are held and some have ended.
+_REMEMBER_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +58,45 @@ class Claim:
 
 
 class Cooldowns:
+    """The cooldowns of one Redis, and those this process has seen held (safe across threads:
+    an entry is only ever replaced by a newer one, and a stale read just asks Redis)."""
+
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.keys = keys
         self._claim = client.register_script(_CLAIM)
+        self._held: dict[tuple[int, str], tuple[str, float]] = {}  # → holder, end (monotonic)
 
     def claim(self, claims: Sequence[Claim]) -> list[bool]:
         """Claim each in order; True where the event may alert."""
-        if not claims:
-            return []
-        keys = [self.keys.cooldown(c.task_id, c.ca) for c in claims]
-        argv: list[str | int] = []
-        for c in claims:
-            argv += [c.event_id, c.seconds * 1000]
-        return [bool(won) for won in self._claim(keys=keys, args=argv)]
+        results: list[bool | None] = [None] * len(claims)
+        asked: list[int] = []
+        now = time.monotonic()
+        for i, c in enumerate(claims):
+            held = self._held.get((c.task_id, c.ca))
+            if c.seconds <= 0:  # no cooldown
+                results[i] = True
+            elif held is not None and now < held[1]:
+                results[i] = held[0] == c.event_id
+            else:
+                asked.append(i)
+        if asked:
+            keys = [self.keys.cooldown(claims[i].task_id, claims[i].ca) for i in asked]
+            argv: list[str | int] = []
+            for i in asked:
+                argv += [claims[i].event_id, claims[i].seconds * 1000]
+            reply = self._claim(keys=keys, args=argv)
+            for n, i in enumerate(asked):
+                won, holder, left_ms = reply[3 * n : 3 * n + 3]
+                results[i] = bool(won)
+                if int(left_ms) > 0:
+                    self._held[(claims[i].task_id, claims[i].ca)] = (holder, now + left_ms / 1000)
+            self._forget_ended(now)
+        return [bool(r) for r in results]
+
+    def forget(self) -> None:
+        """Forget the cooldowns seen (Redis was flushed or replaced: tests, tools)."""
+        self._held.clear()
+
+    def _forget_ended(self, now: float) -> None:
+        if len(self._held) > _REMEMBER_MAX:
+            self._held = {k: v for k, v in self._held.items() if v[1] > now}

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     # A streams-only worker started with no -P/-c uses this pool with this many slots (batches).
     streams_pool: str = "threads"
     streams_concurrency: int = Field(default=64, ge=1)
+    # Messages a worker that does not consume `streams` keeps per pool slot (see celeryconfig).
+    worker_prefetch_multiplier: int = Field(default=4, ge=1)
     # Back-pressure: above this many messages in the `alerts` queue, consumers count it.
     alerts_queue_limit: int = Field(default=10_000, ge=1)
     # Above this many, events are dropped and counted (`dropped_events`); 0: never drop.

@@ -193,3 +193,28 @@ def test_cooldown_claims_once_and_the_claimant_keeps_it(redis_client):
     assert cooldowns.claim([Claim(1, CA, "bsc:0x3:0", 0)]) == [True]  # cooldown off
     time.sleep(1.1)
     assert cooldowns.claim([second]) == [True]
+
+
+def _claim_calls(client) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_cooldown_seen_held_is_answered_without_redis_until_it_ends(redis_client):
+    here = Cooldowns(runtime.redis_client(), runtime.keys())
+    there = Cooldowns(runtime.redis_client(), runtime.keys())  # another process's view
+    holder, rival = Claim(1, CA, "bsc:0x1:0", 1), Claim(1, CA, "bsc:0x2:0", 1)
+    assert there.claim([holder]) == [True]
+    assert here.claim([rival]) == [False]  # asked Redis, and learnt who holds it until when
+    calls = _claim_calls(redis_client)
+    assert here.claim([rival, holder]) == [False, True]  # the holder again: a re-delivery
+    assert there.claim([holder, rival]) == [True, False]
+    assert here.claim([Claim(1, CA, "bsc:0x3:0", 0)]) == [True]  # cooldown off
+    assert _claim_calls(redis_client) == calls  # all answered from memory
+    # the remembered end is never later than Redis's: once the key is gone, the rival wins
+    key = runtime.keys().cooldown(1, CA)
+    deadline = time.monotonic() + 5
+    while redis_client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert here.claim([rival]) == [True]
+    assert _claim_calls(redis_client) == calls + 1
+    assert there.claim([holder]) == [False]  # the rival holds it now
