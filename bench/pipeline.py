@@ -1,10 +1,12 @@
 """Alert-pool benchmark: events/s through the pool and latency to the committed alert row.
 
     .venv/bin/python bench/pipeline.py [--events 100000] [--naive-events 3000] \
-        [--rate 1000] [--latency-s 10]
+        [--rate 1000] [--latency-s 10] [--trials 3]
 
 On 127.0.0.1, real parts: an embedded Redis (broker, windows, cooldowns), a SQLite database,
-alerts workers as Celery subprocesses (prefork). Events come as the stream side sends them:
+alert workers as Celery subprocesses laid out as the README deploys them: one process per core,
+each with the threads pool and 2 slots (while one slot waits on Redis or the database, the other
+computes; prefork's parent-to-child hand-off cost more). Events come as the stream side sends them:
 micro-batches of 200 in one `evaluate_events` message. Ten tasks on 100 tokens each judge them
 with a layer-1 gate, a volume window and a price-change window, and default cooldowns.
 
@@ -27,6 +29,7 @@ VM it can change by half within minutes, and every figure above moves with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -36,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,6 +48,7 @@ from bench import use_local_services  # noqa: E402
 from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
 
 EVENTS_PER_MESSAGE = 200
+THREADS = 2  # slots (threads) per alert worker process
 TASKS = 10
 TOKENS_PER_TASK = 100
 GOAL_EVENTS_S = 10_000
@@ -130,24 +135,40 @@ def forget_windows() -> None:
             client.delete(*batch[i : i + 1000])
 
 
+@contextlib.contextmanager
+def alert_pool(
+    workdir: Path, name: str, processes: int, **options: object
+) -> Iterator[list[object]]:
+    """The alert pool as the README deploys it: `processes` worker processes, each with the
+    threads pool and THREADS slots; started (ready), and stopped on leaving."""
+    from kakarot_workers.fleet import WorkerProcess
+
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                WorkerProcess(
+                    f"{name}-{n}",
+                    "alerts",
+                    pool="threads",
+                    concurrency=THREADS,
+                    log_path=workdir / f"{name}-{n}.log",
+                    **options,  # type: ignore[arg-type]
+                )
+            )
+            for n in range(processes)
+        ]
+
+
 def pool_throughput(workdir: Path, processes: int, events: list[dict]) -> float:
-    """Events/s through `evaluate_events` with one worker of `processes` pool processes."""
+    """Events/s through `evaluate_events` with `processes` alert worker processes."""
     from kakarot_workers import runtime
     from kakarot_workers.celery_app import app
-    from kakarot_workers.fleet import WorkerProcess
 
     client, keys = runtime.redis_client(), runtime.keys()
     counter = keys.alert_stat("evaluated")
     client.delete(counter)
     forget_windows()
-    worker = WorkerProcess(
-        f"bench-alerts-{processes}",
-        "alerts",
-        pool="prefork",
-        concurrency=processes,
-        log_path=workdir / f"alerts-{processes}.log",
-    )
-    with worker:
+    with alert_pool(workdir, f"bench-alerts-{processes}", processes):
         started = time.perf_counter()
         for message in chunks(events):
             app.send_task("kakarot.alerts.evaluate_events", args=[message])
@@ -160,20 +181,16 @@ def naive_throughput(workdir: Path, events: list[dict]) -> float:
     from bench.naive import DONE_KEY
     from kakarot_workers import runtime
     from kakarot_workers.celery_app import app
-    from kakarot_workers.fleet import WorkerProcess
 
     client = runtime.redis_client()
     client.delete(DONE_KEY)
-    worker = WorkerProcess(
+    with alert_pool(
+        workdir,
         "bench-naive",
-        "alerts",
-        pool="prefork",
-        concurrency=2,
-        log_path=workdir / "naive.log",
+        2,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         extra_args=["--include", "bench.naive"],
-    )
-    with worker:
+    ):
         started = time.perf_counter()
         for event in events:
             app.send_task("bench.naive.evaluate_one", args=[event], queue="alerts")
@@ -228,15 +245,11 @@ def latency(workdir: Path, task_id: int, rate: int, seconds: float) -> list[floa
     from kakarot_workers.celery_app import app
     from kakarot_workers.db.models import MonitorAlertLog
     from kakarot_workers.db.session import session_scope
-    from kakarot_workers.fleet import WorkerProcess
 
     cas = [f"0x{0xFFFF:08x}{i:032x}" for i in range(TOKENS_PER_TASK)]
     per_tick = max(rate // 100, 1)
-    worker = WorkerProcess(
-        "bench-latency", "alerts", pool="prefork", concurrency=2, log_path=workdir / "lat.log"
-    )
     sent = 0
-    with worker:
+    with alert_pool(workdir, "bench-latency", 2):
         time.sleep(1.0)
         started = time.perf_counter()
         tick = 0
@@ -318,7 +331,8 @@ def main() -> None:
 
     print(
         f"Alert pool, {args.events:,} events in messages of {EVENTS_PER_MESSAGE} "
-        f"({TASKS} tasks × {TOKENS_PER_TASK} tokens, gate + volume + price windows, cooldowns)"
+        f"({TASKS} tasks × {TOKENS_PER_TASK} tokens, gate + volume + price windows, cooldowns); "
+        f"worker processes of {THREADS} threads each"
     )
     for processes, label in ((1, "1 process  "), (2, "2 processes")):
         runs = trials[processes]

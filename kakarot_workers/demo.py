@@ -109,7 +109,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         alerts = WorkerProcess(
             "demo-alerts",
             "alerts,notify",
-            pool="prefork",
+            pool="threads",
             concurrency=2,
             log_path=log_dir / "alerts.log",
         )

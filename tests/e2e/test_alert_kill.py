@@ -54,7 +54,7 @@ def test_alerts_worker_killed_mid_batch_loses_and_doubles_nothing(
             for n in range(MESSAGES * EVENTS_PER_MESSAGE)
         ]
         expected = {e["tx_hash"] for e in events if e["amount_usd"] >= THRESHOLD_USD}
-        victim = workers("alerts", concurrency=2)
+        victim = workers("alerts", pool="threads", concurrency=2)  # as deployed
         workers("notify", concurrency=2)
 
         # When the judging worker is killed (SIGKILL, with its pool) once alerts are flowing
@@ -67,7 +67,7 @@ def test_alerts_worker_killed_mid_batch_loses_and_doubles_nothing(
         at_kill = _count(MonitorAlertLog)
         assert at_kill < len(expected), "the kill came too late to test anything"
         # and a new alerts worker takes over what was left, including the message in flight
-        workers("alerts", concurrency=2)
+        workers("alerts", pool="threads", concurrency=2)
         wait_for(lambda: _count(MonitorAlertLog) == len(expected), 90, "every alert recorded")
         wait_for(
             lambda: _count(MonitorAlertOutbox, status="sent") == 2 * len(expected),

@@ -76,8 +76,8 @@ def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, s
         events_config={"cooldown": {"seconds": 0}},
         notify_methods=ALL_CHANNELS,
     )
-    workers("alerts,notify", concurrency=2)
-    workers("alerts,notify", concurrency=2)
+    workers("alerts,notify", pool="threads", concurrency=2)
+    workers("alerts,notify", pool="threads", concurrency=2)
 
     # When 5 trades above the threshold and 5 below arrive, one message twice
     events = [wire_event(task_id, CAS[i % 5], i, amount_usd=5000.0) for i in range(5)]
