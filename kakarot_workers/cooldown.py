@@ -99,4 +99,5 @@ class Cooldowns:
 
     def _forget_ended(self, now: float) -> None:
         if len(self._held) > _REMEMBER_MAX:
-            self._held = {k: v for k, v in self._held.items() if v[1] > now}
+            held = self._held.copy()  # one step under the GIL: other threads may be adding
+            self._held = {k: v for k, v in held.items() if v[1] > now}
