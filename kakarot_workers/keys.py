@@ -98,6 +98,11 @@ class Keys:
         return self._k("kakarot:retracted")
 
     @property
+    def handovers_resent(self) -> str:
+        """Counter of hand-over dispatches sent again because no successor took the batch."""
+        return self._k("kakarot:stats:handovers_resent")
+
+    @property
     def reconnects(self) -> str:
         """Counter of source reconnects, every consumer together."""
         return self._k("kakarot:stats:reconnects")

@@ -39,6 +39,13 @@ CONTROL_CHECK_S = 1.0
 ALERTS_QUEUE = "alerts"
 # After a graceful hand-over, the successor raises the fence this long after its source is live.
 FENCE_DELAY_S = 1.0
+# A leaving consumer sends its batch to the `streams` queue again when nobody has taken the
+# lease this long after the last send. The first send can be swallowed by the leaving worker
+# itself: a BRPOP its broker connection issued just before the warm shutdown pops the message,
+# which the worker then holds unprocessed until it exits (celery/celery#4354). kombu sends that
+# BRPOP with a 1 s server-side timeout, so a message sent more than 1 s into the shutdown reaches
+# another worker. A duplicate is harmless: only one consumer gets the lease.
+HANDOVER_RESEND_S = 2.0
 _slots = itertools.count(1)  # consumer ids: hostname-pid-slot
 
 WireEvent = dict[str, Any]
@@ -112,6 +119,7 @@ class BatchConsumer:
         self._handing_over = False
         self._watchdog: threading.Timer | None = None
         self._live_since: float | None = None
+        self._handover_sent_at = 0.0
 
     # --- what the node agent reads ------------------------------------------------------
     @property
@@ -213,6 +221,7 @@ class BatchConsumer:
             return
         self.stop_reason = "handed_over"
         redispatch(self.batch_id)
+        self._handover_sent_at = time.monotonic()
         self._write_status(self.status)
         log.info("batch %s: handing over (token %s)", self.batch_id, self.lease.token)
 
@@ -262,17 +271,18 @@ class BatchConsumer:
         stop.set()
 
     def _read_control(self, stop: threading.Event) -> None:
-        """Follow the control plane (a new epoch for a carried batch, or an order to stop) and
-        read the alerts queue depth for back-pressure."""
+        """Follow the control plane (a new epoch for a carried batch, or an order to stop), read
+        the alerts queue depth for back-pressure and, while handing over, follow the successor."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.batch_control(self.batch_id))
         pipe.llen(ALERTS_QUEUE)
-        control, self.alerts_depth = pipe.execute()
+        if self._handing_over:
+            pipe.get(self.keys.batch_lease(self.batch_id))
+        control, self.alerts_depth, *holder = pipe.execute()
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
-        if self._handing_over and self.lease.fence_passed():
-            log.info("batch %s: successor is live; handed over", self.batch_id)
-            stop.set()
+        if self._handing_over:
+            self._follow_successor(holder[0], stop)
         if control.get("stop"):
             self.stop_reason = control["stop"]
             log.info("batch %s: told to stop (%s)", self.batch_id, self.stop_reason)
@@ -282,6 +292,22 @@ class BatchConsumer:
             self.agent.counters.add(reconnects=reconnects - self._reconnects_seen)
             self.redis.incrby(self.keys.reconnects, reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
+
+    def _follow_successor(self, holder: str | None, stop: threading.Event) -> None:
+        """Handing over: stop once the successor has raised the fence past our token; send the
+        batch again while nobody holds its lease (see HANDOVER_RESEND_S)."""
+        if self.lease.fence_passed():
+            log.info("batch %s: successor is live; handed over", self.batch_id)
+            stop.set()
+        elif holder is None and time.monotonic() - self._handover_sent_at >= HANDOVER_RESEND_S:
+            log.warning(
+                "batch %s: no successor took it within %.0fs; sending it again",
+                self.batch_id,
+                HANDOVER_RESEND_S,
+            )
+            redispatch(self.batch_id)
+            self._handover_sent_at = time.monotonic()
+            self.redis.incr(self.keys.handovers_resent)
 
     def _emit(self, events: list[WireEvent]) -> None:
         counters = self.agent.counters

@@ -1,15 +1,17 @@
 """The batch consumer on real Redis (and its broker queue), fed by a list of recorded items:
 back-pressure, the explicit drop cap, re-org retractions, and fencing in the alert pool."""
 
+import base64
 import json
 import threading
+import time
 
 from kakarot_workers import leases, node, runtime
 from kakarot_workers.alerts import screen
 from kakarot_workers.batches import BatchPlan
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.sources import Retraction, SourceStats
-from kakarot_workers.stream import BatchConsumer
+from kakarot_workers.stream import HANDOVER_RESEND_S, BatchConsumer
 
 
 def trade(i: int) -> SwapEvent:
@@ -38,6 +40,17 @@ class ListSource:
         stop.set()
 
 
+class LiveSource:
+    """A source that is live and quiet until stopped."""
+
+    def __init__(self) -> None:
+        self.stats = SourceStats(live=True)
+
+    def events(self, stop: threading.Event):
+        while not stop.wait(0.01):
+            yield None
+
+
 def run(items: list, client) -> tuple[BatchConsumer, list[dict]]:
     keys = runtime.keys()
     lease = leases.acquire(client, keys, 1, "test", ttl_s=30)
@@ -50,8 +63,6 @@ def run(items: list, client) -> tuple[BatchConsumer, list[dict]]:
 
 
 def sent_events(messages: list[dict]) -> list[dict]:
-    import base64
-
     return [e for m in messages for e in json.loads(base64.b64decode(m["body"]))[0][0]]
 
 
@@ -95,6 +106,53 @@ def test_a_retracted_swap_still_buffered_is_never_sent_and_a_sent_one_is_recorde
     keys = runtime.keys()
     assert redis_client.get(keys.events_retracted) == "2"
     assert redis_client.hkeys(keys.retracted) == [f"bsc:{first.tx_hash}:0"]
+
+
+def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis_client, use_env):
+    """A warm-shutting-down worker's last BRPOP can pop its own hand-over message and hold it
+    until the worker exits (celery/celery#4354). Here the test pops it, as that BRPOP would:
+    the leaving consumer must send the batch again, hand over to whoever takes it, and stop."""
+    use_env(KAKAROT_HANDOVER_TIMEOUT_S="10")
+    keys = runtime.keys()
+    lease = leases.acquire(redis_client, keys, 7, "leaving", ttl_s=30)
+    assert lease is not None
+    plan = BatchPlan(7, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
+    consumer = BatchConsumer(plan, LiveSource(), lease, node.NodeAgent("test-node"))
+    thread = threading.Thread(target=consumer.run, args=(threading.Event(),), daemon=True)
+    thread.start()
+    consumer.begin_shutdown()
+
+    def consume_batch_args() -> list | None:
+        raw = redis_client.rpop("streams")
+        if raw is None:
+            return None
+        message = json.loads(raw)
+        assert message["headers"]["task"] == "kakarot.streams.consume_batch"
+        return json.loads(base64.b64decode(message["body"]))[0]
+
+    swallowed = poll(consume_batch_args, 2.0)
+    assert swallowed == [7]
+    sent_again = poll(consume_batch_args, HANDOVER_RESEND_S + 3.0)
+    assert sent_again == [7], "the leaving consumer never sent its batch again"
+    assert redis_client.get(keys.handovers_resent) == "1"
+
+    successor = leases.acquire(redis_client, keys, 7, "successor", ttl_s=30)
+    assert successor is not None and not successor.fenced  # still a graceful hand-over
+    successor.raise_fence()
+    thread.join(3.0)
+    assert not thread.is_alive(), "the leaving consumer did not stop once the fence passed it"
+    assert consumer.stop_reason == "handed_over"
+    assert redis_client.get(keys.handovers_resent) == "1", "sent again although taken"
+
+
+def poll(read, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = read()
+        if value is not None:
+            return value
+        time.sleep(0.02)
+    return None
 
 
 def test_the_alert_pool_drops_events_of_a_superseded_token(redis_client):
