@@ -276,13 +276,11 @@ class BatchConsumer:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.batch_control(self.batch_id))
         pipe.llen(ALERTS_QUEUE)
-        if self._handing_over:
-            pipe.get(self.keys.batch_lease(self.batch_id))
-        control, self.alerts_depth, *holder = pipe.execute()
+        control, self.alerts_depth = pipe.execute()
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
         if self._handing_over:
-            self._follow_successor(holder[0], stop)
+            self._follow_successor(stop)
         if control.get("stop"):
             self.stop_reason = control["stop"]
             log.info("batch %s: told to stop (%s)", self.batch_id, self.stop_reason)
@@ -293,13 +291,16 @@ class BatchConsumer:
             self.redis.incrby(self.keys.reconnects, reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
 
-    def _follow_successor(self, holder: str | None, stop: threading.Event) -> None:
+    def _follow_successor(self, stop: threading.Event) -> None:
         """Handing over: stop once the successor has raised the fence past our token; send the
         batch again while nobody holds its lease (see HANDOVER_RESEND_S)."""
         if self.lease.fence_passed():
             log.info("batch %s: successor is live; handed over", self.batch_id)
             stop.set()
-        elif holder is None and time.monotonic() - self._handover_sent_at >= HANDOVER_RESEND_S:
+        elif (
+            time.monotonic() - self._handover_sent_at >= HANDOVER_RESEND_S
+            and leases.holders(self.redis, self.keys, [self.batch_id])[self.batch_id] is None
+        ):
             log.warning(
                 "batch %s: no successor took it within %.0fs; sending it again",
                 self.batch_id,

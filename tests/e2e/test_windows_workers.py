@@ -100,5 +100,6 @@ def _cents(event: dict) -> int:
 
 
 def _messages_done(*processes) -> list[int]:
-    """How many `evaluate_events` messages each worker process has finished (from its log)."""
+    """Log lines of each worker process naming an `evaluate_events` message (received or
+    finished): above 0 when the process took part."""
     return [p.log_path.read_text().count("kakarot.alerts.evaluate_events[") for p in processes]

@@ -62,8 +62,13 @@ def run(items: list, client) -> tuple[BatchConsumer, list[dict]]:
     return consumer, messages
 
 
+def task_args(message: dict) -> list:
+    """The positional arguments of a Celery message as it sits in its Redis queue."""
+    return json.loads(base64.b64decode(message["body"]))[0]
+
+
 def sent_events(messages: list[dict]) -> list[dict]:
-    return [e for m in messages for e in json.loads(base64.b64decode(m["body"]))[0][0]]
+    return [e for m in messages for e in task_args(m)[0]]
 
 
 def test_a_deep_alerts_queue_counts_back_pressure_and_drops_nothing(redis_client, use_env):
@@ -128,7 +133,7 @@ def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis
             return None
         message = json.loads(raw)
         assert message["headers"]["task"] == "kakarot.streams.consume_batch"
-        return json.loads(base64.b64decode(message["body"]))[0]
+        return task_args(message)
 
     swallowed = poll(consume_batch_args, 2.0)
     assert swallowed == [7]
