@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kakarot_workers.allocation import AllocationParams, allocate, plain_split  # noqa: E402
+from kakarot_workers.control.allocation import AllocationParams, allocate, plain_split  # noqa: E402
 
 TASK_ID = 1
 BASE = 6000

@@ -30,14 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import use_local_services  # noqa: E402
-from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis  # noqa: E402
 
 CA = "0x" + "c" * 40
 DEBOUNCE_S = 2.0
 
 
 def feed(task_id: int, stop: threading.Event) -> None:
-    from kakarot_workers.celery_app import app
+    from kakarot_workers.celery import app
     from tests.support.scenario import wire_event
 
     n = 0
@@ -48,7 +48,7 @@ def feed(task_id: int, stop: threading.Event) -> None:
 
 
 def trials(task_id: int, config_id: int, count: int, spacing_s: float, timeout_s: float) -> list:
-    from kakarot_workers.config_versions import publish_config
+    from kakarot_workers.control.configs import publish_config
     from tests.support.scenario import first_alert_at
 
     delays = []
@@ -87,7 +87,7 @@ def main() -> None:
 
         from kakarot_workers.db.models import MonitorConfig
         from kakarot_workers.db.session import session_scope, upgrade_schema
-        from kakarot_workers.fleet import BeatProcess, WorkerProcess
+        from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
         from tests.support.scenario import create_task_with
 
         upgrade_schema(os.environ["KAKAROT_DATABASE_URL"])

@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from kakarot_workers import runtime
-from kakarot_workers.alert_log import AlertDraft, record_alerts
-from kakarot_workers.alerts import draft
-from kakarot_workers.batches import get_task, task_config
-from kakarot_workers.celery_app import app
-from kakarot_workers.configs import build_profile
+from kakarot_workers.alerts.alert_log import AlertDraft, record_alerts
+from kakarot_workers.alerts.drafts import draft
+from kakarot_workers.alerts.profiles import build_profile
+from kakarot_workers.alerts.rules import WindowStats, cooldown_seconds, judge
+from kakarot_workers.celery import app
+from kakarot_workers.db.batches import get_task, task_config
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.events import from_wire
-from kakarot_workers.rules import WindowStats, cooldown_seconds, judge
 
 DONE_KEY = "bench:naive:done"
 

@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import use_local_services  # noqa: E402
-from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis  # noqa: E402
 
 EVENTS_PER_MESSAGE = 200
 THREADS = 2  # slots (threads) per alert worker process
@@ -141,7 +141,7 @@ def alert_pool(
 ) -> Iterator[list[object]]:
     """The alert pool as the README deploys it: `processes` worker processes, each with the
     threads pool and THREADS slots; started (ready), and stopped on leaving."""
-    from kakarot_workers.fleet import WorkerProcess
+    from kakarot_workers.tools.fleet import WorkerProcess
 
     with contextlib.ExitStack() as stack:
         yield [
@@ -162,7 +162,7 @@ def alert_pool(
 def pool_throughput(workdir: Path, processes: int, events: list[dict]) -> float:
     """Events/s through `evaluate_events` with `processes` alert worker processes."""
     from kakarot_workers import runtime
-    from kakarot_workers.celery_app import app
+    from kakarot_workers.celery import app
 
     client, keys = runtime.redis_client(), runtime.keys()
     counter = keys.alert_stat("evaluated")
@@ -180,7 +180,7 @@ def pool_throughput(workdir: Path, processes: int, events: list[dict]) -> float:
 def naive_throughput(workdir: Path, events: list[dict]) -> float:
     from bench.naive import DONE_KEY
     from kakarot_workers import runtime
-    from kakarot_workers.celery_app import app
+    from kakarot_workers.celery import app
 
     client = runtime.redis_client()
     client.delete(DONE_KEY)
@@ -242,7 +242,7 @@ def latency(workdir: Path, task_id: int, rate: int, seconds: float) -> list[floa
     """Latencies (ms) from event creation to alert row at `rate` events/s offered."""
     from sqlalchemy import select
 
-    from kakarot_workers.celery_app import app
+    from kakarot_workers.celery import app
     from kakarot_workers.db.models import MonitorAlertLog
     from kakarot_workers.db.session import session_scope
 

@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import use_local_services  # noqa: E402
-from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
-from kakarot_workers.market import Market  # noqa: E402
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis  # noqa: E402
+from kakarot_workers.tools.market import Market  # noqa: E402
 
 RSS_GOAL_MB = 3.0
 
@@ -38,10 +38,10 @@ def rss_per_batch(batches: int, workdir: Path) -> tuple[float, float, float]:
     """(idle MB, live MB, MB per batch) of one streams worker process."""
     import psutil
 
-    from kakarot_workers.control import ensure_allocated, reconcile
+    from kakarot_workers.control.reconcile import ensure_allocated, reconcile
     from kakarot_workers.db.session import upgrade_schema
-    from kakarot_workers.fleet import WorkerProcess
-    from kakarot_workers.simulator import SimulatorServer
+    from kakarot_workers.tools.fleet import WorkerProcess
+    from kakarot_workers.tools.simulator import SimulatorServer
     from tests.support.scenario import create_task_for
 
     upgrade_schema(os.environ["KAKAROT_DATABASE_URL"])
@@ -91,9 +91,10 @@ class ReplaySource:
 
 def decode_and_emit(events: int) -> tuple[float, float]:
     """(consumer events/s, json.loads-only events/s) on the same recorded frames."""
-    from kakarot_workers import leases, runtime
-    from kakarot_workers.batches import BatchPlan
-    from kakarot_workers.stream import BatchConsumer
+    from kakarot_workers import runtime
+    from kakarot_workers.sources import BatchPlan
+    from kakarot_workers.streams import leases
+    from kakarot_workers.streams.consumer import BatchConsumer
 
     market = Market.with_tokens(seed=4, count=99)
     frames = [

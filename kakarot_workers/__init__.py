@@ -1,8 +1,7 @@
 """Kakarot Workers: a Celery fleet that watches DEX trading and alerts within a second.
 
-`celery -A kakarot_workers worker -Q streams|alerts` finds the app here.
+Importing the package starts nothing. The Celery app is `kakarot_workers.celery` (so
+`celery -A kakarot_workers worker -Q streams` finds it); the pipeline is one folder per stage:
+`control/` (beat's jobs) → `streams/` (one consumer per batch) → `sources/` (feed, EVM) →
+`alerts/` (rules, windows, cooldowns, the alert log) → `notify/` (outbox and channels).
 """
-
-from kakarot_workers.celery_app import app
-
-__all__ = ["app"]

@@ -29,8 +29,8 @@ os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{TEST_DIR}/default.db"
 import redis  # noqa: E402
 
 from kakarot_workers.db.session import dispose_engines, upgrade_schema  # noqa: E402
-from kakarot_workers.embedded_redis import EmbeddedRedis  # noqa: E402
 from kakarot_workers.settings import get_settings  # noqa: E402
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.mariadb import MariaDBServer, find_binaries  # noqa: E402
 
 _db_counter = itertools.count(1)
@@ -107,7 +107,8 @@ def use_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 @pytest.fixture
 def db_url(use_env, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
     """A fresh SQLite database with the schema, made this process's (and workers') default."""
-    from kakarot_workers import alerts, notify
+    from kakarot_workers.alerts import evaluate as alerts
+    from kakarot_workers.notify import notifiers as notify
 
     url = f"sqlite:///{tmp_path}/kakarot.db"
     upgrade_schema(url)
@@ -121,7 +122,7 @@ def db_url(use_env, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
 def workers(redis_client, tmp_path: Path) -> Iterator[object]:
     """`workers("streams", pool="threads", concurrency=8)`: a real worker subprocess, ready to
     consume; every one started is stopped (warm, then killed) at teardown."""
-    from kakarot_workers.fleet import WorkerProcess
+    from kakarot_workers.tools.fleet import WorkerProcess
 
     started: list[WorkerProcess] = []
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kakarot_workers.allocation import (
+from kakarot_workers.control.allocation import (
     SLOTS,
     Allocation,
     AllocationParams,

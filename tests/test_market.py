@@ -1,4 +1,4 @@
-from kakarot_workers.market import WHALE_PROBABILITY, Market, token_address
+from kakarot_workers.tools.market import WHALE_PROBABILITY, Market, token_address
 
 
 def test_same_seed_same_trades():

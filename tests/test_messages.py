@@ -1,6 +1,6 @@
 import pytest
 
-from kakarot_workers.messages import (
+from kakarot_workers.notify.messages import (
     TELEGRAM_MAX_CHARS,
     WECOM_MAX_BYTES,
     alert_line,

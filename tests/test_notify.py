@@ -4,9 +4,9 @@ import hmac
 import pytest
 
 from kakarot_workers.errors import ConfigError
-from kakarot_workers.notify import parse_notify_methods
+from kakarot_workers.notify.channels import parse_notify_methods
+from kakarot_workers.notify.outbox import backoff_s
 from kakarot_workers.notify.webhook import signature
-from kakarot_workers.outbox import backoff_s
 from kakarot_workers.settings import load_settings
 
 

@@ -1,8 +1,6 @@
 import pytest
 
-from kakarot_workers.errors import ConfigError
-from kakarot_workers.events import SwapEvent
-from kakarot_workers.rules import (
+from kakarot_workers.alerts.rules import (
     CooldownOverride,
     RuleSet,
     WindowStats,
@@ -11,6 +9,8 @@ from kakarot_workers.rules import (
     parse_events_config,
     parse_interval,
 )
+from kakarot_workers.errors import ConfigError
+from kakarot_workers.events import SwapEvent
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-from kakarot_workers.stream import EventBatcher
+from kakarot_workers.streams.consumer import EventBatcher
 
 
 class Clock:

@@ -1,5 +1,2 @@
-"""Persistence: the monitor_*_v2 tables, engines and sessions, migrations."""
-
-from kakarot_workers.db.session import get_engine, session_scope, upgrade_schema
-
-__all__ = ["get_engine", "session_scope", "upgrade_schema"]
+"""Persistence: the monitor_*_v2 tables (`models`), engines and sessions (`session`), the
+queries the stages share (`batches`, `heartbeats`), and the Alembic migrations."""

@@ -14,9 +14,9 @@ import time
 import websocket
 from pydantic import SecretStr
 
-from kakarot_workers.backend_client import auth_header, close_quietly
+from kakarot_workers.backend import auth_header, close_quietly
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.notify import Delivery
+from kakarot_workers.notify.delivery import Delivery
 
 
 class BackendNotifier:

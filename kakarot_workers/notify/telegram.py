@@ -12,8 +12,8 @@ import httpx
 from pydantic import SecretStr
 
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.messages import telegram_html
-from kakarot_workers.notify import Delivery, http_failure, json_body, network_failure
+from kakarot_workers.notify.delivery import Delivery, http_failure, json_body, network_failure
+from kakarot_workers.notify.messages import telegram_html
 
 
 class TelegramNotifier:

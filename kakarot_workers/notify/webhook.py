@@ -18,7 +18,7 @@ import time
 import httpx
 
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.notify import Delivery, http_failure, network_failure, secret
+from kakarot_workers.notify.delivery import Delivery, http_failure, network_failure, secret
 
 
 def signature(key: str, timestamp: str, body: bytes) -> str:

@@ -12,8 +12,14 @@ from __future__ import annotations
 import httpx
 
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.messages import wecom_markdown
-from kakarot_workers.notify import Delivery, http_failure, json_body, network_failure, secret
+from kakarot_workers.notify.delivery import (
+    Delivery,
+    http_failure,
+    json_body,
+    network_failure,
+    secret,
+)
+from kakarot_workers.notify.messages import wecom_markdown
 
 RATE_LIMITED = 45009
 BUSY = -1

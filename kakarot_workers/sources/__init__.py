@@ -7,16 +7,30 @@ returns when `stop` is set.
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from kakarot_workers.batches import BatchPlan
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What one stream consumer serves: a batch's tokens, with the task's chain and source."""
+
+    batch_id: int
+    task_id: int
+    epoch: int
+    chain: str
+    source: str | None
+    tokens: list[str]
+    status: str
+    task_type: str = "batch"
+    # CA → its pair address, where the target names one (EVM sources)
+    pairs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,12 +58,6 @@ class Source(Protocol):
 
 
 SOURCE_KINDS = ("feed", "simulator", "evm")
-
-
-def backoff(failures: int, max_s: float) -> float:
-    """The reconnect delay after `failures` failures in a row: exponential from 0.4 s, capped
-    at `max_s`, with jitter (50–100 %) so that many consumers do not reconnect in step."""
-    return min(max_s, 0.2 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
 
 
 def open_source(plan: BatchPlan, settings: Settings, checkpoint: int | None = None) -> Source:

@@ -39,11 +39,11 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-from kakarot_workers.batches import BatchPlan
+from kakarot_workers.backoff import backoff
 from kakarot_workers.errors import ConfigError, KakarotError
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.settings import EvmChain, Settings
-from kakarot_workers.sources import Retraction, SourceStats, backoff
+from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
 from kakarot_workers.sources.feed import excerpt
 
 log = logging.getLogger(__name__)

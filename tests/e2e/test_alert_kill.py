@@ -7,10 +7,10 @@ import time
 from sqlalchemy import func, select
 
 from kakarot_workers import runtime
-from kakarot_workers.celery_app import app
+from kakarot_workers.alerts.windows import Windows
+from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.windows import Windows
 from tests.support.notify_servers import BOT_TOKEN, WEBHOOK_SECRET, NotifyServer
 from tests.support.scenario import create_task_with, wait_for, wire_event
 

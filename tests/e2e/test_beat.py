@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import select, update
 
 from kakarot_workers import runtime
-from kakarot_workers.celery_app import app
-from kakarot_workers.config_versions import publish_config
-from kakarot_workers.control import ensure_allocated, reconcile
+from kakarot_workers.celery import app
+from kakarot_workers.control.configs import publish_config
+from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import MonitorBatch, MonitorConfig
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.fleet import BeatProcess
-from kakarot_workers.market import Market
-from kakarot_workers.simulator import SimulatorServer
+from kakarot_workers.tools.fleet import BeatProcess
+from kakarot_workers.tools.market import Market
+from kakarot_workers.tools.simulator import SimulatorServer
 from tests.support.scenario import (
     create_task_for,
     create_task_with,

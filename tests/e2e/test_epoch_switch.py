@@ -12,11 +12,12 @@ import time
 from sqlalchemy import select
 
 from kakarot_workers import runtime
-from kakarot_workers.control import allocate_task, dispatch, ensure_allocated, retire_handed_over
+from kakarot_workers.control.reconcile import allocate_task, ensure_allocated, retire_handed_over
 from kakarot_workers.db.models import MonitorBatch
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.market import Market
-from kakarot_workers.simulator import SimulatorServer
+from kakarot_workers.streams.dispatch import dispatch
+from kakarot_workers.tools.market import Market
+from kakarot_workers.tools.simulator import SimulatorServer
 from tests.support.scenario import add_tokens, alert_keys, create_task_for, wait_for, wait_quiet
 
 THRESHOLD_USD = 2_500.0

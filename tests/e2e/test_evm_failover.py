@@ -7,9 +7,9 @@ the checkpoint, and every swap alerts exactly once.
 
 import json
 
-from kakarot_workers.admin import add_targets, create_config, create_task, target_row
-from kakarot_workers.control import ensure_allocated
+from kakarot_workers.control.reconcile import ensure_allocated
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
 from tests.e2e.test_ownership import holder_pid, live_by, reconcile_until
 from tests.support.anvil import Uniswap
 from tests.support.scenario import alert_keys, wait_for, wait_quiet

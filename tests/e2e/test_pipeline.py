@@ -10,13 +10,15 @@ import time
 
 from sqlalchemy import select
 
-from kakarot_workers import alerts, runtime
-from kakarot_workers.celery_app import app
-from kakarot_workers.control import dispatch, ensure_allocated
+from kakarot_workers import runtime
+from kakarot_workers.alerts.tasks import evaluate_events
+from kakarot_workers.celery import app
+from kakarot_workers.control.reconcile import ensure_allocated
 from kakarot_workers.db.models import MonitorBatch
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.market import Market
-from kakarot_workers.simulator import SimulatorServer
+from kakarot_workers.streams.dispatch import dispatch
+from kakarot_workers.tools.market import Market
+from kakarot_workers.tools.simulator import SimulatorServer
 from tests.support.scenario import alert_keys, create_task_for, wait_for
 
 THRESHOLD_USD = 3_000.0
@@ -61,7 +63,7 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
 
         # And: the same events delivered again (a re-delivered message) add nothing
         again = [e for e in _wire_events(task_id, delivered) if e["amount_usd"] >= THRESHOLD_USD]
-        assert alerts.evaluate_events.run(again) == 0  # in this process
+        assert evaluate_events.run(again) == 0  # in this process
         app.send_task("kakarot.alerts.evaluate_events", args=[again])  # and through the worker
         wait_for(lambda: redis_client.llen("alerts") == 0, 10, "the alerts queue drained")
         time.sleep(1.0)
@@ -107,7 +109,7 @@ def test_malformed_events_are_rejected_and_the_rest_still_alert(db_url, redis_cl
         "task_id": task_id,
     }
     bad = [{**good, "side": "hold"}, "not an event", {**good, "amount_usd": "lots"}]
-    assert alerts.evaluate_events.run([*bad, good]) == 1
+    assert evaluate_events.run([*bad, good]) == 1
     assert int(redis_client.get(runtime.keys().events_rejected)) == 3
     assert alert_keys(task_id) == [(good["tx_hash"], 0)]
 

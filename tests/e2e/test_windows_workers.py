@@ -9,8 +9,8 @@ import random
 import time
 
 from kakarot_workers import runtime
-from kakarot_workers.celery_app import app
-from kakarot_workers.windows import Windows
+from kakarot_workers.alerts.windows import Windows
+from kakarot_workers.celery import app
 from tests.support.scenario import alert_keys, create_task_with, wait_for, wire_event
 
 THRESHOLD_USD = 2_000.0

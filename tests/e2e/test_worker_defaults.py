@@ -2,7 +2,7 @@
 stream worker takes a message only when a slot is free (its tasks hold a slot for hours), other
 workers prefetch so their millisecond tasks never wait on the broker between two messages."""
 
-from kakarot_workers.celery_app import app
+from kakarot_workers.celery import app
 
 
 def _inspect(worker) -> tuple[dict, dict]:

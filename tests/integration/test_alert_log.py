@@ -3,7 +3,7 @@ transaction, on SQLite and MariaDB."""
 
 from sqlalchemy import func, select
 
-from kakarot_workers.alert_log import AlertDraft, dedup_key, record_alerts
+from kakarot_workers.alerts.alert_log import AlertDraft, dedup_key, record_alerts
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorBatch
 from kakarot_workers.db.session import dispose_engines, session_scope
 

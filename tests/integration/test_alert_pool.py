@@ -9,11 +9,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select, update
 
-from kakarot_workers import alerts, runtime
-from kakarot_workers.celery_app import app
+from kakarot_workers import runtime
+from kakarot_workers.alerts import evaluate as alerts
+from kakarot_workers.alerts.tasks import evaluate_events
+from kakarot_workers.alerts.windows import Windows
+from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorConfig
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.windows import Windows
 from tests.support.notify_servers import (
     BOT_TOKEN,
     WEBHOOK_SECRET,
@@ -188,14 +190,14 @@ def test_cooldown_keeps_a_token_quiet_and_judges_windows(db_url, redis_client):
     )
     now = int(time.time() * 1000)
     events = [wire_event(task_id, CAS[0], i, amount_usd=300.0, ts_ms=now + i) for i in range(10)]
-    assert alerts.evaluate_events.run(events[:5]) == 1  # the 4th trade reaches $1,200
+    assert evaluate_events.run(events[:5]) == 1  # the 4th trade reaches $1,200
     first = _alerts(task_id)[0]
     assert first.alert_type == "volume" and first.tx_hash == events[3]["tx_hash"]
     assert first.alert_data["rules"][0]["values"]["volume_usd"] == 1200.0
-    assert alerts.evaluate_events.run(events[5:8]) == 0  # cooling down
+    assert evaluate_events.run(events[5:8]) == 0  # cooling down
     time.sleep(1.1)
-    assert alerts.evaluate_events.run(events[8:]) == 1
-    assert alerts.evaluate_events.run(events) == 0  # re-delivered: nothing new
+    assert evaluate_events.run(events[8:]) == 1
+    assert evaluate_events.run(events) == 0  # re-delivered: nothing new
     assert len(_alerts(task_id)) == 2
     window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
     assert window.trades == 10 and window.volume_usd == 3000.0
@@ -210,7 +212,7 @@ def test_an_invalid_config_version_leaves_the_last_valid_one_in_force(
     task_id = create_task_with(
         CAS[:1], min_transaction_usd=1000, events_config={"cooldown": {"seconds": 0}}
     )
-    assert alerts.evaluate_events.run([wire_event(task_id, CAS[0], 1, amount_usd=2000.0)]) == 1
+    assert evaluate_events.run([wire_event(task_id, CAS[0], 1, amount_usd=2000.0)]) == 1
     with session_scope() as session:
         session.execute(
             update(MonitorConfig).values(
@@ -220,7 +222,7 @@ def test_an_invalid_config_version_leaves_the_last_valid_one_in_force(
         )
     alerts._profiles.invalidate()  # what a config-changed notice does
     # the refused version 2 names its field; version 1 stays in force
-    assert alerts.evaluate_events.run([wire_event(task_id, CAS[0], 2, amount_usd=2000.0)]) == 1
+    assert evaluate_events.run([wire_event(task_id, CAS[0], 2, amount_usd=2000.0)]) == 1
     assert int(redis_client.get(runtime.keys().configs_rejected)) == 1
     assert {r.config_version for r in _alerts(task_id)} == {1}
 
@@ -278,8 +280,8 @@ def test_missing_metrics_alert_marked_incomplete_and_enrichment_retries_soon(
             )
 
         # the provider is down: the alert goes out on what is known, marked incomplete
-        assert alerts.evaluate_events.run([trade(1)]) == 1
-        assert alerts.evaluate_events.run([trade(2)]) == 1
+        assert evaluate_events.run([trade(1)]) == 1
+        assert evaluate_events.run([trade(2)]) == 1
         assert provider.calls == 1  # the failure is cached, briefly
         first = _alerts(task_id)[0]
         assert first.incomplete_data == 1
@@ -287,7 +289,7 @@ def test_missing_metrics_alert_marked_incomplete_and_enrichment_retries_soon(
         # the provider comes back: after the short back-off the metrics are there
         provider.up = True
         time.sleep(1.2)
-        assert alerts.evaluate_events.run([trade(3)]) == 1
+        assert evaluate_events.run([trade(3)]) == 1
         latest = max(_alerts(task_id), key=lambda r: r.id)
         assert latest.incomplete_data == 0 and latest.alert_data["market_cap_usd"] == 2.5e6
         assert provider.calls == 2
@@ -304,6 +306,6 @@ def test_malformed_and_retracted_events_are_counted_and_skipped(db_url, redis_cl
     keys = runtime.keys()
     redis_client.hset(keys.retracted, f"bsc:{retracted['tx_hash']}:0", 123)
     bad = {**good, "side": "hold"}
-    assert alerts.evaluate_events.run([bad, good, retracted, "junk"]) == 1
+    assert evaluate_events.run([bad, good, retracted, "junk"]) == 1
     assert int(redis_client.get(keys.events_rejected)) == 2
     assert [r.tx_hash for r in _alerts(task_id)] == [good["tx_hash"]]

@@ -4,7 +4,7 @@ import time
 
 from sqlalchemy import update
 
-from kakarot_workers.configs import ProfileCache
+from kakarot_workers.alerts.profiles import ProfileCache
 from kakarot_workers.db.models import MonitorConfig
 from kakarot_workers.db.session import session_scope
 from tests.support.scenario import create_task_with

@@ -6,12 +6,12 @@ import json
 import threading
 import time
 
-from kakarot_workers import leases, node, runtime
-from kakarot_workers.alerts import screen
-from kakarot_workers.batches import BatchPlan
+from kakarot_workers import runtime
+from kakarot_workers.alerts.evaluate import screen
 from kakarot_workers.events import SwapEvent
-from kakarot_workers.sources import Retraction, SourceStats
-from kakarot_workers.stream import HANDOVER_RESEND_S, BatchConsumer
+from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
+from kakarot_workers.streams import leases, node
+from kakarot_workers.streams.consumer import HANDOVER_RESEND_S, BatchConsumer
 
 
 def trade(i: int) -> SwapEvent:

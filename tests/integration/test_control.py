@@ -5,8 +5,9 @@ import json
 import threading
 import time
 
-from kakarot_workers import leases, runtime
-from kakarot_workers.control import dispatch_unserved
+from kakarot_workers import runtime
+from kakarot_workers.streams import leases
+from kakarot_workers.streams.dispatch import dispatch_unserved
 
 
 def _dispatched(client) -> list[int]:

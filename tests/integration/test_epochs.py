@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
-from kakarot_workers.admin import add_targets, create_config, create_task, target_row
-from kakarot_workers.allocation import AllocationParams
+from kakarot_workers.control.allocation import AllocationParams
+from kakarot_workers.control.epochs import apply_allocation, current_assignment, retire_old_epochs
 from kakarot_workers.db.models import (
     MonitorBatch,
     MonitorBatchItem,
@@ -15,8 +15,8 @@ from kakarot_workers.db.models import (
     utcnow,
 )
 from kakarot_workers.db.session import dispose_engines, get_engine, session_scope
-from kakarot_workers.epochs import apply_allocation, current_assignment, retire_old_epochs
 from kakarot_workers.keys import Keys
+from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
 
 PARAMS = AllocationParams(cap=10, merge_below=0.5)
 KEYS = Keys()

@@ -13,13 +13,13 @@ import pytest
 import websocket
 from sqlalchemy import select
 
-from kakarot_workers import backend_client
-from kakarot_workers.backend_client import BackendClient
-from kakarot_workers.control import ensure_allocated
+from kakarot_workers import backend as backend_client
+from kakarot_workers.backend import BackendClient
+from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import MonitorBatch
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.hub import Hub
-from kakarot_workers.node import NodeAgent
+from kakarot_workers.streams.node import NodeAgent
+from kakarot_workers.tools.hub import Hub
 from tests.support.scenario import create_task_with, wait_for
 
 
@@ -143,7 +143,9 @@ def test_an_epoch_change_sends_batch_reload_and_each_node_acks_reloading_or_skip
     first, second = ensure_allocated(task_id)
     # the hub has seen epoch 1 (not 0 then 1, which would send a batch_reload of its own)
     wait_for(lambda: hub.epochs_seen.get(task_id) == 1, 5, "the hub to see epoch 1")
-    serving = NodeAgent("node-serving")
+    serving = NodeAgent(
+        "node-serving", reconcile=reconcile
+    )  # as the worker's Node bootstep wires it
     serving.hold(Consumer(batch_id=first, task_id=task_id, epoch=1))
     idle = NodeAgent("node-idle")
     clients = [_client(hub, "node-serving", serving), _client(hub, "node-idle", idle)]
@@ -152,7 +154,7 @@ def test_an_epoch_change_sends_batch_reload_and_each_node_acks_reloading_or_skip
         assert all(c.registered.wait(5) for c in clients)
         time.sleep(0.5)
         assert list(hub.acks) == []
-        from kakarot_workers.admin import add_targets, target_row
+        from kakarot_workers.tools.admin import add_targets, target_row
 
         with session_scope() as session:
             add_targets(

@@ -8,11 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from kakarot_workers import config_versions, jobs, leases, runtime
-from kakarot_workers.control import ensure_allocated
+from kakarot_workers import runtime
+from kakarot_workers.control import configs, reconcile, tasks, timeouts
+from kakarot_workers.control.reconcile import ensure_allocated
 from kakarot_workers.db.models import MonitorBatch, MonitorConfig, MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import ConfigError
+from kakarot_workers.streams import leases
 from tests.support.scenario import create_task_with
 
 
@@ -52,7 +54,7 @@ def test_tasks_silent_past_the_timeout_fail_with_a_reason_and_others_are_untouch
     _set_task(fresh, create_time=now - timedelta(days=3), last_heartbeat=now - timedelta(minutes=1))
     _set_task(stopped, status=0, last_heartbeat=now - timedelta(hours=5))
 
-    report = jobs.check_timeouts(now)
+    report = timeouts.check_timeouts(now)
 
     assert sorted(report.failed_tasks) == sorted([silent, never])
     assert "no heartbeat since" in _task(silent).health_reason
@@ -63,9 +65,9 @@ def test_tasks_silent_past_the_timeout_fail_with_a_reason_and_others_are_untouch
         assert _task(untouched).health is None, untouched
     assert redis_client.get(runtime.keys().tasks_failed) == "2"
     # a second pass fails nobody twice; a task that beats again is ok again
-    assert jobs.check_timeouts(now).failed_tasks == []
+    assert timeouts.check_timeouts(now).failed_tasks == []
     _set_task(silent, last_heartbeat=now)
-    again = jobs.check_timeouts(now)
+    again = timeouts.check_timeouts(now)
     assert again.recovered_tasks == [silent] and _task(silent).health == "ok"
     assert _task(never).health == "failed"
 
@@ -89,7 +91,7 @@ def test_a_silent_batch_without_a_lease_goes_stale_and_is_dispatched_once(
     # a live consumer whose database heartbeat lags (the writer is behind) is not stale
     assert leases.acquire(redis_client, runtime.keys(), held, "alive", ttl_s=30) is not None
 
-    report = jobs.check_timeouts(now)
+    report = timeouts.check_timeouts(now)
 
     assert report.stale_batches == [silent] and report.redispatched == [silent]
     with session_scope() as session:
@@ -98,7 +100,7 @@ def test_a_silent_batch_without_a_lease_goes_stale_and_is_dispatched_once(
     assert _dispatched(redis_client) == [silent]
     assert redis_client.get(runtime.keys().batches_stale) == "1"
     # while the dispatch is on its way, another pass sends nothing more
-    assert jobs.check_timeouts(now).redispatched == []
+    assert timeouts.check_timeouts(now).redispatched == []
     assert _dispatched(redis_client) == [silent]
 
 
@@ -121,7 +123,7 @@ def test_sync_heartbeats_copies_the_consumers_redis_status_in_bulk(db_url, redis
         )
     redis_client.hset(keys.batch_status(999), mapping={"status": "running"})  # half-written
 
-    assert jobs.sync_heartbeats() == 2
+    assert tasks.sync_heartbeats() == 2
 
     with session_scope() as session:
         rows = {b.id: b for b in session.scalars(select(MonitorBatch))}
@@ -134,7 +136,7 @@ def test_sync_heartbeats_copies_the_consumers_redis_status_in_bulk(db_url, redis
     assert task.last_heartbeat == beat, "the task beats while one of its batches serves"
     # an older status never moves a heartbeat back
     redis_client.hset(keys.batch_status(first), "updated_ms", at_ms - 60_000)
-    jobs.sync_heartbeats()
+    tasks.sync_heartbeats()
     with session_scope() as session:
         assert session.get(MonitorBatch, first).last_heartbeat == beat
 
@@ -147,22 +149,22 @@ def test_sync_heartbeats_writes_nothing_when_another_writer_is_named(db_url, red
         runtime.keys().batch_status(batch_id),
         mapping={"status": "running", "task_id": task_id, "updated_ms": int(time.time() * 1000)},
     )
-    assert jobs.sync_heartbeats() == 0
+    assert tasks.sync_heartbeats() == 0
     with session_scope() as session:
         assert session.get(MonitorBatch, batch_id).last_heartbeat is None
 
 
 def test_allocate_runs_only_for_tasks_whose_targets_changed(db_url, redis_client):
-    from kakarot_workers.admin import add_targets, target_row
+    from kakarot_workers.tools.admin import add_targets, target_row
 
     a = create_task_with(_cas(120, 12))
     b = create_task_with(_cas(30, 13))
-    assert sorted(jobs.allocate_changed()) == [a, b]
+    assert sorted(reconcile.allocate_changed()) == [a, b]
     assert _task(a).current_epoch == 1 and _task(b).current_epoch == 1
-    assert jobs.allocate_changed() == []
+    assert reconcile.allocate_changed() == []
     with session_scope() as session:
         add_targets(session, b, [target_row("bsc", ca, "NEW") for ca in _cas(5, 14)])
-    assert jobs.allocate_changed() == [b]
+    assert reconcile.allocate_changed() == [b]
     assert _task(a).current_epoch == 1 and _task(b).current_epoch == 2
 
 
@@ -173,20 +175,18 @@ def test_announced_versions_only_rise_and_poll_configs_reads_the_database(db_url
     with session_scope() as session:
         config = session.scalars(select(MonitorConfig)).one()
         config_id, version = config.id, config.version
-    assert config_versions.poll_configs() == [config_id]  # never announced: the database's
-    assert config_versions.poll_configs() == []  # nothing new
-    published = config_versions.publish_config(config_id)
+    assert configs.poll_configs() == [config_id]  # never announced: the database's
+    assert configs.poll_configs() == []  # nothing new
+    published = configs.publish_config(config_id)
     assert published == version + 1
-    assert config_versions.poll_configs() == [config_id]
-    assert config_versions.announced(client, keys, [config_id, 999]) == {config_id: published}
+    assert configs.poll_configs() == [config_id]
+    assert configs.announced(client, keys, [config_id, 999]) == {config_id: published}
     # notices raise, never lower; repeated and stale ones change nothing
-    assert config_versions.announce_versions(client, keys, {config_id: published + 3}) == [
-        config_id
-    ]
-    assert config_versions.announce_versions(client, keys, {config_id: published + 1}) == []
-    assert config_versions.announce_versions(client, keys, {config_id: published + 3}) == []
-    assert config_versions.poll_configs() == []
-    assert config_versions.announced(client, keys, [config_id]) == {config_id: published + 3}
+    assert configs.announce_versions(client, keys, {config_id: published + 3}) == [config_id]
+    assert configs.announce_versions(client, keys, {config_id: published + 1}) == []
+    assert configs.announce_versions(client, keys, {config_id: published + 3}) == []
+    assert configs.poll_configs() == []
+    assert configs.announced(client, keys, [config_id]) == {config_id: published + 3}
 
 
 @pytest.mark.parametrize(
@@ -202,6 +202,6 @@ def test_announced_versions_only_rise_and_poll_configs_reads_the_database(db_url
 )
 def test_malformed_config_notices_are_refused_with_the_reason(raw, message):
     with pytest.raises(ConfigError) as error:
-        config_versions.parse_notice(raw)
+        configs.parse_notice(raw)
     assert message in str(error.value)
-    assert config_versions.parse_notice('{"configId": 3, "version": 7}') == (3, 7)
+    assert configs.parse_notice('{"configId": 3, "version": 7}') == (3, 7)

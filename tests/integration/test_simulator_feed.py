@@ -9,9 +9,9 @@ import pytest
 import websocket
 from websockets.asyncio.server import serve
 
-from kakarot_workers.market import Market, token_address
-from kakarot_workers.simulator import FEED_MAX_TOKENS, SimulatorServer
 from kakarot_workers.sources.feed import FeedSource, parse_trade
+from kakarot_workers.tools.market import Market, token_address
+from kakarot_workers.tools.simulator import FEED_MAX_TOKENS, SimulatorServer
 
 
 def _collect(source: FeedSource, count: int, timeout_s: float = 10.0) -> list:

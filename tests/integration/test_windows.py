@@ -6,10 +6,10 @@ import random
 import time
 
 from kakarot_workers import runtime
-from kakarot_workers.cooldown import Claim, Cooldowns
+from kakarot_workers.alerts.cooldown import Claim, Cooldowns
+from kakarot_workers.alerts.rules import WindowStats
+from kakarot_workers.alerts.windows import Observation, Windows
 from kakarot_workers.events import SwapEvent
-from kakarot_workers.rules import WindowStats
-from kakarot_workers.windows import Observation, Windows
 
 CA = "0x" + "ab" * 20
 W = 60  # seconds

@@ -10,10 +10,10 @@ import redis
 from sqlalchemy import select
 
 from kakarot_workers import runtime
-from kakarot_workers.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.db.models import MonitorAlertLog
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.market import TokenState
+from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
+from kakarot_workers.tools.market import TokenState
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

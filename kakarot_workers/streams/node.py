@@ -1,7 +1,7 @@
 """This worker process as a node of the fleet: its consumers, heartbeats, metrics and DB rows.
 
-One `NodeAgent` per worker process, started when the worker is ready (`celery_app`), stopped on
-shutdown. It keeps
+One `NodeAgent` per worker process, created and started by the worker's `Node` bootstep
+(`kakarot_workers.worker`), stopped on shutdown once its consumers have let go. It keeps
 - `heartbeat:node:{node_id}`: ISO time, TTL 3 × `node_heartbeat_s` (default every 10 s, TTL 30 s);
 - `node:metrics:{node_id}`: a hash with the notes' fields (`portfolio_count` = batches held,
   `queue_size` = events buffered in this node's consumers, `cpu_usage` %, `memory_usage` MiB RSS,
@@ -9,10 +9,10 @@ shutdown. It keeps
   `pid`, `hostname`, `updated_at`. No TTL: removed on a clean shutdown;
 - with `heartbeat_writer=node`, the `monitor_batch_v2` rows of the batches it serves (status,
   consumer, worker, pid, last_heartbeat) and their tasks' `last_heartbeat`, written in bulk every
-  `db_heartbeat_s`, never once per event (by default beat's sync_heartbeats writes them);
-- a listener of `monitor:config:changed` (`config_versions.ConfigListener`) unless
-  `config_pubsub` is off.
+  `db_heartbeat_s`, never once per event (by default beat's sync_heartbeats writes them).
 
+It answers the backend's questions about its batches (`batch_report`, `batch_reload`); the
+reconcile pass a reload runs is given to it, so this stage does not import the control plane.
 Stream consumers run as threads of this process (the streams pool is `threads`), so the registry
 here sees them all.
 """
@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,14 +34,16 @@ import psutil
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import heartbeats, runtime
-from kakarot_workers.backend_client import BackendClient
-from kakarot_workers.config_versions import ConfigListener
+from kakarot_workers import runtime
+from kakarot_workers.db import heartbeats
 from kakarot_workers.db.models import MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+# On shutdown the node waits this long past the hand-over timeout for its consumers to let go.
+LET_GO_MARGIN_S = 2.0
 
 
 class Held(Protocol):
@@ -77,10 +80,17 @@ class NodeCounters:
 class NodeAgent:
     """Heartbeats, metrics and batch rows for one worker process."""
 
-    def __init__(self, node_id: str, queues: str = "") -> None:
+    def __init__(
+        self,
+        node_id: str,
+        queues: str = "",
+        reconcile: Callable[[int], object] | None = None,
+    ) -> None:
         settings = get_settings()
         self.node_id = node_id
         self.queues = queues
+        self.reconcile = reconcile
+        self.handover_timeout_s = settings.handover_timeout_s
         self.heartbeat_s = settings.node_heartbeat_s
         self.db_heartbeat_s = settings.db_heartbeat_s
         self.counters = NodeCounters()
@@ -90,8 +100,6 @@ class NodeAgent:
         self._threads: list[threading.Thread] = []
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first reading is meaningless; prime it
-        self.config_listener: ConfigListener | None = None
-        self.backend: BackendClient | None = None
 
     # --- the consumers of this process ----------------------------------------------------
     def hold(self, consumer: Held) -> None:
@@ -121,32 +129,16 @@ class NodeAgent:
             )
             thread.start()
             self._threads.append(thread)
-        if settings.backend_ws_url:
-            token = settings.backend_token.get_secret_value() if settings.backend_token else None
-            self.backend = BackendClient(
-                settings.backend_ws_url,
-                self.node_id,
-                batches=self.batch_report,
-                on_batch_reload=self.batch_reload,
-                token=token,
-                heartbeat_s=settings.backend_heartbeat_s,
-                ping_s=settings.backend_heartbeat_s,
-                max_backoff_s=settings.reconnect_max_backoff_s,
-            ).start()
-        if settings.config_pubsub:
-            self.config_listener = ConfigListener(self._stop)
-            thread = threading.Thread(
-                target=self.config_listener.run, name="config-listener", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        log.info("node %s up (queues %s)", self.node_id, self.queues)
         return self
 
     def stop(self) -> None:
-        """Stop beating and remove the node keys (a clean shutdown)."""
+        """Wait for the consumers to let go (they are handing their batches over), then stop
+        beating and remove the node keys (a clean shutdown)."""
+        deadline = time.monotonic() + self.handover_timeout_s + LET_GO_MARGIN_S
+        while self.held() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stop.set()
-        if self.backend is not None:
-            self.backend.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
@@ -181,16 +173,19 @@ class NodeAgent:
         """The backend says a task's allocation changed: re-read its epoch; when this node
         serves batches of an older one, reconcile the task now (its new batches are dispatched,
         the old ones hand over and retire) and answer `reloading`, else `skipping`."""
-        from kakarot_workers import control  # imports the Celery app, which imports this module
-
         with session_scope() as session:
             task = session.get(MonitorTask, task_id)
             current = task.current_epoch if task is not None else None
         mine = [h for h in self.held() if h.task_id == task_id]
-        if current is None or not mine or all(h.epoch >= current for h in mine):
+        if (
+            current is None
+            or not mine
+            or all(h.epoch >= current for h in mine)
+            or self.reconcile is None
+        ):
             log.info("batch_reload task %s epoch %s: skipping (epoch %s)", task_id, epoch, current)
             return "skipping"
-        control.reconcile(task_id)
+        self.reconcile(task_id)
         log.info("batch_reload task %s: epoch %s → %s, reloading", task_id, mine[0].epoch, current)
         return "reloading"
 
@@ -254,7 +249,7 @@ _agent_pid = 0
 _agent_lock = threading.Lock()
 
 
-def agent() -> NodeAgent:
+def current() -> NodeAgent:
     """This process's agent. Outside a worker (tests, tools) an unstarted one named after the
     host and pid is made, so consumers work anywhere; a forked child makes its own."""
     global _agent, _agent_pid
@@ -264,15 +259,9 @@ def agent() -> NodeAgent:
         return _agent
 
 
-def start(node_id: str, queues: str) -> NodeAgent:
-    """Start this process's agent as node `node_id` (the Celery node name)."""
+def install(agent: NodeAgent) -> NodeAgent:
+    """Make `agent` this process's node (the worker's `Node` bootstep does, before it starts)."""
     global _agent, _agent_pid
     with _agent_lock:
-        _agent, _agent_pid = NodeAgent(node_id, queues).start(), os.getpid()
-        return _agent
-
-
-def stop() -> None:
-    with _agent_lock:
-        if _agent is not None and _agent_pid == os.getpid():
-            _agent.stop()
+        _agent, _agent_pid = agent, os.getpid()
+        return agent

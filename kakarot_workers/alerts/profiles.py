@@ -1,7 +1,7 @@
 """A task's config as the alert pool uses it: rules and channels, cached by config id + version.
 
 Each task's config row (id, version) is re-read when a newer version is announced (`note`, at
-most once per `debounce_s`; see `config_versions`), and at the latest every `ttl_s`; a version
+most once per `debounce_s`; see `control.configs`), and at the latest every `ttl_s`; a version
 already parsed is not parsed again. An invalid version is refused (the error names the field)
 and the last valid version of the same config stays in force; with none, the task's events are
 skipped until the config is fixed, rather than judged by rules nobody wrote.
@@ -18,11 +18,12 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
-from kakarot_workers.batches import get_task, task_config
+from kakarot_workers.alerts.rules import RuleSet, parse_events_config
+from kakarot_workers.db.batches import get_task, task_config
 from kakarot_workers.db.models import MonitorConfig
 from kakarot_workers.errors import ConfigError, NotFoundError
-from kakarot_workers.notify import NotifyMethods, parse_notify_methods
-from kakarot_workers.rules import RuleSet, parse_events_config, parse_interval
+from kakarot_workers.notify.channels import NotifyMethods, parse_notify_methods
+from kakarot_workers.validation import parse_interval
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The node's side of the backend WebSocket (SPEC §7, message names and fields from the notes).
 
-One `BackendClient` per worker node (a thread of its main process) when
-`KAKAROT_BACKEND_WS_URL` is set:
+One `BackendClient` per worker node (a thread of its main process, started by the worker's
+`BackendLink` bootstep) when `KAKAROT_BACKEND_WS_URL` is set:
 
     node → backend: register {consumer_id}; heartbeat {consumer_id, batches, timestamp} every
                     `backend_heartbeat_s`; ping; batch_reload_ack {task_id, consumer_id,
@@ -33,8 +33,8 @@ import redis
 import websocket
 
 from kakarot_workers import runtime
+from kakarot_workers.backoff import backoff
 from kakarot_workers.settings import get_settings
-from kakarot_workers.sources import backoff
 
 log = logging.getLogger(__name__)
 

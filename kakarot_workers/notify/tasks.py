@@ -15,12 +15,14 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import outbox, runtime
-from kakarot_workers.celery_app import app
+from kakarot_workers import queues, runtime
+from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertOutbox, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.notify import Delivery, notifier
+from kakarot_workers.notify import outbox
+from kakarot_workers.notify.delivery import Delivery
+from kakarot_workers.notify.notifiers import notifier
 from kakarot_workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ _TASK_OPTIONS = {
 }
 
 
-@app.task(name="kakarot.notify.deliver", **_TASK_OPTIONS)
+@app.task(name=queues.DELIVER, **_TASK_OPTIONS)
 def deliver(outbox_ids: list[int]) -> int:
     """Deliver each notification that is due and unclaimed; return how many were sent."""
     settings = get_settings()
@@ -67,7 +69,7 @@ def deliver(outbox_ids: list[int]) -> int:
     return sum(send([row]) for row in claimed)
 
 
-@app.task(name="kakarot.notify.flush_digest", **_TASK_OPTIONS)
+@app.task(name=queues.FLUSH_DIGEST, **_TASK_OPTIONS)
 def flush_digest(task_id: int, channel: str) -> int:
     """Send a task's pending digest notifications of `channel` as one message per destination."""
     settings = get_settings()
@@ -81,7 +83,7 @@ def flush_digest(task_id: int, channel: str) -> int:
     return sum(send(rows) for rows in groups.values())
 
 
-@app.task(name="kakarot.notify.sweep_outbox", **_TASK_OPTIONS)
+@app.task(name=queues.SWEEP_OUTBOX, **_TASK_OPTIONS)
 def sweep_outbox() -> int:
     """Dispatch every notification that is due (lost tasks, expired claims); return how many."""
     with session_scope() as session:

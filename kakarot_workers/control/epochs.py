@@ -27,8 +27,8 @@ import redis
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from kakarot_workers.allocation import AllocationDiff, AllocationParams, allocate
-from kakarot_workers.batches import get_task
+from kakarot_workers.control.allocation import AllocationDiff, AllocationParams, allocate
+from kakarot_workers.db.batches import get_task
 from kakarot_workers.db.models import (
     TARGET_ACTIVE,
     MonitorBatch,

@@ -103,8 +103,8 @@ def config_create(
     notify: Annotated[str | None, typer.Option(help="notify_methods JSON, or @file.json.")] = None,
 ) -> None:
     """Create a config; events_config is validated and errors name the field."""
-    from kakarot_workers.admin import create_config, load_json_arg
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import create_config, load_json_arg
 
     events = load_json_arg(events_config, "events_config")
     with session_scope() as session:
@@ -126,8 +126,8 @@ def config_create(
 @config_cli.command("show")
 def config_show(config_id: Annotated[int, typer.Argument(help="Config id.")]) -> None:
     """Print a config as JSON."""
-    from kakarot_workers.admin import config_as_dict, get_config
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import config_as_dict, get_config
 
     with session_scope() as session:
         typer.echo(
@@ -142,7 +142,7 @@ def config_publish(
 ) -> None:
     """Bump a config's version and publish it on `monitor:config:changed` (as the backend
     does after an edit): every alert worker judges with it within a second."""
-    from kakarot_workers.config_versions import publish_config
+    from kakarot_workers.control.configs import publish_config
 
     version = publish_config(config_id)
     typer.echo(f"config {config_id}: version {version} published")
@@ -156,8 +156,8 @@ def task_create(
     task_type: Annotated[str, typer.Option("--type", help="smart, batch or block.")] = "batch",
 ) -> None:
     """Create a monitor task bound to one config."""
-    from kakarot_workers.admin import create_task
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import create_task
 
     with session_scope() as session:
         task = create_task(
@@ -181,9 +181,9 @@ def target_add(
     pair: Annotated[str | None, typer.Option(help="Pair (pool) address.")] = None,
 ) -> None:
     """Add one target to a task (the address is validated for the task's chain)."""
-    from kakarot_workers.admin import add_targets, target_row
-    from kakarot_workers.batches import get_task
+    from kakarot_workers.db.batches import get_task
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import add_targets, target_row
 
     with session_scope() as session:
         chain = get_task(session, task_id).chain_type
@@ -197,8 +197,8 @@ def target_import(
     task_id: Annotated[int, typer.Option(help="Task id.")],
 ) -> None:
     """Import targets from CSV; any bad row refuses the whole file, naming each bad line."""
-    from kakarot_workers.admin import import_targets_file
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import import_targets_file
 
     with session_scope() as session:
         added, existing = import_targets_file(session, task_id, file)
@@ -214,7 +214,7 @@ def allocate_cmd(
     ] = False,
 ) -> None:
     """Re-allocate a task's targets into batches; a membership change makes epoch + 1."""
-    from kakarot_workers.control import allocate_task
+    from kakarot_workers.control.reconcile import allocate_task
 
     report = allocate_task(task_id, dry_run=dry_run)
     diff = report.diff
@@ -237,7 +237,8 @@ def allocate_cmd(
 @cli.command("dispatch")
 def dispatch_cmd(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
     """Allocate the task (if its targets changed), then dispatch batches that have no consumer."""
-    from kakarot_workers.control import dispatch_unserved, ensure_allocated
+    from kakarot_workers.control.reconcile import ensure_allocated
+    from kakarot_workers.streams.dispatch import dispatch_unserved
 
     batch_ids = ensure_allocated(task_id)
     sent = dispatch_unserved(batch_ids)
@@ -253,7 +254,7 @@ def reconcile_cmd(
 ) -> None:
     """One control pass: retire handed-over old-epoch batches, dispatch every unowned batch
     (no live lease, no pending dispatch) of active tasks. Beat will run this periodically."""
-    from kakarot_workers.control import reconcile
+    from kakarot_workers.control.reconcile import reconcile
 
     report = reconcile(task_id)
     typer.echo(
@@ -266,7 +267,7 @@ def reconcile_cmd(
 def nodes_cmd() -> None:
     """The fleet's nodes: batches, queue, CPU, memory, last heartbeat, online (heartbeat TTL)."""
     from kakarot_workers import runtime
-    from kakarot_workers.admin import ago, list_nodes
+    from kakarot_workers.tools.admin import ago, list_nodes
 
     nodes = list_nodes(runtime.redis_client(), runtime.keys())
     table = Table(
@@ -297,8 +298,8 @@ def batches_cmd(
     task_id: Annotated[int | None, typer.Option(help="Only this task's batches.")] = None,
 ) -> None:
     """Batches that are not retired: epoch, size, status, consumer, last heartbeat."""
-    from kakarot_workers.admin import ago, list_batches
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import ago, list_batches
 
     with session_scope() as session:
         rows = list_batches(session, task_id)
@@ -320,9 +321,9 @@ def batches_cmd(
 @cli.command("tasks")
 def tasks_cmd() -> None:
     """Tasks: type, chain, epoch, targets, last heartbeat and health (check_timeouts)."""
-    from kakarot_workers.admin import ago, list_tasks
     from kakarot_workers.db.models import TASK_ACTIVE
     from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import ago, list_tasks
 
     with session_scope() as session:
         rows = list_tasks(session)
@@ -355,8 +356,8 @@ def hub_cmd(
     """Run the backend-compatible WebSocket hub (and its read-only /api/v1) until Ctrl-C."""
     import asyncio
 
-    from kakarot_workers.hub import Hub
     from kakarot_workers.settings import get_settings
+    from kakarot_workers.tools.hub import Hub
 
     settings = get_settings()
     token = settings.hub_token.get_secret_value() if settings.hub_token else None
@@ -388,8 +389,8 @@ def simulator_cmd(
     """Run the market simulator feed until Ctrl-C."""
     import time
 
-    from kakarot_workers.market import Market
-    from kakarot_workers.simulator import SimulatorServer
+    from kakarot_workers.tools.market import Market
+    from kakarot_workers.tools.simulator import SimulatorServer
 
     with SimulatorServer(Market.with_tokens(seed, tokens), rate, host=host, port=port) as sim:
         typer.echo(f"simulator on {sim.url}: {tokens} tokens, {rate:g} trades/s (Ctrl-C to stop)")
@@ -411,7 +412,7 @@ def demo_cmd(
     min_usd: Annotated[float, typer.Option(help="Alert on single trades ≥ this USD.")] = 5000.0,
 ) -> None:
     """Run the whole fleet on embedded defaults: Redis, SQLite, simulator, workers."""
-    from kakarot_workers.demo import DemoOptions, run_demo
+    from kakarot_workers.tools.demo import DemoOptions, run_demo
 
     run_demo(
         DemoOptions(tokens=tokens, rate=rate, duration=duration, seed=seed, min_usd=min_usd),

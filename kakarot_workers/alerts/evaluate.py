@@ -1,7 +1,6 @@
-"""Where a trade becomes an alert: the filter/alert pool (queue `alerts`).
+"""Judging a micro-batch of swap events (`evaluate_events`, queue `alerts`).
 
-`evaluate_events(events)` takes a micro-batch of swap events from a stream consumer and, in a
-fixed number of round trips whatever its size:
+A micro-batch from a stream consumer costs a fixed number of round trips, whatever its size:
 1. drops malformed events, events of a fenced-off consumer and events a re-org retracted
    (one round trip);
 2. fills missing token metrics from the cache or the metrics provider (`enrich`);
@@ -9,7 +8,7 @@ fixed number of round trips whatever its size:
 4. judges each event (`rules.judge`, pure);
 5. claims the cooldown of each alerting (task, token) (one Lua call, `cooldown`);
 6. records the alerts and their outbox notifications in one transaction (`alert_log`);
-7. hands the pending notifications to `delivery`.
+7. hands the pending notifications to the notify stage (`notify.tasks.dispatch`).
 Acknowledged late: a worker lost mid-batch has its message delivered again; windows, cooldowns
 and the de-duplication keys make the second pass write nothing twice.
 """
@@ -20,27 +19,23 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from sqlalchemy.exc import SQLAlchemyError
-
-from kakarot_workers import delivery, runtime
-from kakarot_workers.alert_log import AlertDraft, dedup_key, record_alerts
-from kakarot_workers.celery_app import app
-from kakarot_workers.config_versions import announced_in
-from kakarot_workers.configs import ProfileCache, TaskProfile
-from kakarot_workers.cooldown import Claim, Cooldowns
+from kakarot_workers import runtime
+from kakarot_workers.alerts.alert_log import record_alerts
+from kakarot_workers.alerts.cooldown import Claim, Cooldowns
+from kakarot_workers.alerts.drafts import draft
+from kakarot_workers.alerts.enrich import enrich
+from kakarot_workers.alerts.profiles import ProfileCache, TaskProfile
+from kakarot_workers.alerts.rules import WindowStats, cooldown_seconds, judge
+from kakarot_workers.alerts.windows import Observation, Windows
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.enrich import enrich
 from kakarot_workers.errors import EventError, NotFoundError
 from kakarot_workers.events import SwapEvent, from_wire
-from kakarot_workers.messages import alert_line
-from kakarot_workers.notify import http_client
-from kakarot_workers.rules import Verdict, WindowStats, cooldown_seconds, judge, parse_interval
+from kakarot_workers.notify import tasks as notify
+from kakarot_workers.notify.messages import alert_line
+from kakarot_workers.notify.notifiers import http_client
 from kakarot_workers.settings import get_settings
-from kakarot_workers.windows import Observation, Windows
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +69,8 @@ def stores() -> tuple[Windows, Cooldowns]:
     return found
 
 
-def _parse(events: list[Any]) -> list[SwapEvent]:
+def parse_events(events: list[Any]) -> list[SwapEvent]:
+    """The well-formed events of a message; the others are logged and counted, one by one."""
     parsed = []
     for index, raw in enumerate(events):
         try:
@@ -109,7 +105,11 @@ def screen(
     pipe.hmget(keys.retracted, [f"{e.chain}:{e.tx_hash}:{e.log_index}" for e in events])
     replies = pipe.execute()
     current = dict(zip(fenced, (int(v or 0) for v in replies[0]), strict=True)) if fenced else {}
-    versions = announced_in(config_ids, replies[-2]) if config_ids else {}
+    versions = (
+        {c: int(v) for c, v in zip(config_ids, replies[-2], strict=True) if v is not None}
+        if config_ids
+        else {}
+    )
     kept, stale, withdrawn = [], 0, 0
     for event, block in zip(events, replies[-1], strict=True):
         if event.batch_id and event.fencing_token and event.fencing_token < current[event.batch_id]:
@@ -137,87 +137,6 @@ def window_stats(
     ]
     seen = iter(stores()[0].observe(observations))
     return [next(seen) if profile.rules.window_lengths else {} for profile, _ in judged]
-
-
-def summarise(
-    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: dict[int, WindowStats]
-) -> dict[str, Any]:
-    """What a notification says about an alert (stored in the outbox, rendered per channel)."""
-    template = get_settings().explorer_tx_url.get(event.chain)
-    change = None
-    pc = profile.rules.events.price_change
-    stats = windows.get(parse_interval(pc.window)) if pc else None
-    if stats is None and windows:
-        stats = windows[min(windows)]
-    if stats is not None:
-        change = round(stats.change_pct, 2)
-    return {
-        "task_id": profile.rules.task_id,
-        "config_id": profile.rules.config_id,
-        "chain": event.chain,
-        "ca": event.ca,
-        "symbol": event.symbol or None,
-        "rule": verdict.primary,
-        "rules": [{"rule": f.rule, "values": f.values} for f in verdict.firings],
-        "side": event.side,
-        "amount_usd": round(event.amount_usd, 2),
-        "price_usd": event.price_usd,
-        "change_pct": change,
-        "market_cap_usd": event.market_cap_usd,
-        "top10_holders_pct": event.top10_holders_pct,
-        "incomplete": verdict.incomplete,
-        "missing": list(verdict.missing),
-        "tx_hash": event.tx_hash,
-        "log_index": event.log_index,
-        "block_number": event.block_number,
-        "event_time_ms": event.ts_ms,
-        "explorer_url": template.format(tx=event.tx_hash) if template else None,
-    }
-
-
-def draft(
-    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: dict[int, WindowStats]
-) -> AlertDraft:
-    """The alert row and notifications for one alerting event."""
-    rules = profile.rules
-    summary = summarise(profile, event, verdict, windows)
-    targets = profile.notify.targets(get_settings())
-    row = {
-        "dedup_key": dedup_key(
-            rules.task_id, event.chain, event.tx_hash, event.log_index, verdict.primary
-        ),
-        "task_id": rules.task_id,
-        "config_id": rules.config_id,
-        "config_version": rules.config_version,
-        "batch_id": event.batch_id or None,
-        "epoch": event.epoch or None,
-        "chain_type": event.chain,
-        "ca": event.ca,
-        "token_symbol": event.symbol or None,
-        "alert_type": verdict.primary,
-        "alert_data": {
-            key: summary[key]
-            for key in (
-                "rules",
-                "side",
-                "amount_usd",
-                "price_usd",
-                "change_pct",
-                "market_cap_usd",
-                "top10_holders_pct",
-                "missing",
-            )
-        },
-        "tx_hash": event.tx_hash,
-        "log_index": event.log_index,
-        "block_number": event.block_number,
-        "event_time": datetime.fromtimestamp(event.ts_ms / 1000, UTC).replace(tzinfo=None),
-        "price_usd": event.price_usd,
-        "amount_usd": event.amount_usd,
-        "incomplete_data": int(verdict.incomplete),
-        "notify_status": "pending" if targets else "none",
-    }
-    return AlertDraft(row, summary, [(c, d) for c, d in targets], profile.notify.digest_s)
 
 
 def configs_in_force(events: list[SwapEvent]) -> list[int]:
@@ -286,37 +205,9 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
     with session_scope() as session:
         recorded = record_alerts(session, drafts)
     stats["alerts"] += len(recorded.new_rows)
-    delivery.dispatch(recorded.pending)
+    notify.dispatch(recorded.pending)
     new_keys = {row["dedup_key"] for row in recorded.new_rows}
     for d in drafts:
         if d.row["dedup_key"] in new_keys:
             log.info(alert_line(d.summary))
     return len(recorded.new_rows), stats
-
-
-@app.task(
-    name="kakarot.alerts.evaluate_events",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    autoretry_for=(SQLAlchemyError, redis.RedisError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=40,
-)
-def evaluate_events(events: list[Any]) -> int:
-    """Judge a micro-batch of wire events; record and notify the alerts; return how many are new."""
-    client, keys = runtime.redis_client(), runtime.keys()
-    if not isinstance(events, list):
-        client.incr(keys.events_rejected)
-        log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
-        return 0
-    parsed = _parse(events)
-    kept, announced = screen(parsed, configs_in_force(parsed))
-    new, stats = process(kept, announced)
-    pipe = client.pipeline(transaction=False)
-    for name, value in stats.items():
-        if value:
-            pipe.incrby(keys.alert_stat(name), value)
-    pipe.execute()
-    return new

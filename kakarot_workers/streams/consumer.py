@@ -1,16 +1,15 @@
-"""Where a batch becomes a stream: the long-lived consumer of one batch (queue `streams`).
+"""The long-lived consumer of one batch: source → stamped events → the `alerts` queue.
 
-`consume_batch(batch_id)` takes the batch's lease (see `leases`), opens its source, stamps every
-trade with (task, batch, epoch, fencing token), and sends them to the alert pool in micro-batches
-of up to `emit_max_events` events or `emit_max_ms` milliseconds. It renews the lease every third
-of its TTL and stops at once when the lease is lost. On a warm shutdown it flushes, marks the
-batch `stopped` and releases the lease, so another worker can take the batch immediately.
+It stamps every trade with (task, batch, epoch, fencing token) and sends them to the alert pool
+in micro-batches of up to `emit_max_events` events or `emit_max_ms` milliseconds. It renews the
+lease every third of its TTL and stops at once when the lease is lost. On a warm shutdown it
+flushes, marks the batch `stopped` and releases the lease, so another worker can take the batch
+immediately (`consume_batch` in `streams.tasks` runs it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -21,22 +20,18 @@ from typing import Any
 
 import redis
 
-from kakarot_workers import backend_client, leases, node, runtime
-from kakarot_workers.batches import BatchPlan, load_batch_plan, set_batch_status
-from kakarot_workers.celery_app import app
-from kakarot_workers.control import redispatch
-from kakarot_workers.db.session import session_scope
-from kakarot_workers.errors import KakarotError
-from kakarot_workers.leases import Lease
+from kakarot_workers import backend, queues, runtime
+from kakarot_workers.celery import app
 from kakarot_workers.settings import get_settings
-from kakarot_workers.sources import Retraction, Source, open_source
+from kakarot_workers.sources import BatchPlan, Retraction, Source
+from kakarot_workers.streams import leases, node
+from kakarot_workers.streams.dispatch import redispatch
+from kakarot_workers.streams.leases import Lease
 
 log = logging.getLogger(__name__)
 
-EVALUATE_TASK = "kakarot.alerts.evaluate_events"
 STATUS_REFRESH_S = 5.0
 CONTROL_CHECK_S = 1.0
-ALERTS_QUEUE = "alerts"
 # After a graceful hand-over, the successor raises the fence this long after its source is live.
 FENCE_DELAY_S = 1.0
 # A leaving consumer sends its batch to the `streams` queue again when nobody has taken the
@@ -46,8 +41,6 @@ FENCE_DELAY_S = 1.0
 # BRPOP with a 1 s server-side timeout, so a message sent more than 1 s into the shutdown reaches
 # another worker. A duplicate is harmless: only one consumer gets the lease.
 HANDOVER_RESEND_S = 2.0
-_slots = itertools.count(1)  # consumer ids: hostname-pid-slot
-
 WireEvent = dict[str, Any]
 
 
@@ -95,7 +88,7 @@ class BatchConsumer:
         self.plan = plan
         self.source = source
         self.lease = lease
-        self.agent = agent or node.agent()
+        self.agent = agent or node.current()
         self.batch_id = plan.batch_id
         self.task_id = plan.task_id
         self.consumer_id = lease.consumer_id
@@ -275,7 +268,7 @@ class BatchConsumer:
         the alerts queue depth for back-pressure and, while handing over, follow the successor."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.batch_control(self.batch_id))
-        pipe.llen(ALERTS_QUEUE)
+        pipe.llen(queues.ALERTS)
         control, self.alerts_depth = pipe.execute()
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
@@ -324,7 +317,7 @@ class BatchConsumer:
                     len(events),
                 )
                 return
-        app.send_task(EVALUATE_TASK, args=[events])
+        app.send_task(queues.EVALUATE_EVENTS, args=[events])
         self.events_emitted += len(events)
         counters.add(total_events=len(events))
         status_key = self.keys.batch_status(self.batch_id)
@@ -382,7 +375,7 @@ class BatchConsumer:
         pipe.execute()
         if status != self._reported_status:  # the backend hears of changes only
             self._reported_status = status
-            backend_client.send_event(
+            backend.send_event(
                 "batch_status",
                 {
                     "batch_id": self.batch_id,
@@ -391,74 +384,3 @@ class BatchConsumer:
                     "message": f"{self.consumer_id} epoch {self.epoch}",
                 },
             )
-
-
-def read_checkpoint(batch_id: int) -> int | None:
-    value = runtime.redis_client().get(runtime.keys().batch_checkpoint(batch_id))
-    return int(value) if value is not None else None
-
-
-# Stream tasks are acknowledged early (on receipt). Celery's Redis broker re-delivers an
-# unacknowledged message after `visibility_timeout`, so a task that runs for hours with late
-# acknowledgement would be started a second time while the first still runs. Ownership of a
-# batch is the lease, not the broker: a dead consumer's lease expires and reconcile dispatches
-# the batch again.
-@app.task(name="kakarot.streams.consume_batch", bind=True, acks_late=False, ignore_result=True)
-def consume_batch(self: Any, batch_id: int) -> int:
-    """Serve batch `batch_id` until the worker shuts down, the lease is lost or the batch is
-    retired. Returns at once if another consumer holds the batch."""
-    settings = get_settings()
-    client, keys = runtime.redis_client(), runtime.keys()
-    cid = runtime.consumer_id(next(_slots))
-    if runtime.shutdown_requested.is_set():
-        # received while this worker goes down (early ack): pass it on untouched
-        redispatch(batch_id)
-        return 0
-    with session_scope() as session:
-        plan = load_batch_plan(session, batch_id)
-    if plan.status == "retired":
-        log.info("batch %s is retired; not consuming it", batch_id)
-        client.delete(keys.batch_dispatch(batch_id))
-        return 0
-    lease = leases.acquire(client, keys, batch_id, cid, settings.lease_ttl_s)
-    client.delete(keys.batch_dispatch(batch_id))
-    if lease is None:
-        log.info(
-            "batch %s is served by %s; nothing to do",
-            batch_id,
-            client.get(keys.batch_lease(batch_id)),
-        )
-        return 0
-    agent = node.agent()
-    worker = getattr(self.request, "hostname", None) or agent.node_id
-    with session_scope() as session:
-        set_batch_status(
-            session, batch_id, "running", consumer_id=cid, worker_id=worker, worker_pid=os.getpid()
-        )
-    log.info(
-        "batch %s (task %s, epoch %s): %d tokens, consumer %s, token %s",
-        batch_id,
-        plan.task_id,
-        plan.epoch,
-        len(plan.tokens),
-        cid,
-        lease.token,
-    )
-    stop = threading.Event()
-    consumer: BatchConsumer | None = None
-    try:
-        source = open_source(plan, get_settings(), checkpoint=read_checkpoint(batch_id))
-        consumer = BatchConsumer(plan, source, lease, agent)
-        emitted = consumer.run(stop)
-    except KakarotError as exc:
-        log.error("batch %s stopped: %s", batch_id, exc)
-        with session_scope() as session:
-            set_batch_status(session, batch_id, "error", error=str(exc))
-        if consumer is None:
-            lease.release()
-        return 0
-    if consumer.stop_reason is None:  # retired, lost or handed over: not ours to set
-        with session_scope() as session:
-            set_batch_status(session, batch_id, "stopped")
-    log.info("batch %s %s after %d events", batch_id, consumer.stop_reason or "stopped", emitted)
-    return emitted

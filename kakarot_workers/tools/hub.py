@@ -42,10 +42,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from kakarot_workers import heartbeats
-from kakarot_workers.admin import list_batches, list_tasks
+from kakarot_workers.db import heartbeats
 from kakarot_workers.db.models import MonitorTask
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.tools.admin import list_batches, list_tasks
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,6 @@
-"""Batches in the database: what a consumer needs to know, and its status row."""
+"""Tasks and batches in the database: the reads the stages share, and a batch's status row."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -10,30 +8,12 @@ from sqlalchemy.orm import Session
 from kakarot_workers.db.models import (
     TASK_ACTIVE,
     MonitorBatch,
-    MonitorBatchItem,
     MonitorConfig,
     MonitorTask,
     MonitorTaskConfig,
-    MonitorTaskTarget,
     utcnow,
 )
 from kakarot_workers.errors import NotFoundError
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """What one stream consumer serves: a batch's tokens, with the task's chain and source."""
-
-    batch_id: int
-    task_id: int
-    epoch: int
-    chain: str
-    source: str | None
-    tokens: list[str]
-    status: str
-    task_type: str = "batch"
-    # CA → its pair address, where the target names one (EVM sources)
-    pairs: dict[str, str] = field(default_factory=dict)
 
 
 def task_config(session: Session, task_id: int) -> MonitorConfig | None:
@@ -81,32 +61,6 @@ def current_batch_ids_of_active_tasks(session: Session, task_id: int | None = No
     if task_id is not None:
         query = query.where(MonitorBatch.task_id == task_id)
     return list(session.scalars(query))
-
-
-def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
-    batch = session.get(MonitorBatch, batch_id)
-    if batch is None:
-        raise NotFoundError(f"batch {batch_id} does not exist")
-    task = get_task(session, batch.task_id)
-    config = task_config(session, task.id)
-    rows = session.execute(
-        select(MonitorTaskTarget.target_value, MonitorTaskTarget.pair_address)
-        .join(MonitorBatchItem, MonitorBatchItem.target_id == MonitorTaskTarget.id)
-        .where(MonitorBatchItem.batch_id == batch_id)
-        .order_by(MonitorBatchItem.batch_order)
-    ).all()
-    tokens = [ca for ca, _ in rows]
-    return BatchPlan(
-        batch_id=batch.id,
-        task_id=task.id,
-        epoch=batch.epoch,
-        chain=task.chain_type,
-        source=config.source if config else None,
-        tokens=tokens,
-        status=batch.status,
-        task_type=task.task_type,
-        pairs={ca: pair for ca, pair in rows if pair},
-    )
 
 
 def set_batch_status(

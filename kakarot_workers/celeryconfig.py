@@ -1,10 +1,14 @@
 """Celery configuration, built from the one settings object (`KAKAROT_*`).
 
-Loaded by `kakarot_workers.celery_app` with `config_from_object("celeryconfig")`.
+Loaded by `kakarot_workers.celery` with `config_from_object("kakarot_workers.celeryconfig")`, on
+first use of the configuration (not at import of the app).
 """
+
+from typing import Any
 
 from kombu import Queue
 
+from kakarot_workers import queues
 from kakarot_workers.keys import Keys
 from kakarot_workers.settings import get_settings
 
@@ -23,19 +27,14 @@ event_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 
-task_queues = (Queue("streams"), Queue("alerts"), Queue("notify"), Queue("control"))
-task_default_queue = "control"
-task_routes = {
-    "kakarot.streams.*": {"queue": "streams"},
-    "kakarot.alerts.*": {"queue": "alerts"},
-    # Notifications wait on other services (and their rate limits): their own queue, so slow
-    # deliveries never hold up judging, and operators can run them on their own workers.
-    "kakarot.notify.*": {"queue": "notify"},
-    "kakarot.control.*": {"queue": "control"},
-}
+# Notifications wait on other services (and their rate limits): their own queue, so slow
+# deliveries never hold up judging, and operators can run them on their own workers.
+task_queues = tuple(Queue(name) for name in queues.ALL)
+task_default_queue = queues.CONTROL
+task_routes = queues.ROUTES
 
 # Prefetch: a worker that consumes `streams` takes a message only when a pool slot is free
-# (`worker_disable_prefetch`, set for it by `celery_app.KakarotWorker`): a stream task holds its
+# (`worker_disable_prefetch`, set for it by `celery.KakarotWorker`): a stream task holds its
 # slot for hours, and a message prefetched behind it would starve there while an idle worker
 # waits. Other workers run tasks of milliseconds (alerts, notify, control jobs) and keep up to
 # this many unacknowledged messages per slot, so a slot never waits on the broker between two
@@ -65,7 +64,7 @@ worker_soft_shutdown_timeout = _settings.handover_timeout_s + 5
 timezone = "UTC"
 enable_utc = True
 
-# --- beat: the control plane's jobs (`kakarot_workers.jobs`), on queue `control` -----------------
+# --- beat: the control plane's jobs (`control/tasks.py`), on queue `control` ---------------------
 # RedBeat keeps the schedule in Redis and holds a lock, so a second beat (HA) waits as a standby:
 # it tries every `beat_max_loop_interval` and takes over when the lock lapses, well within a
 # minute (RedBeat's default lock, 5 × the max interval, would be 25 minutes with Celery's 300 s).
@@ -76,16 +75,16 @@ redbeat_lock_timeout = _settings.beat_lock_timeout_s
 beat_max_loop_interval = _settings.beat_max_interval_s
 
 
-def _every(seconds: float, task: str) -> dict:
+def _every(seconds: float, task: str) -> dict[str, Any]:
     # A job that waited longer than its own interval is dropped: the next one is on its way.
     return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
 
 
 beat_schedule = {
-    "allocate": _every(_settings.beat_allocate_s, "kakarot.control.allocate"),
-    "reconcile": _every(_settings.beat_reconcile_s, "kakarot.control.reconcile"),
-    "check_timeouts": _every(_settings.beat_check_timeouts_s, "kakarot.control.check_timeouts"),
-    "sync_heartbeats": _every(_settings.beat_sync_heartbeats_s, "kakarot.control.sync_heartbeats"),
-    "poll_configs": _every(_settings.beat_poll_configs_s, "kakarot.control.poll_configs"),
-    "sweep_outbox": _every(_settings.beat_sweep_outbox_s, "kakarot.notify.sweep_outbox"),
+    "allocate": _every(_settings.beat_allocate_s, queues.ALLOCATE),
+    "reconcile": _every(_settings.beat_reconcile_s, queues.RECONCILE),
+    "check_timeouts": _every(_settings.beat_check_timeouts_s, queues.CHECK_TIMEOUTS),
+    "sync_heartbeats": _every(_settings.beat_sync_heartbeats_s, queues.SYNC_HEARTBEATS),
+    "poll_configs": _every(_settings.beat_poll_configs_s, queues.POLL_CONFIGS),
+    "sweep_outbox": _every(_settings.beat_sweep_outbox_s, queues.SWEEP_OUTBOX),
 }

@@ -1,7 +1,8 @@
-"""The control plane: allocate tasks into epochs, dispatch consumers, retire old epochs.
+"""The control loop: allocate tasks whose targets changed into new epochs, retire old epochs
+once handed over, and dispatch every current-epoch batch nobody serves.
 
-The beat jobs (allocate, reconcile, check_timeouts, …) will call these; for now they run by hand
-(`kakarot allocate`, `kakarot dispatch`, `kakarot reconcile`) and from the demo.
+Beat's jobs run these (`control.tasks`); so do `kakarot allocate`, `kakarot dispatch`,
+`kakarot reconcile` and the demo.
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ import logging
 from dataclasses import dataclass
 
 import redis
+from sqlalchemy import func, select
 
-from kakarot_workers import leases, runtime
-from kakarot_workers.allocation import AllocationParams
-from kakarot_workers.batches import current_batch_ids, current_batch_ids_of_active_tasks
-from kakarot_workers.celery_app import app
+from kakarot_workers import runtime
+from kakarot_workers.control.allocation import AllocationParams
+from kakarot_workers.control.epochs import (
+    EpochReport,
+    apply_allocation,
+    publish_epoch,
+    retire_old_epochs,
+)
+from kakarot_workers.db.batches import current_batch_ids, current_batch_ids_of_active_tasks
+from kakarot_workers.db.models import TARGET_ACTIVE, TASK_ACTIVE, MonitorTask, MonitorTaskTarget
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.epochs import EpochReport, apply_allocation, publish_epoch, retire_old_epochs
+from kakarot_workers.errors import ConfigError
 from kakarot_workers.settings import get_settings
+from kakarot_workers.streams.dispatch import dispatch_unserved
 
 log = logging.getLogger(__name__)
-
-CONSUME_TASK = "kakarot.streams.consume_batch"
 
 
 def allocation_params() -> AllocationParams:
@@ -62,42 +69,52 @@ def ensure_allocated(task_id: int) -> list[int]:
         return current_batch_ids(session, task_id)
 
 
-def dispatch(batch_ids: list[int]) -> None:
-    """Send one `consume_batch` per batch to the `streams` queue, unconditionally."""
-    for batch_id in batch_ids:
-        app.send_task(CONSUME_TASK, args=[batch_id])
+def target_signatures(task_id: int | None = None) -> dict[int, str]:
+    """Per active task (or one), a signature of its active targets: count, newest id, newest
+    update (allocation keeps `update_time` when it records a target's batch)."""
+    tasks_query = select(MonitorTask.id, MonitorTask.task_type).where(
+        MonitorTask.del_flag == 0, MonitorTask.status == TASK_ACTIVE
+    )
+    targets_query = (
+        select(
+            MonitorTaskTarget.task_id,
+            func.count(),
+            func.max(MonitorTaskTarget.id),
+            func.max(MonitorTaskTarget.update_time),
+        )
+        .where(MonitorTaskTarget.status == TARGET_ACTIVE)
+        .group_by(MonitorTaskTarget.task_id)
+    )
+    if task_id is not None:
+        tasks_query = tasks_query.where(MonitorTask.id == task_id)
+        targets_query = targets_query.where(MonitorTaskTarget.task_id == task_id)
+    with session_scope() as session:
+        tasks = session.execute(tasks_query).all()
+        rows = session.execute(targets_query).all()
+    by_task = {row[0]: f"{row[1]}:{row[2]}:{row[3]}" for row in rows}
+    return {task_id: f"{task_type}|{by_task.get(task_id, '0')}" for task_id, task_type in tasks}
 
 
-def dispatch_unserved(batch_ids: list[int]) -> list[int]:
-    """Send `consume_batch` once for each batch with no live lease and no pending dispatch;
-    return those sent.
-
-    The pending-dispatch marker (set-if-absent, TTL `dispatch_marker_ttl_s`) makes this safe to
-    run from several places at once: a batch is sent once per marker period however many
-    reconcilers race. The consumer deletes the marker when it takes (or finds) the lease; if
-    the message is lost, the marker expires and the next reconcile sends it again.
-    """
+def allocate_changed() -> list[int]:
+    """Allocate every active task whose target signature differs from its last allocation's;
+    return those tasks."""
     client, keys = runtime.redis_client(), runtime.keys()
-    unowned = [b for b, holder in leases.holders(client, keys, batch_ids).items() if not holder]
-    if not unowned:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for batch_id in unowned:
-        pipe.set(keys.batch_dispatch(batch_id), "1", nx=True, px=_marker_ttl_ms())
-    sent = [b for b, marked in zip(unowned, pipe.execute(), strict=True) if marked]
-    dispatch(sent)
-    return sent
-
-
-def redispatch(batch_id: int) -> None:
-    """Send the batch to another worker now (its consumer is going down), setting the dispatch
-    marker so that reconcile does not send it a second time."""
-    runtime.redis_client().set(runtime.keys().batch_dispatch(batch_id), "1", px=_marker_ttl_ms())
-    dispatch([batch_id])
-
-
-def _marker_ttl_ms() -> int:
-    return int(get_settings().dispatch_marker_ttl_s * 1000)
+    signatures = target_signatures()
+    known = client.hgetall(keys.target_signatures)
+    changed = [t for t, sig in signatures.items() if known.get(str(t)) != sig]
+    done = []
+    for task_id in changed:
+        try:
+            allocate_task(task_id)
+        except ConfigError as exc:  # one bad task never holds up the others
+            log.error("allocate: task %s skipped: %s", task_id, exc)
+            continue
+        client.hset(keys.target_signatures, str(task_id), signatures[task_id])
+        done.append(task_id)
+    gone = [t for t in known if int(t) not in signatures]
+    if gone:
+        client.hdel(keys.target_signatures, *gone)
+    return done
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from kakarot_workers.celery_app import app
+from kakarot_workers.celery import app
 from kakarot_workers.errors import KakarotError
 
 READY_TIMEOUT_S = 60.0

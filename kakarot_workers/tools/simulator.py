@@ -22,7 +22,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from kakarot_workers.market import Market, Trade
+from kakarot_workers.tools.market import Market, Trade
 
 log = logging.getLogger(__name__)
 

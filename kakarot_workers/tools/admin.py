@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kakarot_workers.addresses import check_chain, normalize_address
-from kakarot_workers.batches import get_task
+from kakarot_workers.alerts.rules import parse_events_config
+from kakarot_workers.db.batches import get_task
 from kakarot_workers.db.models import (
     MonitorBatch,
     MonitorConfig,
@@ -26,9 +27,9 @@ from kakarot_workers.db.models import (
 )
 from kakarot_workers.errors import InputError, NotFoundError
 from kakarot_workers.keys import Keys
-from kakarot_workers.notify import parse_notify_methods
-from kakarot_workers.rules import parse_events_config, parse_interval
+from kakarot_workers.notify.channels import parse_notify_methods
 from kakarot_workers.sources import SOURCE_KINDS
+from kakarot_workers.validation import parse_interval
 
 TASK_TYPES = ("smart", "batch", "block")
 MAX_REPORTED_ROWS = 10

@@ -22,17 +22,17 @@ from rich.text import Text
 from sqlalchemy import func, select, update
 
 from kakarot_workers import runtime
-from kakarot_workers.admin import add_targets, create_config, create_task, target_row
-from kakarot_workers.celery_app import app
-from kakarot_workers.control import ensure_allocated, reconcile
+from kakarot_workers.celery import app
+from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import TASK_ACTIVE, TASK_STOPPED, MonitorAlertLog, MonitorTask
 from kakarot_workers.db.session import session_scope, upgrade_schema
-from kakarot_workers.embedded_redis import EmbeddedRedis
-from kakarot_workers.fleet import BeatProcess, WorkerProcess
-from kakarot_workers.market import Market
-from kakarot_workers.messages import alert_line
+from kakarot_workers.notify.messages import alert_line
 from kakarot_workers.settings import get_settings
-from kakarot_workers.simulator import SimulatorServer
+from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis
+from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
+from kakarot_workers.tools.market import Market
+from kakarot_workers.tools.simulator import SimulatorServer
 
 POLL_S = 0.5
 PLAIN_PROGRESS_EVERY_S = 5.0

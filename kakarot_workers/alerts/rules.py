@@ -9,75 +9,28 @@ against Redis windows; this module evaluates the stateless ones.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
+from kakarot_workers.validation import WindowText, json_text, parse_interval, validate_config
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-_INTERVAL = re.compile(r"^(\d+)([smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_interval(text: str) -> int:
-    """`'5m'` → 300. Accepts s, m, h, d; raises ValueError otherwise."""
-    match = _INTERVAL.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"expected a duration like 30s, 1m, 5m, 1h, got {text!r}")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-
-
-def _check_window(value: str) -> str:
-    parse_interval(value)
-    return value
-
-
-# A duration like "30s", "5m", "1h" in a config (validated, kept as written).
-WindowText = Annotated[str, AfterValidator(_check_window)]
-
-
-def json_text(raw: Any, label: str) -> Any:
-    """A config column as data: JSON text is parsed (empty text is None), anything else passes."""
-    if not isinstance(raw, str):
-        return raw
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{label}: not valid JSON: {exc}") from None
-
-
-def validate_config(model: type[ModelT], data: Any, label: str) -> ModelT:
-    """`model` from `data`, or a ConfigError naming every bad field as `label.path: problem`."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"])
-            problems.append(f"{label}.{where}: {err['msg']}")
-        raise ConfigError("; ".join(problems)) from None
 
 
 class _WindowRule(_Rule):

@@ -20,9 +20,9 @@ from redis.client import NEVER_DECODE
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from kakarot_workers.alerts.rules import WindowStats
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.keys import Keys
-from kakarot_workers.rules import WindowStats
 
 # The state of a token (KEYS[3k-1]) is one msgpack array: the newest trade's ts (false: none),
 # member and price, when the TTLs were last set (ms), then eight fields per window length w (ms):

@@ -1,7 +1,8 @@
 """Config hot reload: which version of each config the fleet should be judging with.
 
 The backend publishes `{"configId": N, "version": V}` on `monitor:config:changed` after an edit.
-Every worker node listens (`ConfigListener`, a thread of its main process) and raises the
+Every worker node listens (`ConfigListener`, a thread of its main process started by the worker's
+`ConfigListening` bootstep) and raises the
 announced version in one Redis hash (`kakarot:config:versions`); the beat job poll_configs
 raises it from the database too, so a notice lost on the way (Pub/Sub keeps nothing for a
 subscriber that is not connected) is made up for within one poll interval. The hash only ever
@@ -23,11 +24,11 @@ import redis
 from sqlalchemy import select
 
 from kakarot_workers import runtime
+from kakarot_workers.backoff import backoff
 from kakarot_workers.db.models import MonitorConfig, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import ConfigError, NotFoundError
 from kakarot_workers.keys import Keys
-from kakarot_workers.sources import backoff
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,25 @@ class ConfigListener:
     """Subscribes to `monitor:config:changed` and raises the announced versions; reconnects
     with back-off. Malformed notices are logged and counted, never fatal."""
 
-    def __init__(self, stop: threading.Event, max_backoff_s: float = 10.0) -> None:
-        self.stop = stop
+    def __init__(self, max_backoff_s: float = 10.0) -> None:
         self.max_backoff_s = max_backoff_s
         self.subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ConfigListener:
+        self._thread = threading.Thread(target=self.run, name="config-listener", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
     def run(self) -> None:
         failures = 0
-        while not self.stop.is_set():
+        while not self._stop.is_set():
             try:
                 self._listen()
                 failures = 0
@@ -135,7 +147,7 @@ class ConfigListener:
                 log.warning("config listener: %s; reconnecting", exc)
             finally:
                 self.subscribed.clear()
-            if self.stop.wait(backoff(failures, self.max_backoff_s) if failures else 0.1):
+            if self._stop.wait(backoff(failures, self.max_backoff_s) if failures else 0.1):
                 return
 
     def _listen(self) -> None:
@@ -144,7 +156,7 @@ class ConfigListener:
         try:
             pubsub.subscribe(keys.config_changed_channel)
             self.subscribed.set()
-            while not self.stop.is_set():
+            while not self._stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     self.handle(message["data"])

@@ -1,58 +1,26 @@
 """Batch heartbeats into `monitor_batch_v2`, in bulk, by the one writer the settings name.
 
-The stream consumers keep their status in Redis (`kakarot:batch:{id}:status`, refreshed every
-few seconds, expiring with its consumer). The writer copies it to the database: beat's
-sync_heartbeats job (`heartbeat_writer=beat`, the default) from Redis, or `kakarot hub`
-(`heartbeat_writer=hub`) from the heartbeats nodes send it. Two statements per pass, whatever
-the number of batches.
+The stream consumers keep their status in Redis (`streams.reporter`, refreshed every few
+seconds, expiring with its consumer). The writer copies it to the database: beat's
+sync_heartbeats job (`heartbeat_writer=beat`, the default) from Redis, each node for its own
+batches (`node`), or `kakarot hub` (`hub`) from the heartbeats nodes send it. Two statements per
+pass, whatever the number of batches.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import redis
 from sqlalchemy import bindparam, func, or_, update
 
 from kakarot_workers.db.models import MonitorBatch, MonitorTask
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.keys import Keys
-
-log = logging.getLogger(__name__)
 
 # Batch statuses check_timeouts watches: served, or dispatched and waiting for a consumer.
 SERVING = ("running", "pending")
 # Statuses of a consumer subscribed to its source: while one of its batches is, a task beats.
 LIVE = ("running", "handing_over")
-
-
-def batch_heartbeats(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Every consumer's status as it last wrote it to Redis (keys expire with their consumer)."""
-    names = list(client.scan_iter(match=keys.batch_status_pattern, count=1000))
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(name)
-    rows = []
-    for name, status in zip(names, pipe.execute(), strict=True):
-        try:
-            rows.append(
-                {
-                    "batch_id": int(name.rsplit(":", 2)[-2]),
-                    "task_id": int(status.get("task_id") or 0),
-                    "status": status["status"],
-                    "consumer_id": status.get("consumer_id"),
-                    "worker_id": status.get("node_id"),
-                    "worker_pid": int(status["pid"]) if status.get("pid") else None,
-                    "at": datetime.fromtimestamp(int(status["updated_ms"]) / 1000, UTC).replace(
-                        tzinfo=None
-                    ),
-                }
-            )
-        except (KeyError, ValueError) as exc:  # a half-written or foreign key: skip it
-            log.warning("sync_heartbeats: %s skipped: %r", name, exc)
-    return rows
 
 
 def write_heartbeats(rows: list[dict[str, Any]]) -> int:

@@ -1,0 +1,43 @@
+"""`evaluate_events`: the alert pool's task (queue `alerts`), acknowledged late."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from kakarot_workers import queues, runtime
+from kakarot_workers.alerts.evaluate import configs_in_force, parse_events, process, screen
+from kakarot_workers.celery import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    name=queues.EVALUATE_EVENTS,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(SQLAlchemyError, redis.RedisError),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=40,
+)
+def evaluate_events(events: list[Any]) -> int:
+    """Judge a micro-batch of wire events; record and notify the alerts; return how many are new."""
+    client, keys = runtime.redis_client(), runtime.keys()
+    if not isinstance(events, list):
+        client.incr(keys.events_rejected)
+        log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
+        return 0
+    parsed = parse_events(events)
+    kept, announced = screen(parsed, configs_in_force(parsed))
+    new, stats = process(kept, announced)
+    pipe = client.pipeline(transaction=False)
+    for name, value in stats.items():
+        if value:
+            pipe.incrby(keys.alert_stat(name), value)
+    pipe.execute()
+    return new

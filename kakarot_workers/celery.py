@@ -1,0 +1,76 @@
+"""The Celery application: configuration, task modules, and the worker's pool defaults.
+
+`celery -A kakarot_workers …` finds `app` here. Importing this module creates the app and
+imports no stage: the task modules and `worker` (signals and bootsteps) are listed in `include`,
+which a worker or beat imports when it starts.
+
+A worker that consumes `streams` takes a message only when a pool slot is free (stream tasks
+hold their slot for hours); other workers prefetch (`KAKAROT_WORKER_PREFETCH_MULTIPLIER`).
+A worker that consumes only the `streams` queue and was started without `-P`/`-c` gets the
+threads pool with `KAKAROT_STREAMS_CONCURRENCY` slots (default 64): each stream consumer holds
+one slot for as long as it serves its batch, so `celery -A kakarot_workers worker -Q streams`
+holds 64 batches. Other workers keep Celery's defaults (prefork, one child per core).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.apps.worker import Worker
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from kombu.utils.objects import cached_property
+
+from kakarot_workers import queues
+from kakarot_workers.settings import get_settings
+
+TASK_MODULES = (
+    "kakarot_workers.streams.tasks",
+    "kakarot_workers.alerts.tasks",
+    "kakarot_workers.notify.tasks",
+    "kakarot_workers.control.tasks",
+)
+
+
+def _names(queue_names: Any) -> set[str]:
+    if isinstance(queue_names, str):
+        queue_names = queue_names.split(",")
+    return {q.strip() for q in queue_names or ()}
+
+
+def serves_only_streams(queue_names: Any) -> bool:
+    return _names(queue_names) == {queues.STREAMS}
+
+
+def serves_streams(queue_names: Any, excluded: Any = None) -> bool:
+    """The worker consumes `streams` (no `-Q`: every queue, `streams` among them)."""
+    return queues.STREAMS in (_names(queue_names) or {queues.STREAMS}) - _names(excluded)
+
+
+class KakarotWorker(Worker):  # type: ignore[misc]
+    """Celery's worker, with stream-friendly pool defaults for a streams-only worker."""
+
+    def setup_defaults(self, *args: Any, **kwargs: Any) -> None:
+        super().setup_defaults(*args, **kwargs)
+        if serves_streams(kwargs.get("queues"), kwargs.get("exclude_queues")):
+            # Before the consumer starts: it reads this when it sets up its QoS.
+            self.app.conf.worker_disable_prefetch = True
+        if not serves_only_streams(kwargs.get("queues")):
+            return
+        settings = get_settings()
+        # `-P` defaults to prefork on the command line, so prefork here means "not chosen".
+        if self.pool_cls in (PreforkPool, "prefork") and settings.streams_pool != "prefork":
+            self.pool_cls = get_implementation(settings.streams_pool)
+        if not self.concurrency:
+            self.concurrency = settings.streams_concurrency
+
+
+class KakarotCelery(Celery):  # type: ignore[misc]
+    @cached_property
+    def Worker(self) -> type[Worker]:  # noqa: N802 (Celery's name)
+        return self.subclass_with_self(KakarotWorker)  # type: ignore[no-any-return]
+
+
+app = KakarotCelery("kakarot_workers", include=[*TASK_MODULES, "kakarot_workers.worker"])
+app.config_from_object("kakarot_workers.celeryconfig")

@@ -1,0 +1,98 @@
+"""`consume_batch`: the task that serves one batch for as long as it holds the batch's lease.
+
+Stream tasks are acknowledged early (on receipt). Celery's Redis broker re-delivers an
+unacknowledged message after `visibility_timeout`, so a task that runs for hours with late
+acknowledgement would be started a second time while the first still runs. Ownership of a batch
+is the lease, not the broker: a dead consumer's lease expires and reconcile dispatches the batch
+again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from typing import Any
+
+from kakarot_workers import queues, runtime
+from kakarot_workers.celery import app
+from kakarot_workers.db.batches import set_batch_status
+from kakarot_workers.db.session import session_scope
+from kakarot_workers.errors import KakarotError
+from kakarot_workers.settings import get_settings
+from kakarot_workers.sources import open_source
+from kakarot_workers.streams import leases, node
+from kakarot_workers.streams.consumer import BatchConsumer
+from kakarot_workers.streams.dispatch import redispatch
+from kakarot_workers.streams.plan import load_batch_plan
+
+log = logging.getLogger(__name__)
+
+_slots = itertools.count(1)  # consumer ids: hostname-pid-slot
+
+
+def read_checkpoint(batch_id: int) -> int | None:
+    value = runtime.redis_client().get(runtime.keys().batch_checkpoint(batch_id))
+    return int(value) if value is not None else None
+
+
+@app.task(name=queues.CONSUME_BATCH, bind=True, acks_late=False, ignore_result=True)
+def consume_batch(self: Any, batch_id: int) -> int:
+    """Serve batch `batch_id` until the worker shuts down, the lease is lost or the batch is
+    retired. Returns at once if another consumer holds the batch."""
+    settings = get_settings()
+    client, keys = runtime.redis_client(), runtime.keys()
+    cid = runtime.consumer_id(next(_slots))
+    if runtime.shutdown_requested.is_set():
+        # received while this worker goes down (early ack): pass it on untouched
+        redispatch(batch_id)
+        return 0
+    with session_scope() as session:
+        plan = load_batch_plan(session, batch_id)
+    if plan.status == "retired":
+        log.info("batch %s is retired; not consuming it", batch_id)
+        client.delete(keys.batch_dispatch(batch_id))
+        return 0
+    lease = leases.acquire(client, keys, batch_id, cid, settings.lease_ttl_s)
+    client.delete(keys.batch_dispatch(batch_id))
+    if lease is None:
+        log.info(
+            "batch %s is served by %s; nothing to do",
+            batch_id,
+            client.get(keys.batch_lease(batch_id)),
+        )
+        return 0
+    agent = node.current()
+    worker = getattr(self.request, "hostname", None) or agent.node_id
+    with session_scope() as session:
+        set_batch_status(
+            session, batch_id, "running", consumer_id=cid, worker_id=worker, worker_pid=os.getpid()
+        )
+    log.info(
+        "batch %s (task %s, epoch %s): %d tokens, consumer %s, token %s",
+        batch_id,
+        plan.task_id,
+        plan.epoch,
+        len(plan.tokens),
+        cid,
+        lease.token,
+    )
+    stop = threading.Event()
+    consumer: BatchConsumer | None = None
+    try:
+        source = open_source(plan, get_settings(), checkpoint=read_checkpoint(batch_id))
+        consumer = BatchConsumer(plan, source, lease, agent)
+        emitted = consumer.run(stop)
+    except KakarotError as exc:
+        log.error("batch %s stopped: %s", batch_id, exc)
+        with session_scope() as session:
+            set_batch_status(session, batch_id, "error", error=str(exc))
+        if consumer is None:
+            lease.release()
+        return 0
+    if consumer.stop_reason is None:  # retired, lost or handed over: not ours to set
+        with session_scope() as session:
+            set_batch_status(session, batch_id, "stopped")
+    log.info("batch %s %s after %d events", batch_id, consumer.stop_reason or "stopped", emitted)
+    return emitted

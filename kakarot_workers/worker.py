@@ -1,0 +1,117 @@
+"""The one place that wires the stages into a Celery worker: bootsteps and process signals.
+
+Bootsteps (Celery's `StartStopStep`, like its own `worker/consumer/heart.py`), in the worker's
+main process:
+- `Node`: this process as a node of the fleet (`streams.node`: heartbeat, metrics, batch rows);
+  a `batch_reload` from the backend runs the control plane's reconcile for its task;
+- `BackendLink`: the node's conversation with the backend WebSocket, when one is configured;
+- `ConfigListening`: the listener of `monitor:config:changed`, unless `config_pubsub` is off.
+
+Signals: logging set-up; a forked pool child forgets its parent's sockets; a worker that serves
+`notify` sweeps the outbox when ready; on SIGTERM every stream consumer starts its hand-over.
+
+`kakarot_workers.celery` lists this module in `include`, so a worker imports it before it builds
+its blueprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import bootsteps, signals
+
+from kakarot_workers import backend, logs, queues, runtime
+from kakarot_workers.celery import app
+from kakarot_workers.control.configs import ConfigListener
+from kakarot_workers.control.reconcile import reconcile
+from kakarot_workers.db.session import dispose_engines
+from kakarot_workers.notify import notifiers
+from kakarot_workers.settings import get_settings
+from kakarot_workers.streams import node
+
+log = logging.getLogger(__name__)
+
+
+def _queues(worker: Any) -> str:
+    return ",".join(sorted(worker.app.amqp.queues.consume_from))
+
+
+class Node(bootsteps.StartStopStep):  # type: ignore[misc]
+    """This worker process as a node of the fleet; stopped once its consumers have let go."""
+
+    def create(self, worker: Any) -> node.NodeAgent:
+        return node.install(node.NodeAgent(worker.hostname, _queues(worker), reconcile=reconcile))
+
+
+class BackendLink(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The node's WebSocket to the backend (SPEC §7), when `KAKAROT_BACKEND_WS_URL` is set."""
+
+    requires = (Node,)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.enabled = bool(get_settings().backend_ws_url)
+
+    def create(self, worker: Any) -> backend.BackendClient:
+        settings = get_settings()
+        agent = node.current()
+        token = settings.backend_token.get_secret_value() if settings.backend_token else None
+        return backend.BackendClient(
+            settings.backend_ws_url or "",
+            agent.node_id,
+            batches=agent.batch_report,
+            on_batch_reload=agent.batch_reload,
+            token=token,
+            heartbeat_s=settings.backend_heartbeat_s,
+            ping_s=settings.backend_heartbeat_s,
+            max_backoff_s=settings.reconnect_max_backoff_s,
+        )
+
+
+class ConfigListening(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Announced config versions from `monitor:config:changed`, unless `config_pubsub` is off."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.enabled = get_settings().config_pubsub
+
+    def create(self, worker: Any) -> ConfigListener:
+        return ConfigListener(max_backoff_s=get_settings().reconnect_max_backoff_s)
+
+
+app.steps["worker"].update({Node, BackendLink, ConfigListening})
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    logs.configure()
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # A forked pool child must not reuse the parent's sockets.
+    dispose_engines()
+    runtime.forget_inherited_clients()
+    notifiers.reset(close=False)
+
+
+@signals.worker_ready.connect
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    if sender is not None and queues.NOTIFY in _queues(sender).split(","):
+        # Notifications left behind by a worker that died between two steps.
+        sender.app.send_task(queues.SWEEP_OUTBOX)
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
+    # Sent in the main process on SIGTERM/SIGINT; stream consumers (threads) see the flag,
+    # flush their pending events, release their leases and return, so the warm shutdown can
+    # complete and another worker can take their batches at once.
+    log.info("worker shutting down (%s %s): stopping stream consumers", how, sig)
+    runtime.request_shutdown()
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    dispose_engines()
