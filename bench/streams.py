@@ -110,7 +110,7 @@ def decode_and_emit(events: int) -> tuple[float, float]:
 
     client, keys = runtime.redis_client(), runtime.keys()
     client.delete("alerts")
-    lease = leases.acquire(client, keys, 1, "bench", ttl_s=30)
+    lease = leases.Leases(client, keys).acquire(1, "bench", ttl_s=30)
     assert lease is not None
     plan = BatchPlan(1, 1, 1, "bsc", "simulator", tokens, "running")
     consumer = BatchConsumer(plan, ReplaySource(frames, "bsc", tokens), lease)  # type: ignore[arg-type]

@@ -17,34 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
 from kakarot_workers.keys import Keys
 
-# KEYS: one cooldown key per candidate (repeats allowed; the first claimant wins).
-# ARGV: per key, the claimant's event id and the cooldown in ms (0: no cooldown).
-# Returns per key: 1 (claimed now, or already this event's), or 0 (another event holds it),
-# then the holder's id and the cooldown's remaining ms (holder '' and 0 when there is none).
-_CLAIM = """
-local out = {}
-for k = 1, #KEYS do
-  local id, ttl = ARGV[2 * k - 1], tonumber(ARGV[2 * k])
-  local won, holder, left = 1, '', 0
-  if ttl > 0 then
-    holder = redis.call('GET', KEYS[k])
-    if not holder then
-      redis.call('SET', KEYS[k], id, 'PX', ttl)
-      holder, left = id, ttl
-    else
-      left = redis.call('PTTL', KEYS[k])
-      if holder ~= id then won = 0 end
-    end
-  end
-  out[3 * k - 2], out[3 * k - 1], out[3 * k] = won, holder, left
-end
-return out
-"""
+CLAIM = (Path(__file__).with_name("lua") / "cooldown_claim.lua").read_text()
 # Remembered cooldowns are dropped once this many are held and some have ended.
 _REMEMBER_MAX = 100_000
 
@@ -63,7 +42,7 @@ class Cooldowns:
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.keys = keys
-        self._claim = client.register_script(_CLAIM)
+        self._claim = client.register_script(CLAIM)
         self._held: dict[tuple[int, str], tuple[str, float]] = {}  # → holder, end (monotonic)
 
     def claim(self, claims: Sequence[Claim]) -> list[bool]:

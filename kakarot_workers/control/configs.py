@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import redis
 from sqlalchemy import select
@@ -32,19 +33,7 @@ from kakarot_workers.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] the versions hash; ARGV pairs (config id, version). Raises each to the given version
-# when higher; returns the ids raised.
-_ANNOUNCE = """
-local raised = {}
-for i = 1, #ARGV, 2 do
-  local known = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > known then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    raised[#raised + 1] = ARGV[i]
-  end
-end
-return raised
-"""
+ANNOUNCE = (Path(__file__).with_name("lua") / "config_announce.lua").read_text()
 
 
 def announce_versions(client: redis.Redis, keys: Keys, versions: dict[int, int]) -> list[int]:
@@ -54,7 +43,7 @@ def announce_versions(client: redis.Redis, keys: Keys, versions: dict[int, int])
     args: list[int] = []
     for config_id, version in versions.items():
         args += [config_id, version]
-    raised = client.eval(_ANNOUNCE, 1, keys.config_versions, *args)
+    raised = client.register_script(ANNOUNCE)(keys=[keys.config_versions], args=args)
     return sorted(int(c) for c in raised)
 
 

@@ -67,7 +67,7 @@ def _stale_batches(now: datetime, report: TimeoutReport) -> None:
                 )
             )
         )
-        held = leases.holders(client, keys, silent) if silent else {}
+        held = leases.store().holders(silent) if silent else {}
         report.stale_batches = [b for b in silent if not held.get(b)]
         if report.stale_batches:
             batches = MonitorBatch.__table__

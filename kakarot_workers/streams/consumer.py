@@ -230,7 +230,7 @@ class BatchConsumer:
             return  # the batch is someone else's now: touch nothing of it
         with contextlib.suppress(redis.RedisError):
             if self._handing_over:
-                holder = leases.holders(self.redis, self.keys, [self.batch_id])[self.batch_id]
+                holder = leases.store().holders([self.batch_id])[self.batch_id]
                 if holder is None:  # nobody came in time: say the batch is unserved
                     self._write_status("stopped")
                     self.stop_reason = None
@@ -292,7 +292,7 @@ class BatchConsumer:
             stop.set()
         elif (
             time.monotonic() - self._handover_sent_at >= HANDOVER_RESEND_S
-            and leases.holders(self.redis, self.keys, [self.batch_id])[self.batch_id] is None
+            and leases.store().holders([self.batch_id])[self.batch_id] is None
         ):
             log.warning(
                 "batch %s: no successor took it within %.0fs; sending it again",

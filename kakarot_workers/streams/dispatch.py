@@ -25,7 +25,7 @@ def dispatch_unserved(batch_ids: list[int]) -> list[int]:
     """Send `consume_batch` once for each batch with no live lease and no pending dispatch;
     return those sent."""
     client, keys = runtime.redis_client(), runtime.keys()
-    unowned = [b for b, holder in leases.holders(client, keys, batch_ids).items() if not holder]
+    unowned = [b for b, holder in leases.store().holders(batch_ids).items() if not holder]
     if not unowned:
         return []
     pipe = client.pipeline(transaction=False)

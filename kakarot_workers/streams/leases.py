@@ -18,59 +18,30 @@ twice, which the alert de-duplication key absorbs; there is no gap.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
+from kakarot_workers import runtime
 from kakarot_workers.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease, token counter, fence, hand-over marker. ARGV: consumer id, ttl ms.
-# Returns {token, fenced}: fenced is 1 if the fence was raised now (no graceful hand-over).
-_ACQUIRE = """
-if redis.call('exists', KEYS[1]) == 1 then return nil end
-local token = redis.call('incr', KEYS[2])
-redis.call('set', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
-local fenced = 0
-if redis.call('del', KEYS[4]) == 0 then
-  redis.call('set', KEYS[3], token)
-  fenced = 1
-end
-return {token, fenced}
-"""
-# KEYS: lease. ARGV: expected value, ttl ms. 1 if extended, 0 if the lease is not ours.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# KEYS: lease, hand-over marker. ARGV: expected value, hand-over ttl ms (0: plain release).
-_RELEASE = """
-if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1])
-if tonumber(ARGV[2]) > 0 then redis.call('set', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-return 1
-"""
-# KEYS: fence. ARGV: token. Raise the fence to the token (never lower it); return the fence.
-_RAISE_FENCE = """
-local fence = tonumber(redis.call('get', KEYS[1]) or '0')
-if fence < tonumber(ARGV[1]) then
-  redis.call('set', KEYS[1], ARGV[1])
-  return tonumber(ARGV[1])
-end
-return fence
-"""
+_LUA = Path(__file__).with_name("lua")
+ACQUIRE = (_LUA / "lease_acquire.lua").read_text()
+RENEW = (_LUA / "lease_renew.lua").read_text()
+RELEASE = (_LUA / "lease_release.lua").read_text()
+RAISE_FENCE = (_LUA / "fence_raise.lua").read_text()
 
 
 @dataclass
 class Lease:
     """One consumer's hold on one batch. `token` is its fencing token."""
 
-    client: redis.Redis
-    keys: Keys
+    store: Leases
     batch_id: int
     consumer_id: str
     token: int
@@ -95,8 +66,9 @@ class Lease:
         """Extend the lease if it is still ours; False if it is lost. Redis errors propagate:
         the caller keeps serving until `expired_locally`."""
         started = time.monotonic()
-        ours = self.client.eval(
-            _RENEW, 1, self.keys.batch_lease(self.batch_id), self.value, int(self.ttl_s * 1000)
+        ours = self.store.renew_script(
+            keys=[self.store.keys.batch_lease(self.batch_id)],
+            args=[self.value, int(self.ttl_s * 1000)],
         )
         if ours:
             self.renewed_at = started
@@ -105,60 +77,78 @@ class Lease:
     def raise_fence(self) -> None:
         """We are live: from now on, events of earlier holders are refused."""
         if not self.fenced:
-            self.client.eval(_RAISE_FENCE, 1, self.keys.batch_fence(self.batch_id), self.token)
+            self.store.raise_fence_script(
+                keys=[self.store.keys.batch_fence(self.batch_id)], args=[self.token]
+            )
             self.fenced = True
 
     def fence_passed(self) -> bool:
         """True once a successor has raised the fence above our token."""
-        return int(self.client.get(self.keys.batch_fence(self.batch_id)) or 0) > self.token
+        return self.store.fences([self.batch_id])[self.batch_id] > self.token
 
     def release(self, handover_s: float = 0) -> bool:
         """Give the batch up, if the lease is still ours. With `handover_s`, mark a graceful
         hand-over: our events stay valid until the successor is live (at most that long)."""
+        keys = self.store.keys
         return bool(
-            self.client.eval(
-                _RELEASE,
-                2,
-                self.keys.batch_lease(self.batch_id),
-                self.keys.batch_handover(self.batch_id),
-                self.value,
-                int(handover_s * 1000),
+            self.store.release_script(
+                keys=[keys.batch_lease(self.batch_id), keys.batch_handover(self.batch_id)],
+                args=[self.value, int(handover_s * 1000)],
             )
         )
 
 
-def acquire(
-    client: redis.Redis, keys: Keys, batch_id: int, consumer_id: str, ttl_s: float
-) -> Lease | None:
-    """Take the batch's lease and a new fencing token, or None if someone holds it."""
-    started = time.monotonic()
-    taken = client.eval(
-        _ACQUIRE,
-        4,
-        keys.batch_lease(batch_id),
-        keys.batch_token(batch_id),
-        keys.batch_fence(batch_id),
-        keys.batch_handover(batch_id),
-        consumer_id,
-        int(ttl_s * 1000),
-    )
-    if taken is None:
-        return None
-    token, fenced = taken
-    return Lease(client, keys, batch_id, consumer_id, int(token), ttl_s, started, bool(fenced))
+class Leases:
+    """The batch leases and fences of one Redis, their scripts registered once."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.acquire_script = client.register_script(ACQUIRE)
+        self.renew_script = client.register_script(RENEW)
+        self.release_script = client.register_script(RELEASE)
+        self.raise_fence_script = client.register_script(RAISE_FENCE)
+
+    def acquire(self, batch_id: int, consumer_id: str, ttl_s: float) -> Lease | None:
+        """Take the batch's lease and a new fencing token, or None if someone holds it."""
+        started = time.monotonic()
+        keys = self.keys
+        taken = self.acquire_script(
+            keys=[
+                keys.batch_lease(batch_id),
+                keys.batch_token(batch_id),
+                keys.batch_fence(batch_id),
+                keys.batch_handover(batch_id),
+            ],
+            args=[consumer_id, int(ttl_s * 1000)],
+        )
+        if taken is None:
+            return None
+        token, fenced = taken
+        return Lease(self, batch_id, consumer_id, int(token), ttl_s, started, bool(fenced))
+
+    def holders(self, batch_ids: list[int]) -> dict[int, str | None]:
+        """The lease value (`consumer:token`) of each batch, None where nobody holds it."""
+        if not batch_ids:
+            return {}
+        values = self.client.mget([self.keys.batch_lease(b) for b in batch_ids])
+        return dict(zip(batch_ids, values, strict=True))
+
+    def fences(self, batch_ids: list[int]) -> dict[int, int]:
+        """The oldest token the alert pool accepts for each batch (0 where none was ever taken)."""
+        if not batch_ids:
+            return {}
+        values = self.client.mget([self.keys.batch_fence(b) for b in batch_ids])
+        return {b: int(v or 0) for b, v in zip(batch_ids, values, strict=True)}
 
 
-def holders(client: redis.Redis, keys: Keys, batch_ids: list[int]) -> dict[int, str | None]:
-    """The lease value (`consumer:token`) of each batch, None where nobody holds it."""
-    if not batch_ids:
-        return {}
-    values = client.mget([keys.batch_lease(b) for b in batch_ids])
-    return dict(zip(batch_ids, values, strict=True))
+_stores: dict[int, Leases] = {}
 
 
-def fences(client: redis.Redis, keys: Keys, batch_ids: list[int]) -> dict[int, int]:
-    """The oldest token the alert pool accepts for each batch (0 where none was ever taken)."""
-    if not batch_ids:
-        return {}
-    values = client.mget([keys.batch_fence(b) for b in batch_ids])
-    return {b: int(v or 0) for b, v in zip(batch_ids, values, strict=True)}
+def store() -> Leases:
+    """This process's lease store, on its Redis client."""
+    pid = os.getpid()
+    found = _stores.get(pid)
+    if found is None:
+        found = _stores[pid] = Leases(runtime.redis_client(), runtime.keys())
+    return found

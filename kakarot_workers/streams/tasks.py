@@ -54,7 +54,7 @@ def consume_batch(self: Any, batch_id: int) -> int:
         log.info("batch %s is retired; not consuming it", batch_id)
         client.delete(keys.batch_dispatch(batch_id))
         return 0
-    lease = leases.acquire(client, keys, batch_id, cid, settings.lease_ttl_s)
+    lease = leases.store().acquire(batch_id, cid, settings.lease_ttl_s)
     client.delete(keys.batch_dispatch(batch_id))
     if lease is None:
         log.info(

@@ -53,7 +53,7 @@ class LiveSource:
 
 def run(items: list, client) -> tuple[BatchConsumer, list[dict]]:
     keys = runtime.keys()
-    lease = leases.acquire(client, keys, 1, "test", ttl_s=30)
+    lease = leases.Leases(client, keys).acquire(1, "test", ttl_s=30)
     assert lease is not None
     plan = BatchPlan(1, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
     consumer = BatchConsumer(plan, ListSource(items), lease, node.NodeAgent("test-node"))
@@ -119,7 +119,7 @@ def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis
     the leaving consumer must send the batch again, hand over to whoever takes it, and stop."""
     use_env(KAKAROT_HANDOVER_TIMEOUT_S="10")
     keys = runtime.keys()
-    lease = leases.acquire(redis_client, keys, 7, "leaving", ttl_s=30)
+    lease = leases.Leases(redis_client, keys).acquire(7, "leaving", ttl_s=30)
     assert lease is not None
     plan = BatchPlan(7, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
     consumer = BatchConsumer(plan, LiveSource(), lease, node.NodeAgent("test-node"))
@@ -141,7 +141,7 @@ def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis
     assert sent_again == [7], "the leaving consumer never sent its batch again"
     assert redis_client.get(keys.handovers_resent) == "1"
 
-    successor = leases.acquire(redis_client, keys, 7, "successor", ttl_s=30)
+    successor = leases.Leases(redis_client, keys).acquire(7, "successor", ttl_s=30)
     assert successor is not None and not successor.fenced  # still a graceful hand-over
     successor.raise_fence()
     thread.join(3.0)
@@ -162,10 +162,10 @@ def poll(read, timeout_s: float):
 
 def test_the_alert_pool_drops_events_of_a_superseded_token(redis_client):
     keys = runtime.keys()
-    old = leases.acquire(redis_client, keys, 4, "old", ttl_s=0.2)
+    old = leases.Leases(redis_client, keys).acquire(4, "old", ttl_s=0.2)
     assert old is not None
     redis_client.delete(keys.batch_lease(4))  # as if it expired
-    new = leases.acquire(redis_client, keys, 4, "new", ttl_s=5)
+    new = leases.Leases(redis_client, keys).acquire(4, "new", ttl_s=5)
     assert new is not None
     stale = [
         trade(i).__class__(**{**trade(i).to_wire(), "batch_id": 4, "fencing_token": old.token})

@@ -19,48 +19,48 @@ def _dispatched(client) -> list[int]:
 
 def test_acquire_is_exclusive_and_each_acquisition_takes_a_larger_token(redis_client):
     keys = runtime.keys()
-    first = leases.acquire(redis_client, keys, 7, "a", ttl_s=5)
+    first = leases.Leases(redis_client, keys).acquire(7, "a", ttl_s=5)
     assert first is not None and first.token == 1
-    assert leases.acquire(redis_client, keys, 7, "b", ttl_s=5) is None
+    assert leases.Leases(redis_client, keys).acquire(7, "b", ttl_s=5) is None
     assert first.renew()
     assert first.release()
-    second = leases.acquire(redis_client, keys, 7, "b", ttl_s=5)
+    second = leases.Leases(redis_client, keys).acquire(7, "b", ttl_s=5)
     assert second is not None and second.token == 2
     assert not first.renew(), "a released lease must not be renewable"
     assert not first.release(), "releasing must not delete someone else's lease"
-    assert leases.fences(redis_client, keys, [7, 8]) == {7: 2, 8: 0}
-    assert leases.holders(redis_client, keys, [7, 8]) == {7: "b:2", 8: None}
+    assert leases.Leases(redis_client, keys).fences([7, 8]) == {7: 2, 8: 0}
+    assert leases.Leases(redis_client, keys).holders([7, 8]) == {7: "b:2", 8: None}
 
 
 def test_an_expired_lease_is_lost_to_whoever_takes_it(redis_client):
     keys = runtime.keys()
-    zombie = leases.acquire(redis_client, keys, 3, "zombie", ttl_s=0.5)
+    zombie = leases.Leases(redis_client, keys).acquire(3, "zombie", ttl_s=0.5)
     assert zombie is not None
     time.sleep(0.7)
     assert zombie.expired_locally()
-    heir = leases.acquire(redis_client, keys, 3, "heir", ttl_s=5)
+    heir = leases.Leases(redis_client, keys).acquire(3, "heir", ttl_s=5)
     assert heir is not None and heir.token == zombie.token + 1
     assert not zombie.renew()
 
 
 def test_a_graceful_hand_over_keeps_the_old_token_valid_until_the_successor_is_live(redis_client):
     keys = runtime.keys()
-    leaving = leases.acquire(redis_client, keys, 9, "leaving", ttl_s=5)
+    leaving = leases.Leases(redis_client, keys).acquire(9, "leaving", ttl_s=5)
     assert leaving is not None and leaving.fenced
     assert leaving.release(handover_s=10)
-    successor = leases.acquire(redis_client, keys, 9, "successor", ttl_s=5)
+    successor = leases.Leases(redis_client, keys).acquire(9, "successor", ttl_s=5)
     assert successor is not None and not successor.fenced
     # the successor holds the lease, but until it is live the leaving consumer's events count
-    assert leases.fences(redis_client, keys, [9]) == {9: leaving.token}
+    assert leases.Leases(redis_client, keys).fences([9]) == {9: leaving.token}
     assert not leaving.fence_passed()
     successor.raise_fence()
-    assert leases.fences(redis_client, keys, [9]) == {9: successor.token}
+    assert leases.Leases(redis_client, keys).fences([9]) == {9: successor.token}
     assert leaving.fence_passed()
     # a later, ungraceful takeover fences at once
     assert successor.release()
-    third = leases.acquire(redis_client, keys, 9, "third", ttl_s=5)
+    third = leases.Leases(redis_client, keys).acquire(9, "third", ttl_s=5)
     assert third is not None and third.fenced
-    assert leases.fences(redis_client, keys, [9]) == {9: third.token}
+    assert leases.Leases(redis_client, keys).fences([9]) == {9: third.token}
 
 
 def test_concurrent_acquirers_get_exactly_one_lease(redis_client):
@@ -70,7 +70,7 @@ def test_concurrent_acquirers_get_exactly_one_lease(redis_client):
 
     def contend(i: int) -> None:
         barrier.wait()
-        lease = leases.acquire(redis_client, keys, 11, f"c{i}", ttl_s=5)
+        lease = leases.Leases(redis_client, keys).acquire(11, f"c{i}", ttl_s=5)
         if lease is not None:
             won.append(lease)
 
@@ -84,8 +84,8 @@ def test_concurrent_acquirers_get_exactly_one_lease(redis_client):
 
 def test_only_unowned_batches_are_dispatched_and_only_once(redis_client):
     keys = runtime.keys()
-    assert leases.acquire(redis_client, keys, 1, "w1", ttl_s=30) is not None
-    assert leases.acquire(redis_client, keys, 2, "w2", ttl_s=30) is not None
+    assert leases.Leases(redis_client, keys).acquire(1, "w1", ttl_s=30) is not None
+    assert leases.Leases(redis_client, keys).acquire(2, "w2", ttl_s=30) is not None
     assert dispatch_unserved([1, 2, 3, 4]) == [3, 4]
     # a second reconciler (another beat) finds the dispatch markers and sends nothing
     assert dispatch_unserved([1, 2, 3, 4]) == []

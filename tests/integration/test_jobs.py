@@ -89,7 +89,7 @@ def test_a_silent_batch_without_a_lease_goes_stale_and_is_dispatched_once(
                 .values(status="running", last_heartbeat=now - timedelta(seconds=beat))
             )
     # a live consumer whose database heartbeat lags (the writer is behind) is not stale
-    assert leases.acquire(redis_client, runtime.keys(), held, "alive", ttl_s=30) is not None
+    assert leases.Leases(redis_client, runtime.keys()).acquire(held, "alive", ttl_s=30) is not None
 
     report = timeouts.check_timeouts(now)
 
