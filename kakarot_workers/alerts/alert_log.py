@@ -19,6 +19,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorBatch, utcnow
+from kakarot_workers.status import OutboxStatus
 
 
 def dedup_key(task_id: int, chain: str, tx_hash: str, log_index: int, rule: str) -> str:
@@ -99,7 +100,7 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
                     "destination": destination,
                     "payload": {**draft.summary, "alert_id": alert_id},
                     "digest_s": draft.digest_s,
-                    "status": "pending",
+                    "status": OutboxStatus.PENDING,
                     "attempts": 0,
                     "create_time": now,
                     "update_time": now,
@@ -118,7 +119,7 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
                 MonitorAlertOutbox.digest_s,
             ).where(
                 MonitorAlertOutbox.dedup_key.in_([o["dedup_key"] for o in outbox]),
-                MonitorAlertOutbox.status == "pending",
+                MonitorAlertOutbox.status == OutboxStatus.PENDING,
             )
         ).all()
         pending = [(r[0], r[1], r[2], r[3]) for r in found]

@@ -10,6 +10,7 @@ from kakarot_workers.alerts.profiles import TaskProfile
 from kakarot_workers.alerts.rules import Verdict, WindowStats
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.settings import get_settings
+from kakarot_workers.status import NotifyStatus
 from kakarot_workers.validation import parse_interval
 
 
@@ -89,6 +90,6 @@ def draft(
         "price_usd": event.price_usd,
         "amount_usd": event.amount_usd,
         "incomplete_data": int(verdict.incomplete),
-        "notify_status": "pending" if targets else "none",
+        "notify_status": NotifyStatus.PENDING if targets else NotifyStatus.NONE,
     }
     return AlertDraft(row, summary, [(c, d) for c, d in targets], profile.notify.digest_s)

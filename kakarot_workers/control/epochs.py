@@ -38,11 +38,11 @@ from kakarot_workers.db.models import (
     utcnow,
 )
 from kakarot_workers.keys import Keys
+from kakarot_workers.status import BatchStatus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 600
-LIVE_STATUS = "running"
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,11 @@ def _ensure_block_batch(session: Session, task: MonitorTask, *, dry_run: bool) -
     if existing or dry_run:
         return report
     row = MonitorBatch(
-        task_id=task.id, batch_no=1, epoch=report.epoch_after, item_count=0, status="pending"
+        task_id=task.id,
+        batch_no=1,
+        epoch=report.epoch_after,
+        item_count=0,
+        status=BatchStatus.PENDING,
     )
     session.add(row)
     session.flush()
@@ -97,7 +101,7 @@ def current_assignment(session: Session, task: MonitorTask) -> dict[int, list[st
         .where(
             MonitorBatch.task_id == task.id,
             MonitorBatch.epoch == task.current_epoch,
-            MonitorBatch.status != "retired",
+            MonitorBatch.status != BatchStatus.RETIRED,
         )
         .order_by(MonitorBatchItem.batch_id, MonitorBatchItem.batch_order)
     ).all()
@@ -157,7 +161,7 @@ def apply_allocation(
             batch_no=number,
             epoch=epoch,
             item_count=len(result.batches[key]),
-            status="pending",
+            status=BatchStatus.PENDING,
         )
         session.add(row)
         session.flush()
@@ -230,7 +234,7 @@ def publish_epoch(client: redis.Redis, keys: Keys, report: EpochReport) -> None:
 
 def is_live(client: redis.Redis, keys: Keys, batch_id: int) -> bool:
     """A batch is live while its consumer reports it subscribed (status key, refreshed with TTL)."""
-    return client.hget(keys.batch_status(batch_id), "status") == LIVE_STATUS
+    return client.hget(keys.batch_status(batch_id), "status") == BatchStatus.RUNNING
 
 
 def retire_old_epochs(
@@ -248,7 +252,10 @@ def retire_old_epochs(
     query = (
         select(MonitorBatch)
         .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
-        .where(MonitorBatch.epoch < MonitorTask.current_epoch, MonitorBatch.status != "retired")
+        .where(
+            MonitorBatch.epoch < MonitorTask.current_epoch,
+            MonitorBatch.status != BatchStatus.RETIRED,
+        )
     )
     if task_id is not None:
         query = query.where(MonitorBatch.task_id == task_id)
@@ -268,14 +275,14 @@ def retire_old_epochs(
                 batch.id,
                 waiting,
             )
-        batch.status = "retired"
+        batch.status = BatchStatus.RETIRED
         batch.update_time = now
         retired.append(batch.id)
     session.flush()
     if retired:
         pipe = client.pipeline(transaction=False)
         for batch_id in retired:
-            pipe.hset(keys.batch_control(batch_id), "stop", "retired")
+            pipe.hset(keys.batch_control(batch_id), "stop", BatchStatus.RETIRED)
         pipe.execute()
     return retired
 

@@ -15,17 +15,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 
 from kakarot_workers import backend, runtime
-from kakarot_workers.db import heartbeats
 from kakarot_workers.db.models import TASK_ACTIVE, MonitorBatch, MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.settings import get_settings
+from kakarot_workers.status import SERVING, BatchStatus, Health
 from kakarot_workers.streams import leases
 from kakarot_workers.streams.dispatch import dispatch_unserved
 
 log = logging.getLogger(__name__)
-
-HEALTH_OK = "ok"
-HEALTH_FAILED = "failed"
 
 
 @dataclass
@@ -59,7 +56,7 @@ def _stale_batches(now: datetime, report: TimeoutReport) -> None:
                 .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
                 .where(
                     MonitorBatch.epoch == MonitorTask.current_epoch,
-                    MonitorBatch.status.in_(heartbeats.SERVING),
+                    MonitorBatch.status.in_(SERVING),
                     func.coalesce(MonitorBatch.last_heartbeat, MonitorBatch.update_time)
                     < stale_before,
                     MonitorTask.del_flag == 0,
@@ -73,10 +70,8 @@ def _stale_batches(now: datetime, report: TimeoutReport) -> None:
             batches = MonitorBatch.__table__
             session.execute(
                 update(batches)
-                .where(
-                    batches.c.id.in_(report.stale_batches), batches.c.status.in_(heartbeats.SERVING)
-                )
-                .values(status="stale", update_time=batches.c.update_time)
+                .where(batches.c.id.in_(report.stale_batches), batches.c.status.in_(SERVING))
+                .values(status=BatchStatus.STALE, update_time=batches.c.update_time)
             )
     if report.stale_batches:
         log.warning("check_timeouts: batches %s are stale; dispatching again", report.stale_batches)
@@ -95,7 +90,7 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
             select(MonitorTask.id, MonitorTask.last_heartbeat, MonitorTask.create_time).where(
                 *active,
                 seen_at < now - timeout,
-                or_(MonitorTask.health.is_(None), MonitorTask.health != HEALTH_FAILED),
+                or_(MonitorTask.health.is_(None), MonitorTask.health != Health.FAILED),
             )
         ).all()
         tasks = MonitorTask.__table__
@@ -109,7 +104,7 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
                 update(tasks)
                 .where(tasks.c.id == task_id)
                 .values(
-                    health=HEALTH_FAILED,
+                    health=Health.FAILED,
                     health_reason=reason,
                     health_time=now,
                     update_time=tasks.c.update_time,
@@ -121,15 +116,15 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
             )
         recovered = session.scalars(
             select(MonitorTask.id).where(
-                *active, MonitorTask.health == HEALTH_FAILED, seen_at >= now - timeout
+                *active, MonitorTask.health == Health.FAILED, seen_at >= now - timeout
             )
         ).all()
         if recovered:
             session.execute(
                 update(tasks)
-                .where(tasks.c.id.in_(recovered), tasks.c.health == HEALTH_FAILED)
+                .where(tasks.c.id.in_(recovered), tasks.c.health == Health.FAILED)
                 .values(
-                    health=HEALTH_OK,
+                    health=Health.OK,
                     health_reason=None,
                     health_time=now,
                     update_time=tasks.c.update_time,
@@ -139,9 +134,9 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
     if report.failed_tasks:
         client.incrby(keys.tasks_failed, len(report.failed_tasks))
     for task_id in report.failed_tasks:
-        _tell_backend(task_id, HEALTH_FAILED)
+        _tell_backend(task_id, Health.FAILED)
     for task_id in report.recovered_tasks:
-        _tell_backend(task_id, HEALTH_OK)
+        _tell_backend(task_id, Health.OK)
 
 
 def _tell_backend(task_id: int, health: str) -> None:

@@ -14,6 +14,7 @@ from kakarot_workers.db.models import (
     utcnow,
 )
 from kakarot_workers.errors import NotFoundError
+from kakarot_workers.status import BatchStatus
 
 
 def task_config(session: Session, task_id: int) -> MonitorConfig | None:
@@ -52,7 +53,7 @@ def current_batch_ids_of_active_tasks(session: Session, task_id: int | None = No
         .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
         .where(
             MonitorBatch.epoch == MonitorTask.current_epoch,
-            MonitorBatch.status != "retired",
+            MonitorBatch.status != BatchStatus.RETIRED,
             MonitorTask.del_flag == 0,
             MonitorTask.status == TASK_ACTIVE,
         )

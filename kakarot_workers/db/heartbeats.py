@@ -16,11 +16,7 @@ from sqlalchemy import bindparam, func, or_, update
 
 from kakarot_workers.db.models import MonitorBatch, MonitorTask
 from kakarot_workers.db.session import session_scope
-
-# Batch statuses check_timeouts watches: served, or dispatched and waiting for a consumer.
-SERVING = ("running", "pending")
-# Statuses of a consumer subscribed to its source: while one of its batches is, a task beats.
-LIVE = ("running", "handing_over")
+from kakarot_workers.status import LIVE, BatchStatus
 
 
 def write_heartbeats(rows: list[dict[str, Any]]) -> int:
@@ -33,7 +29,7 @@ def write_heartbeats(rows: list[dict[str, Any]]) -> int:
         update(batches)
         .where(
             batches.c.id == bindparam("b_id"),
-            batches.c.status != "retired",
+            batches.c.status != BatchStatus.RETIRED,
             or_(batches.c.last_heartbeat.is_(None), batches.c.last_heartbeat <= bindparam("b_at")),
         )
         .values(

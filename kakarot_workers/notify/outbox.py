@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, utcnow
+from kakarot_workers.status import NotifyStatus, OutboxStatus
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ def _claimable(now: datetime):  # type: ignore[no-untyped-def]
     row = MonitorAlertOutbox
     return or_(
         and_(
-            row.status == "pending", or_(row.next_attempt_at.is_(None), row.next_attempt_at <= now)
+            row.status == OutboxStatus.PENDING,
+            or_(row.next_attempt_at.is_(None), row.next_attempt_at <= now),
         ),
-        and_(row.status == "sending", row.claimed_until < now),
+        and_(row.status == OutboxStatus.SENDING, row.claimed_until < now),
     )
 
 
@@ -53,7 +55,7 @@ def claim(session: Session, ids: Sequence[int], claim_s: float) -> list[Claimed]
             update(MonitorAlertOutbox)
             .where(MonitorAlertOutbox.id == outbox_id, _claimable(now))
             .values(
-                status="sending",
+                status=OutboxStatus.SENDING,
                 claimed_until=until,
                 attempts=MonitorAlertOutbox.attempts + 1,
                 update_time=now,
@@ -84,7 +86,11 @@ def mark_sent(session: Session, rows: Sequence[Claimed], message_ref: str | None
         update(MonitorAlertOutbox)
         .where(MonitorAlertOutbox.id.in_([r.id for r in rows]))
         .values(
-            status="sent", sent_at=now, claimed_until=None, message_ref=message_ref, update_time=now
+            status=OutboxStatus.SENT,
+            sent_at=now,
+            claimed_until=None,
+            message_ref=message_ref,
+            update_time=now,
         )
     )
     _roll_up(session, {r.alert_id for r in rows})
@@ -96,7 +102,7 @@ def mark_retry(session: Session, rows: Sequence[Claimed], error: str, wait_s: fl
         update(MonitorAlertOutbox)
         .where(MonitorAlertOutbox.id.in_([r.id for r in rows]))
         .values(
-            status="pending",
+            status=OutboxStatus.PENDING,
             claimed_until=None,
             next_attempt_at=now + timedelta(seconds=wait_s),
             last_error=error[:500],
@@ -110,7 +116,9 @@ def mark_failed(session: Session, rows: Sequence[Claimed], error: str) -> None:
     session.execute(
         update(MonitorAlertOutbox)
         .where(MonitorAlertOutbox.id.in_([r.id for r in rows]))
-        .values(status="failed", claimed_until=None, last_error=error[:500], update_time=now)
+        .values(
+            status=OutboxStatus.FAILED, claimed_until=None, last_error=error[:500], update_time=now
+        )
     )
     _roll_up(session, {r.alert_id for r in rows})
 
@@ -124,10 +132,10 @@ def _roll_up(session: Session, alert_ids: set[int]) -> None:
                 select(MonitorAlertOutbox.status).where(MonitorAlertOutbox.alert_id == alert_id)
             )
         )
-        if statuses <= {"sent"}:
-            status = "sent"
-        elif statuses <= {"sent", "failed"}:
-            status = "failed"
+        if statuses <= {OutboxStatus.SENT}:
+            status = NotifyStatus.SENT
+        elif statuses <= {OutboxStatus.SENT, OutboxStatus.FAILED}:
+            status = NotifyStatus.FAILED
         else:
             continue
         session.execute(
@@ -154,7 +162,7 @@ def digest_group(session: Session, task_id: int, channel: str) -> list[int]:
                 MonitorAlertOutbox.task_id == task_id,
                 MonitorAlertOutbox.channel == channel,
                 MonitorAlertOutbox.digest_s.is_not(None),
-                MonitorAlertOutbox.status.in_(("pending", "sending")),
+                MonitorAlertOutbox.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)),
             )
             .order_by(MonitorAlertOutbox.id)
         )

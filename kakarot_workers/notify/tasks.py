@@ -24,6 +24,7 @@ from kakarot_workers.notify import outbox
 from kakarot_workers.notify.delivery import Delivery
 from kakarot_workers.notify.notifiers import notifier
 from kakarot_workers.settings import get_settings
+from kakarot_workers.status import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,8 @@ def _not_claimed(session, ids: list[int]) -> list[tuple[int, float]]:  # type: i
     for row in session.query(MonitorAlertOutbox).filter(MonitorAlertOutbox.id.in_(ids)):
         if row.digest_s is not None:
             continue
-        if row.status == "pending" and row.next_attempt_at is not None:
+        if row.status == OutboxStatus.PENDING and row.next_attempt_at is not None:
             later.append((row.id, max((row.next_attempt_at - now).total_seconds(), 0.0) + 0.05))
-        elif row.status == "sending" and row.claimed_until is not None:
+        elif row.status == OutboxStatus.SENDING and row.claimed_until is not None:
             later.append((row.id, max((row.claimed_until - now).total_seconds(), 0.0) + 0.05))
     return later

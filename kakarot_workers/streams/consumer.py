@@ -2,16 +2,16 @@
 
 It stamps every trade with (task, batch, epoch, fencing token) and sends them to the alert pool
 in micro-batches of up to `emit_max_events` events or `emit_max_ms` milliseconds. It renews the
-lease every third of its TTL and stops at once when the lease is lost. On a warm shutdown it
-flushes, marks the batch `stopped` and releases the lease, so another worker can take the batch
-immediately (`consume_batch` in `streams.tasks` runs it).
+lease every third of its TTL and stops at once when the lease is lost; it follows the control
+plane (a new epoch, an order to stop) and the depth of the alerts queue. On a warm shutdown it
+hands the batch over (`handover`). What it reports goes through `reporter`; `consume_batch` in
+`streams.tasks` runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,27 +20,21 @@ from typing import Any
 
 import redis
 
-from kakarot_workers import backend, queues, runtime
+from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources import BatchPlan, Retraction, Source
-from kakarot_workers.streams import leases, node
+from kakarot_workers.status import BatchStatus
+from kakarot_workers.streams import node
 from kakarot_workers.streams.dispatch import redispatch
+from kakarot_workers.streams.handover import Handover, Phase
 from kakarot_workers.streams.leases import Lease
+from kakarot_workers.streams.reporter import StatusReporter
 
 log = logging.getLogger(__name__)
 
 STATUS_REFRESH_S = 5.0
 CONTROL_CHECK_S = 1.0
-# After a graceful hand-over, the successor raises the fence this long after its source is live.
-FENCE_DELAY_S = 1.0
-# A leaving consumer sends its batch to the `streams` queue again when nobody has taken the
-# lease this long after the last send. The first send can be swallowed by the leaving worker
-# itself: a BRPOP its broker connection issued just before the warm shutdown pops the message,
-# which the worker then holds unprocessed until it exits (celery/celery#4354). kombu sends that
-# BRPOP with a 1 s server-side timeout, so a message sent more than 1 s into the shutdown reaches
-# another worker. A duplicate is harmless: only one consumer gets the lease.
-HANDOVER_RESEND_S = 2.0
 WireEvent = dict[str, Any]
 
 
@@ -94,42 +88,50 @@ class BatchConsumer:
         self.consumer_id = lease.consumer_id
         self.redis = runtime.redis_client()
         self.keys = runtime.keys()
-        self.status_ttl_s = settings.batch_status_ttl_s
         self.queue_limit = settings.alerts_queue_limit
         self.queue_cap = settings.alerts_queue_cap
         self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
+        self.reporter = StatusReporter(
+            self.redis,
+            self.keys,
+            batch_id=plan.batch_id,
+            task_id=plan.task_id,
+            consumer_id=lease.consumer_id,
+            node_id=self.agent.node_id,
+            ttl_s=settings.batch_status_ttl_s,
+        )
         self.events_emitted = 0
         self.epoch = plan.epoch
+        # why it stopped, when that is not simply "stopped": handed_over, lease_lost, or the
+        # control plane's order (retired)
         self.stop_reason: str | None = None
-        self.lease_lost = False
         self.alerts_depth = 0
-        self.handover_timeout_s = settings.handover_timeout_s
+        self._stop = threading.Event()
+        self.handover = Handover(lease, self._stop, settings.handover_timeout_s)
+        self._told: BatchStatus | None = None
         self._checkpoint: int | None = None
         self._reconnects_seen = 0
-        self._reported_status: str | None = None
-        self._stop = threading.Event()
-        self._shutting_down = False
-        self._handing_over = False
-        self._watchdog: threading.Timer | None = None
-        self._live_since: float | None = None
-        self._handover_sent_at = 0.0
 
     # --- what the node agent reads ------------------------------------------------------
     @property
-    def status(self) -> str:
-        if self._handing_over:
-            return "handing_over"
-        return "running" if self.source.stats.live else "connecting"
+    def status(self) -> BatchStatus:
+        if self.handover.phase is Phase.HANDING_OVER:
+            return BatchStatus.HANDING_OVER
+        return BatchStatus.RUNNING if self.source.stats.live else BatchStatus.CONNECTING
 
     @property
     def pending(self) -> int:
         return len(self.batcher.pending)
 
+    @property
+    def lease_lost(self) -> bool:
+        return self.handover.phase is Phase.LOST
+
     # --- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
         """Consume until `stop` is set, the lease is lost, the control plane retires the batch,
         or the worker shuts down (after handing the batch over); return the events emitted."""
-        self._stop = stop
+        self._stop = self.handover.stop = stop
         status = self.status
         self._write_status(status)
         self.agent.hold(self)
@@ -152,13 +154,12 @@ class BatchConsumer:
                         ).to_wire()
                     )
                 self.batcher.flush_if_due()
-                if self._shutting_down and not self._handing_over:
+                if self.handover.phase is Phase.LEAVING:
                     self._hand_over()
                 now = time.monotonic()
-                if not self.lease.fenced and not self._handing_over:
-                    self._fence_after_hand_over(now)
-                if now >= next_renew and not self._handing_over:
-                    self._renew(stop)
+                self.handover.fence_when_live(now, self.source.stats.live)
+                if now >= next_renew and self.handover.renewing:
+                    self._renew()
                     if self.lease_lost:
                         break  # not ours any more: write nothing of the batch's state
                     next_renew = now + self.lease.renew_interval_s
@@ -173,50 +174,22 @@ class BatchConsumer:
                     self._save_checkpoint()
         finally:
             runtime.forget_shutdown_hook(hook)
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            self.handover.close()
             self.agent.let_go(self)
             self._finish()
         return self.events_emitted
 
-    def _fence_after_hand_over(self, now: float) -> None:
-        """We took the batch in a graceful hand-over: once our source has been live for
-        FENCE_DELAY_S (so what the leaving consumer read before we subscribed has been emitted),
-        raise the fence; the leaving consumer sees it and stops."""
-        if not self.source.stats.live:
-            self._live_since = None
-        elif self._live_since is None:
-            self._live_since = now
-        elif now - self._live_since >= FENCE_DELAY_S:
-            self.lease.raise_fence()
-            log.info("batch %s: live; fence raised to %s", self.batch_id, self.lease.token)
-
     def begin_shutdown(self) -> None:
-        """The worker is going down (called from its signal handler). A live consumer hands
-        its batch over and serves on until the successor is live, at most `handover_timeout_s`;
-        one that is not live has nothing to hand over and stops at once."""
-        self._shutting_down = True
-        if not self.source.stats.live or self.handover_timeout_s <= 0:
-            self._stop.set()
-            return
-        self._watchdog = threading.Timer(self.handover_timeout_s, self._stop.set)
-        self._watchdog.daemon = True
-        self._watchdog.start()
+        """The worker is going down (called from its signal handler): hand over if live."""
+        self.handover.shutdown(self.source.stats.live)
 
     def _hand_over(self) -> None:
-        """Flush, release the lease marked as a hand-over, and dispatch the successor."""
-        self._handing_over = True
+        """Flush, then release the lease marked as a hand-over and dispatch the successor."""
         self.batcher.flush()
         self._save_checkpoint()
-        if not self.lease.release(handover_s=self.handover_timeout_s):
-            log.warning("batch %s: lease already lost at shutdown", self.batch_id)
-            self._lose(self._stop)
-            return
-        self.stop_reason = "handed_over"
-        redispatch(self.batch_id)
-        self._handover_sent_at = time.monotonic()
-        self._write_status(self.status)
-        log.info("batch %s: handing over (token %s)", self.batch_id, self.lease.token)
+        self.handover.release()
+        if self.handover.phase is Phase.HANDING_OVER:
+            self._write_status(self.status)
 
     def _finish(self) -> None:
         """Flush what is buffered; then, unless the batch is someone else's now, say why we
@@ -226,21 +199,24 @@ class BatchConsumer:
             self._save_checkpoint()
         except redis.RedisError as exc:
             log.error("batch %s: could not flush on stop: %s", self.batch_id, exc)
-        if self.lease_lost:
+        phase = self.handover.phase
+        if phase is Phase.LOST:
+            self.stop_reason = BatchStatus.LEASE_LOST
             return  # the batch is someone else's now: touch nothing of it
         with contextlib.suppress(redis.RedisError):
-            if self._handing_over:
-                holder = leases.store().holders([self.batch_id])[self.batch_id]
-                if holder is None:  # nobody came in time: say the batch is unserved
-                    self._write_status("stopped")
-                    self.stop_reason = None
+            if phase is Phase.HANDING_OVER:
+                if self.handover.taken():
+                    self.stop_reason = BatchStatus.HANDED_OVER
+                else:  # nobody came in time: say the batch is unserved
+                    self._write_status(BatchStatus.STOPPED)
                 return
-            self._write_status(self.stop_reason or "stopped")
+            self.stop_reason = self._told
+            self._write_status(self._told or BatchStatus.STOPPED)
             self.lease.release()
-            if self._shutting_down and self.stop_reason is None:
-                redispatch(self.batch_id)  # not live, nothing to hand over: just go
+            if phase in (Phase.LEAVING, Phase.STOPPING) and self._told is None:
+                redispatch(self.batch_id)  # nothing handed over: just go
 
-    def _renew(self, stop: threading.Event) -> None:
+    def _renew(self) -> None:
         try:
             ours = self.lease.renew()
         except redis.RedisError as exc:
@@ -248,7 +224,7 @@ class BatchConsumer:
                 log.error(
                     "batch %s: lease not renewed for a full TTL (%s); stopping", self.batch_id, exc
                 )
-                self._lose(stop)
+                self.handover.lose()
             else:
                 log.warning("batch %s: lease renewal failed (%s); will retry", self.batch_id, exc)
             return
@@ -256,12 +232,7 @@ class BatchConsumer:
             log.warning(
                 "batch %s: lease lost (token %s); stopping", self.batch_id, self.lease.token
             )
-            self._lose(stop)
-
-    def _lose(self, stop: threading.Event) -> None:
-        self.lease_lost = True
-        self.stop_reason = "lease_lost"
-        stop.set()
+            self.handover.lose()
 
     def _read_control(self, stop: threading.Event) -> None:
         """Follow the control plane (a new epoch for a carried batch, or an order to stop), read
@@ -272,36 +243,19 @@ class BatchConsumer:
         control, self.alerts_depth = pipe.execute()
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
-        if self._handing_over:
-            self._follow_successor(stop)
+        self.handover.follow_successor()
         if control.get("stop"):
-            self.stop_reason = control["stop"]
-            log.info("batch %s: told to stop (%s)", self.batch_id, self.stop_reason)
+            try:
+                self._told = BatchStatus(control["stop"])
+            except ValueError:
+                self._told = BatchStatus.STOPPED
+            log.info("batch %s: told to stop (%s)", self.batch_id, control["stop"])
             stop.set()
         reconnects = self.source.stats.reconnects
         if reconnects != self._reconnects_seen:
             self.agent.counters.add(reconnects=reconnects - self._reconnects_seen)
-            self.redis.incrby(self.keys.reconnects, reconnects - self._reconnects_seen)
+            self.reporter.reconnected(reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
-
-    def _follow_successor(self, stop: threading.Event) -> None:
-        """Handing over: stop once the successor has raised the fence past our token; send the
-        batch again while nobody holds its lease (see HANDOVER_RESEND_S)."""
-        if self.lease.fence_passed():
-            log.info("batch %s: successor is live; handed over", self.batch_id)
-            stop.set()
-        elif (
-            time.monotonic() - self._handover_sent_at >= HANDOVER_RESEND_S
-            and leases.store().holders([self.batch_id])[self.batch_id] is None
-        ):
-            log.warning(
-                "batch %s: no successor took it within %.0fs; sending it again",
-                self.batch_id,
-                HANDOVER_RESEND_S,
-            )
-            redispatch(self.batch_id)
-            self._handover_sent_at = time.monotonic()
-            self.redis.incr(self.keys.handovers_resent)
 
     def _emit(self, events: list[WireEvent]) -> None:
         counters = self.agent.counters
@@ -320,12 +274,7 @@ class BatchConsumer:
         app.send_task(queues.EVALUATE_EVENTS, args=[events])
         self.events_emitted += len(events)
         counters.add(total_events=len(events))
-        status_key = self.keys.batch_status(self.batch_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incrby(self.keys.events_total, len(events))
-        pipe.hincrby(status_key, "events", len(events))
-        pipe.hset(status_key, "last_event_ms", events[-1]["ts_ms"])
-        pipe.execute()
+        self.reporter.emitted(len(events), events[-1]["ts_ms"])
 
     def _retract(self, gone: Retraction) -> None:
         """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
@@ -350,37 +299,9 @@ class BatchConsumer:
             self.redis.set(self.keys.batch_checkpoint(self.batch_id), block)
             self._checkpoint = block
 
-    def _write_status(self, status: str) -> None:
+    def _write_status(self, status: BatchStatus) -> None:
         if self.lease_lost:
             return
-        key = self.keys.batch_status(self.batch_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(
-            key,
-            mapping={
-                "status": status,
-                "consumer_id": self.consumer_id,
-                "node_id": self.agent.node_id,
-                "token": self.lease.token,
-                "epoch": self.epoch,
-                "task_id": self.task_id,
-                "frames": self.source.stats.frames,
-                "frames_rejected": self.source.stats.frames_rejected,
-                "reconnects": self.source.stats.reconnects,
-                "updated_ms": int(time.time() * 1000),
-                "pid": os.getpid(),
-            },
+        self.reporter.write(
+            status, token=self.lease.token, epoch=self.epoch, stats=self.source.stats
         )
-        pipe.expire(key, self.status_ttl_s)
-        pipe.execute()
-        if status != self._reported_status:  # the backend hears of changes only
-            self._reported_status = status
-            backend.send_event(
-                "batch_status",
-                {
-                    "batch_id": self.batch_id,
-                    "task_id": self.task_id,
-                    "status": status,
-                    "message": f"{self.consumer_id} epoch {self.epoch}",
-                },
-            )

@@ -39,6 +39,7 @@ from kakarot_workers.db import heartbeats
 from kakarot_workers.db.models import MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.settings import get_settings
+from kakarot_workers.status import BatchStatus
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class NodeAgent:
                 "batch_id": h.batch_id,
                 "task_id": h.task_id,
                 "status": h.status,
-                "progress": 100 if h.status == "running" else 0,
+                "progress": 100 if h.status == BatchStatus.RUNNING else 0,
             }
             for h in self.held()
         ]

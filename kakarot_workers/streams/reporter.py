@@ -1,21 +1,99 @@
-"""A batch's status in Redis (`kakarot:batch:{id}:status`), as its consumer reports it.
+"""What a consumer reports: its batch's status in Redis, its counts, and status changes to the
+backend.
 
-The consumer refreshes the hash every few seconds and on every change; it expires with its
-consumer. The control plane reads every one of them to keep `monitor_batch_v2` current
-(`read_statuses`, beat's sync_heartbeats).
+The status hash (`kakarot:batch:{id}:status`: status, consumer, node, pid, token, epoch, task,
+source frames and reconnects, events emitted, the last event's time) is refreshed every few
+seconds and on every change, and expires with its consumer. The control plane reads all of them
+to keep `monitor_batch_v2` current (`read_statuses`, beat's sync_heartbeats). Each change of
+status is also queued for the backend (`batch_status`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from kakarot_workers import backend
 from kakarot_workers.keys import Keys
+from kakarot_workers.sources import SourceStats
+from kakarot_workers.status import BatchStatus
 
 log = logging.getLogger(__name__)
+
+
+class StatusReporter:
+    """The reports of the consumer `consumer_id` of one batch, on node `node_id`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        batch_id: int,
+        task_id: int,
+        consumer_id: str,
+        node_id: str,
+        ttl_s: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.batch_id = batch_id
+        self.task_id = task_id
+        self.consumer_id = consumer_id
+        self.node_id = node_id
+        self.ttl_s = ttl_s
+        self._key = keys.batch_status(batch_id)
+        self._reported: BatchStatus | None = None
+
+    def write(self, status: BatchStatus, *, token: int, epoch: int, stats: SourceStats) -> None:
+        """Refresh the status hash; queue a `batch_status` for the backend when it changed."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(
+            self._key,
+            mapping={
+                "status": status,
+                "consumer_id": self.consumer_id,
+                "node_id": self.node_id,
+                "token": token,
+                "epoch": epoch,
+                "task_id": self.task_id,
+                "frames": stats.frames,
+                "frames_rejected": stats.frames_rejected,
+                "reconnects": stats.reconnects,
+                "updated_ms": int(time.time() * 1000),
+                "pid": os.getpid(),
+            },
+        )
+        pipe.expire(self._key, self.ttl_s)
+        pipe.execute()
+        if status != self._reported:  # the backend hears of changes only
+            self._reported = status
+            backend.send_event(
+                "batch_status",
+                {
+                    "batch_id": self.batch_id,
+                    "task_id": self.task_id,
+                    "status": status,
+                    "message": f"{self.consumer_id} epoch {epoch}",
+                },
+            )
+
+    def emitted(self, count: int, last_event_ms: int) -> None:
+        """`count` events went to the alert pool (the fleet's counter and the batch's)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incrby(self.keys.events_total, count)
+        pipe.hincrby(self._key, "events", count)
+        pipe.hset(self._key, "last_event_ms", last_event_ms)
+        pipe.execute()
+
+    def reconnected(self, count: int) -> None:
+        """The source reconnected `count` more times (the fleet's counter)."""
+        self.client.incrby(self.keys.reconnects, count)
 
 
 def read_statuses(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:

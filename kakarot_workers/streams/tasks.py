@@ -22,6 +22,7 @@ from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import KakarotError
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources import open_source
+from kakarot_workers.status import BatchStatus
 from kakarot_workers.streams import leases, node
 from kakarot_workers.streams.consumer import BatchConsumer
 from kakarot_workers.streams.dispatch import redispatch
@@ -50,7 +51,7 @@ def consume_batch(self: Any, batch_id: int) -> int:
         return 0
     with session_scope() as session:
         plan = load_batch_plan(session, batch_id)
-    if plan.status == "retired":
+    if plan.status == BatchStatus.RETIRED:
         log.info("batch %s is retired; not consuming it", batch_id)
         client.delete(keys.batch_dispatch(batch_id))
         return 0
@@ -67,7 +68,12 @@ def consume_batch(self: Any, batch_id: int) -> int:
     worker = getattr(self.request, "hostname", None) or agent.node_id
     with session_scope() as session:
         set_batch_status(
-            session, batch_id, "running", consumer_id=cid, worker_id=worker, worker_pid=os.getpid()
+            session,
+            batch_id,
+            BatchStatus.RUNNING,
+            consumer_id=cid,
+            worker_id=worker,
+            worker_pid=os.getpid(),
         )
     log.info(
         "batch %s (task %s, epoch %s): %d tokens, consumer %s, token %s",
@@ -87,12 +93,17 @@ def consume_batch(self: Any, batch_id: int) -> int:
     except KakarotError as exc:
         log.error("batch %s stopped: %s", batch_id, exc)
         with session_scope() as session:
-            set_batch_status(session, batch_id, "error", error=str(exc))
+            set_batch_status(session, batch_id, BatchStatus.ERROR, error=str(exc))
         if consumer is None:
             lease.release()
         return 0
     if consumer.stop_reason is None:  # retired, lost or handed over: not ours to set
         with session_scope() as session:
-            set_batch_status(session, batch_id, "stopped")
-    log.info("batch %s %s after %d events", batch_id, consumer.stop_reason or "stopped", emitted)
+            set_batch_status(session, batch_id, BatchStatus.STOPPED)
+    log.info(
+        "batch %s %s after %d events",
+        batch_id,
+        consumer.stop_reason or BatchStatus.STOPPED,
+        emitted,
+    )
     return emitted

@@ -29,6 +29,7 @@ from kakarot_workers.errors import InputError, NotFoundError
 from kakarot_workers.keys import Keys
 from kakarot_workers.notify.channels import parse_notify_methods
 from kakarot_workers.sources import SOURCE_KINDS
+from kakarot_workers.status import BatchStatus
 from kakarot_workers.validation import parse_interval
 
 TASK_TYPES = ("smart", "batch", "block")
@@ -235,7 +236,7 @@ def list_batches(session: Session, task_id: int | None = None) -> list[dict[str,
     query = (
         select(MonitorBatch)
         .join(MonitorTask, MonitorTask.id == MonitorBatch.task_id)
-        .where(MonitorBatch.status != "retired", MonitorTask.del_flag == 0)
+        .where(MonitorBatch.status != BatchStatus.RETIRED, MonitorTask.del_flag == 0)
         .order_by(MonitorBatch.task_id, MonitorBatch.epoch, MonitorBatch.batch_no)
     )
     if task_id is not None:

@@ -28,6 +28,7 @@ from kakarot_workers.db.models import TASK_ACTIVE, TASK_STOPPED, MonitorAlertLog
 from kakarot_workers.db.session import session_scope, upgrade_schema
 from kakarot_workers.notify.messages import alert_line
 from kakarot_workers.settings import get_settings
+from kakarot_workers.status import BatchStatus
 from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.tools.embedded_redis import EmbeddedRedis
 from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
@@ -218,7 +219,7 @@ class _Progress:
     def batches_live(self) -> int:
         live = 0
         for key in self.redis.scan_iter(match=self.keys.batch_status_pattern, count=500):
-            if self.redis.hget(key, "status") == "running":
+            if self.redis.hget(key, "status") == BatchStatus.RUNNING:
                 live += 1
         return live
 

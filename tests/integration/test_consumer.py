@@ -11,7 +11,8 @@ from kakarot_workers.alerts.evaluate import screen
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
 from kakarot_workers.streams import leases, node
-from kakarot_workers.streams.consumer import HANDOVER_RESEND_S, BatchConsumer
+from kakarot_workers.streams.consumer import BatchConsumer
+from kakarot_workers.streams.handover import HANDOVER_RESEND_S
 
 
 def trade(i: int) -> SwapEvent:

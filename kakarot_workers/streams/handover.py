@@ -1,0 +1,142 @@
+"""A batch changing hands without a gap: one consumer's side of it, as one phase.
+
+The incoming consumer took the lease during a graceful hand-over (the fence was not raised on
+acquisition, see `leases`): it serves at once and raises the fence `FENCE_DELAY_S` after its own
+source is live, so whatever the leaving consumer read before we subscribed has been emitted.
+
+The leaving consumer (the worker is shutting down) hands over only if it is live: it flushes,
+releases the lease marked as a hand-over, dispatches the batch and serves on until the fence
+passes its token (or `handover_timeout_s`). One that is not live has nothing to hand over and
+just stops.
+
+    TAKING_OVER ──live for FENCE_DELAY_S──▶ SERVING ──shutdown, live──▶ LEAVING
+         │                                     │                          │ flush, release
+         └──────────shutdown, not live─────────┴──▶ STOPPING             ▼
+                                                              HANDING_OVER ──fence passed──▶ (stop)
+    any phase ──lease not ours──▶ LOST
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from enum import Enum
+
+from kakarot_workers import runtime
+from kakarot_workers.streams import leases
+from kakarot_workers.streams.dispatch import redispatch
+from kakarot_workers.streams.leases import Lease
+
+log = logging.getLogger(__name__)
+
+# After a graceful hand-over, the successor raises the fence this long after its source is live.
+FENCE_DELAY_S = 1.0
+# A leaving consumer sends its batch to the `streams` queue again when nobody has taken the
+# lease this long after the last send. The first send can be swallowed by the leaving worker
+# itself: a BRPOP its broker connection issued just before the warm shutdown pops the message,
+# which the worker then holds unprocessed until it exits (celery/celery#4354). kombu sends that
+# BRPOP with a 1 s server-side timeout, so a message sent more than 1 s into the shutdown reaches
+# another worker. A duplicate is harmless: only one consumer gets the lease.
+HANDOVER_RESEND_S = 2.0
+
+
+class Phase(Enum):
+    TAKING_OVER = "taking_over"  # serving under a graceful hand-over; our fence not raised yet
+    SERVING = "serving"  # holding the lease and the fence
+    LEAVING = "leaving"  # the worker is going down: hand over at the next turn of the loop
+    HANDING_OVER = "handing_over"  # lease released as a hand-over; serving until the fence passes
+    STOPPING = "stopping"  # going down with nothing to hand over (not live)
+    LOST = "lost"  # the lease is someone else's: touch nothing of the batch
+
+
+class Handover:
+    """The hand-over state of one consumer; `stop` is its loop's stop event."""
+
+    def __init__(self, lease: Lease, stop: threading.Event, timeout_s: float) -> None:
+        self.lease = lease
+        self.stop = stop
+        self.timeout_s = timeout_s
+        self.phase = Phase.SERVING if lease.fenced else Phase.TAKING_OVER
+        self._live_since: float | None = None
+        self._sent_at = 0.0
+        self._watchdog: threading.Timer | None = None
+
+    @property
+    def batch_id(self) -> int:
+        return self.lease.batch_id
+
+    @property
+    def renewing(self) -> bool:
+        """Whether the consumer still renews its lease (it has not released nor lost it)."""
+        return self.phase not in (Phase.HANDING_OVER, Phase.LOST)
+
+    def fence_when_live(self, now: float, live: bool) -> None:
+        """Taking over: once our source has been live for FENCE_DELAY_S, raise the fence; the
+        leaving consumer sees it and stops."""
+        if self.phase is not Phase.TAKING_OVER:
+            return
+        if not live:
+            self._live_since = None
+        elif self._live_since is None:
+            self._live_since = now
+        elif now - self._live_since >= FENCE_DELAY_S:
+            self.lease.raise_fence()
+            self.phase = Phase.SERVING
+            log.info("batch %s: live; fence raised to %s", self.batch_id, self.lease.token)
+
+    def shutdown(self, live: bool) -> None:
+        """The worker is going down (from its signal handler). A live consumer hands over and
+        serves on, at most `timeout_s`; one that is not live stops at once."""
+        if self.phase not in (Phase.TAKING_OVER, Phase.SERVING):
+            return
+        if not live or self.timeout_s <= 0:
+            self.phase = Phase.STOPPING
+            self.stop.set()
+            return
+        self.phase = Phase.LEAVING
+        self._watchdog = threading.Timer(self.timeout_s, self.stop.set)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def release(self) -> None:
+        """Leaving, and everything read so far flushed: release the lease as a hand-over and
+        dispatch the successor."""
+        if not self.lease.release(handover_s=self.timeout_s):
+            log.warning("batch %s: lease already lost at shutdown", self.batch_id)
+            self.lose()
+            return
+        self.phase = Phase.HANDING_OVER
+        redispatch(self.batch_id)
+        self._sent_at = time.monotonic()
+        log.info("batch %s: handing over (token %s)", self.batch_id, self.lease.token)
+
+    def follow_successor(self) -> None:
+        """Handing over: stop once the successor has raised the fence past our token; send the
+        batch again while nobody holds its lease (see HANDOVER_RESEND_S)."""
+        if self.phase is not Phase.HANDING_OVER:
+            return
+        if self.lease.fence_passed():
+            log.info("batch %s: successor is live; handed over", self.batch_id)
+            self.stop.set()
+        elif time.monotonic() - self._sent_at >= HANDOVER_RESEND_S and not self.taken():
+            log.warning(
+                "batch %s: no successor took it within %.0fs; sending it again",
+                self.batch_id,
+                HANDOVER_RESEND_S,
+            )
+            redispatch(self.batch_id)
+            self._sent_at = time.monotonic()
+            runtime.redis_client().incr(runtime.keys().handovers_resent)
+
+    def taken(self) -> bool:
+        """Someone holds the batch's lease (after we released it: our successor)."""
+        return leases.store().holders([self.batch_id])[self.batch_id] is not None
+
+    def lose(self) -> None:
+        self.phase = Phase.LOST
+        self.stop.set()
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
