@@ -46,6 +46,17 @@ class SwapEvent:
     def identity(self) -> tuple[str, str, int]:
         return (self.chain, self.tx_hash, self.log_index)
 
+    @property
+    def key(self) -> str:
+        """The trade's identity as one string, `chain:tx_hash:log_index`: how cooldowns,
+        windows and the re-org retractions name it."""
+        return event_key(self.chain, self.tx_hash, self.log_index)
+
+
+def event_key(chain: str, tx_hash: str, log_index: int) -> str:
+    """`chain:tx_hash:log_index`, the string form of a trade's identity (`SwapEvent.key`)."""
+    return f"{chain}:{tx_hash}:{log_index}"
+
 
 _REQUIRED = ("chain", "ca", "tx_hash", "log_index", "ts_ms", "side", "amount_usd", "price_usd")
 _FIELD_NAMES = frozenset(f.name for f in fields(SwapEvent))

@@ -78,11 +78,6 @@ class Keys:
         return self._k("kakarot:stats:events_rejected")
 
     @property
-    def frames_rejected(self) -> str:
-        """Counter of source frames that failed to parse."""
-        return self._k("kakarot:stats:frames_rejected")
-
-    @property
     def events_fenced(self) -> str:
         """Counter of events the alert pool dropped because their fencing token was stale."""
         return self._k("kakarot:stats:events_fenced")

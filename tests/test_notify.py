@@ -18,7 +18,7 @@ def test_a_list_of_channel_names_uses_the_fleet_defaults():
     assert methods.targets(settings) == [
         ("telegram", "-100"),
         ("wecom", "KAKAROT_WECOM_KEY"),
-        ("webhook", "KAKAROT_WEBHOOK_SECRET https://example.org/h"),
+        ("webhook", '{"url":"https://example.org/h","secret_env":"KAKAROT_WEBHOOK_SECRET"}'),
         ("backend", "ws://b"),
     ]
     assert methods.digest_s is None
@@ -33,7 +33,7 @@ def test_an_object_names_destinations_and_a_digest():
     assert methods.targets(load_settings()) == [
         ("telegram", "-1001"),
         ("wecom", "OPS_KEY"),
-        ("webhook", "HOOK http://h/x"),
+        ("webhook", '{"url":"http://h/x","secret_env":"HOOK"}'),
     ]
     assert methods.digest_s == 120
 

@@ -12,14 +12,18 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 from sqlalchemy import Insert, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorBatch, utcnow
-from kakarot_workers.status import OutboxStatus
+from kakarot_workers.notify.channels import Channel
+from kakarot_workers.notify.messages import AlertSummary, RuleFiring
+from kakarot_workers.notify.outbox import PendingNotification
+from kakarot_workers.status import NotifyStatus, OutboxStatus
 
 
 def dedup_key(task_id: int, chain: str, tx_hash: str, log_index: int, rule: str) -> str:
@@ -29,13 +33,51 @@ def dedup_key(task_id: int, chain: str, tx_hash: str, log_index: int, rule: str)
     ).hexdigest()
 
 
+class AlertData(TypedDict):
+    """`monitor_alert_log_v2.alert_data`: the values that fired, and what the alert knew."""
+
+    rules: list[RuleFiring]
+    side: str
+    amount_usd: float
+    price_usd: float
+    change_pct: float | None
+    market_cap_usd: float | None
+    top10_holders_pct: float | None
+    missing: list[str]
+
+
+class AlertRow(TypedDict):
+    """One row of `monitor_alert_log_v2`, as the alert pool writes it."""
+
+    dedup_key: str
+    task_id: int
+    config_id: int
+    config_version: int
+    batch_id: int | None
+    epoch: int | None
+    chain_type: str
+    ca: str
+    token_symbol: str | None
+    alert_type: str
+    alert_data: AlertData
+    tx_hash: str
+    log_index: int
+    block_number: int | None
+    event_time: datetime
+    price_usd: float
+    amount_usd: float
+    incomplete_data: int
+    notify_status: NotifyStatus
+
+
 @dataclass
 class AlertDraft:
-    """An alert to record: its row, and the (channel, destination) pairs to notify."""
+    """An alert to record: its row, what its messages say, and the (channel, destination) pairs
+    to notify (`notify.channels.NotifyMethods.targets`)."""
 
-    row: dict[str, Any]
-    summary: dict[str, Any]
-    targets: list[tuple[str, str]] = field(default_factory=list)
+    row: AlertRow
+    summary: AlertSummary
+    targets: list[tuple[Channel, str]] = field(default_factory=list)
     digest_s: int | None = None
 
 
@@ -43,8 +85,8 @@ class AlertDraft:
 class Recorded:
     """What recording did: the rows new this time, and every notification still pending."""
 
-    new_rows: list[dict[str, Any]]
-    pending: list[tuple[int, int, str, int | None]]  # (outbox id, task, channel, digest window)
+    new_rows: list[AlertRow]
+    pending: list[PendingNotification]
 
 
 def _insert_ignoring_duplicates(session: Session, model: Any, key: str) -> Insert:
@@ -106,7 +148,7 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
                     "update_time": now,
                 }
             )
-    pending: list[tuple[int, int, str, int | None]] = []
+    pending: list[PendingNotification] = []
     if outbox:
         session.execute(
             _insert_ignoring_duplicates(session, MonitorAlertOutbox, "dedup_key"), outbox
@@ -122,5 +164,5 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
                 MonitorAlertOutbox.status == OutboxStatus.PENDING,
             )
         ).all()
-        pending = [(r[0], r[1], r[2], r[3]) for r in found]
+        pending = [PendingNotification(*row) for row in found]
     return Recorded([d.row for d in fresh], pending)

@@ -102,7 +102,7 @@ def screen(
         pipe.mget([keys.batch_fence(b) for b in fenced])
     if config_ids:
         pipe.hmget(keys.config_versions, [str(c) for c in config_ids])
-    pipe.hmget(keys.retracted, [f"{e.chain}:{e.tx_hash}:{e.log_index}" for e in events])
+    pipe.hmget(keys.retracted, [e.key for e in events])
     replies = pipe.execute()
     current = dict(zip(fenced, (int(v or 0) for v in replies[0]), strict=True)) if fenced else {}
     versions = (
@@ -189,7 +189,7 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
         Claim(
             p.rules.task_id,
             e.ca,
-            f"{e.chain}:{e.tx_hash}:{e.log_index}",
+            e.key,
             cooldown_seconds(e.market_cap_usd, p.rules.events.cooldown),
         )
         for p, e, _, _ in candidates

@@ -83,7 +83,7 @@ class Windows:
                 round(event.amount_usd * 100),
                 repr(event.price_usd),
                 "b" if event.side == "buy" else "s",
-                f"{event.tx_hash}:{event.log_index}",
+                event.key,
             ]
         batch = msgpack.packb([list(specs), spec_of, trades])
         replies = msgpack.unpackb(self._raw(self._observe, keys, [int(time.time() * 1000), batch]))

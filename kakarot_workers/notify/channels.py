@@ -67,6 +67,17 @@ class DigestOptions(BaseModel):
     window: WindowText = "1m"
 
 
+class WebhookDestination(BaseModel):
+    """Where a webhook notification goes: the URL, and the variable holding its secret."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    secret_env: str
+
+    def dump(self) -> str:
+        return self.model_dump_json()
+
+
 class NotifyMethods(BaseModel):
     """The JSON in `monitor_config_v2.notify_methods`."""
 
@@ -84,7 +95,8 @@ class NotifyMethods(BaseModel):
 
     def targets(self, settings: Settings) -> list[tuple[Channel, str]]:
         """(channel, destination) of every enabled channel: the chat id, the env variable
-        holding the WeCom key, the webhook URL, the backend URL."""
+        holding the WeCom key, the webhook's URL and secret variable (`WebhookDestination` as
+        JSON), the backend URL. Secrets themselves never go into a destination."""
         found: list[tuple[Channel, str]] = []
         if self.telegram and self.telegram.enabled:
             found.append(("telegram", self.telegram.chat_id or settings.telegram_chat_id or ""))
@@ -93,7 +105,7 @@ class NotifyMethods(BaseModel):
         if self.webhook and self.webhook.enabled:
             url = self.webhook.url or settings.webhook_url or ""
             secret = self.webhook.secret_env or "KAKAROT_WEBHOOK_SECRET"
-            found.append(("webhook", f"{secret} {url}"))
+            found.append(("webhook", WebhookDestination(url=url, secret_env=secret).dump()))
         if self.backend and self.backend.enabled:
             found.append(("backend", settings.backend_ws_url or ""))
         return found

@@ -1,4 +1,4 @@
-"""Alert text. Pure: an alert summary (a plain dict, as stored in the outbox) in, text out.
+"""Alert text. Pure: an alert summary (as stored in the outbox) in, text out.
 
 A summary carries what a trader acts on: token, symbol, CA, the rules that fired with their
 values, price, change, amount, market cap, whether the data was incomplete, and the tx with a
@@ -10,9 +10,43 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-Summary = dict[str, Any]
+
+class RuleFiring(TypedDict):
+    rule: str
+    values: dict[str, Any]
+
+
+class AlertSummary(TypedDict):
+    """What a notification says about one alert: made by the alert pool (`alerts.drafts`),
+    stored as JSON with each outbox row (with its `alert_id`), rendered per channel here."""
+
+    task_id: int
+    config_id: int
+    chain: str
+    ca: str
+    symbol: str | None
+    rule: str  # the rule the alert is filed under
+    rules: list[RuleFiring]  # every rule that fired, with its values
+    side: str
+    amount_usd: float
+    price_usd: float
+    change_pct: float | None
+    market_cap_usd: float | None
+    top10_holders_pct: float | None
+    incomplete: bool
+    missing: list[str]
+    tx_hash: str
+    log_index: int
+    block_number: int | None
+    event_time_ms: int
+    explorer_url: str | None
+    alert_id: NotRequired[int]
+
+
+# Renderers read with .get: a summary stored by an older version may lack a newer field.
+Summary = AlertSummary
 
 # Telegram refuses texts above 4096 characters; WeCom markdown above 4096 bytes.
 TELEGRAM_MAX_CHARS = 4096

@@ -14,12 +14,23 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, utcnow
+from kakarot_workers.notify.messages import AlertSummary
 from kakarot_workers.status import NotifyStatus, OutboxStatus
+
+
+class PendingNotification(NamedTuple):
+    """An outbox row waiting for delivery: what dispatching it needs to know."""
+
+    outbox_id: int
+    task_id: int
+    channel: str
+    digest_s: int | None  # None: sent alone; else gathered into the task's digest of that window
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,7 @@ class Claimed:
     task_id: int
     channel: str
     destination: str
-    payload: dict
+    payload: AlertSummary
     attempts: int
     digest_s: int | None
 
@@ -169,9 +180,8 @@ def digest_group(session: Session, task_id: int, channel: str) -> list[int]:
     )
 
 
-def due(session: Session, limit: int = 500) -> list[tuple[int, int, str, int | None]]:
-    """Rows a sweep should (re)dispatch: pending and due, or claimed by a worker that vanished.
-    (id, task, channel, digest_s)."""
+def due(session: Session, limit: int = 500) -> list[PendingNotification]:
+    """Rows a sweep should (re)dispatch: pending and due, or claimed by a worker that vanished."""
     rows = session.execute(
         select(
             MonitorAlertOutbox.id,
@@ -183,13 +193,4 @@ def due(session: Session, limit: int = 500) -> list[tuple[int, int, str, int | N
         .order_by(MonitorAlertOutbox.id)
         .limit(limit)
     ).all()
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-
-def counts(session: Session) -> dict[str, int]:
-    """Outbox rows by status."""
-    return dict(
-        session.execute(
-            select(MonitorAlertOutbox.status, func.count()).group_by(MonitorAlertOutbox.status)
-        ).all()
-    )
+    return [PendingNotification(*row) for row in rows]

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DIGEST_MARKER_MARGIN_MS = 500
 
 
-def dispatch(pending: Sequence[tuple[int, int, str, int | None]]) -> None:
+def dispatch(pending: Sequence[outbox.PendingNotification]) -> None:
     """Send the tasks that deliver these pending notifications: one `deliver` per row, one
     scheduled `flush_digest` per digest window of a task's channel."""
     client, keys = runtime.redis_client(), runtime.keys()

@@ -16,8 +16,10 @@ import json
 import time
 
 import httpx
+from pydantic import ValidationError
 
 from kakarot_workers.errors import NotifyError
+from kakarot_workers.notify.channels import WebhookDestination
 from kakarot_workers.notify.delivery import Delivery, http_failure, network_failure, secret
 
 
@@ -32,7 +34,14 @@ class WebhookNotifier:
         self.client = client
 
     def send(self, delivery: Delivery) -> str | None:
-        secret_env, _, url = delivery.destination.partition(" ")
+        try:
+            destination = WebhookDestination.model_validate_json(delivery.destination)
+        except ValidationError:
+            raise NotifyError(
+                f"webhook: the destination is not a webhook's: {delivery.destination[:100]!r}",
+                retryable=False,
+            ) from None
+        url, secret_env = destination.url, destination.secret_env
         if not url:
             raise NotifyError(
                 "webhook: no URL (notify_methods.webhook.url or KAKAROT_WEBHOOK_URL)",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kakarot_workers.errors import ConfigError
-from kakarot_workers.events import SwapEvent
+from kakarot_workers.events import SwapEvent, event_key
 from kakarot_workers.settings import Settings
 
 
@@ -49,6 +49,10 @@ class Retraction:
     tx_hash: str
     log_index: int
     block_number: int | None
+
+    @property
+    def key(self) -> str:
+        return event_key(self.chain, self.tx_hash, self.log_index)
 
 
 class Source(Protocol):

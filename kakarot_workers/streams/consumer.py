@@ -287,9 +287,10 @@ class BatchConsumer:
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(self.keys.events_retracted)
         if len(self.batcher.pending) == before:
-            member = f"{gone.chain}:{gone.tx_hash}:{gone.log_index}"
-            pipe.hset(self.keys.retracted, member, gone.block_number or "")
-            log.warning("batch %s: re-org retracted %s after it was emitted", self.batch_id, member)
+            pipe.hset(self.keys.retracted, gone.key, gone.block_number or "")
+            log.warning(
+                "batch %s: re-org retracted %s after it was emitted", self.batch_id, gone.key
+            )
         pipe.execute()
 
     def _save_checkpoint(self) -> None:
