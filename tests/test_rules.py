@@ -257,6 +257,16 @@ def test_top_holders_share(share, fires):
         assert judge(rules, _event(2000, top10_holders_pct=share)).alert is fires
 
 
+@pytest.mark.parametrize(
+    "threshold, share, fires", [(0.0, 0.0, True), (0.0, 0.01, False), (150.0, 99.0, True)]
+)
+def test_the_top_holders_column_is_taken_as_written(threshold, share, fires):
+    """The column is the backend's (Numeric(8,4)): a value the `top_holders` rule would refuse
+    (0, over 100) still judges, rather than failing the whole message."""
+    rules = _rules(1000, top_holders_threshold=threshold)
+    assert judge(rules, _event(2000, top10_holders_pct=share)).alert is fires
+
+
 @pytest.mark.parametrize("side, fires", [("buy", True), ("sell", False)])
 def test_side(side, fires):
     rules = _rules(1000, events={"side": {"sides": ["buy"]}})
@@ -288,6 +298,23 @@ def test_window_lengths_are_the_distinct_windows_read():
     )
     assert rules.window_lengths == (60, 300)
     assert _rules(1000).window_lengths == ()
+
+
+def test_the_enabled_rules_are_the_rule_sets_triggers_and_conditions_in_order():
+    rules = _rules(
+        1000,
+        events={
+            "large_trade": {"min_usd": 1},
+            "volume": {"min_usd": 1, "window": "5m", "enabled": False},
+            "price_change": {"threshold_pct": 5, "window": "1m"},
+            "top_holders": {"max_pct": 50},
+            "side": {"sides": ["buy"]},
+        },
+        top_holders_threshold=10,  # the rule in events_config wins over the column
+    )
+    assert [rule.name for rule in rules.triggers] == ["price_change", "large_trade"]
+    assert [rule.name for rule in rules.conditions] == ["side", "top_holders"]
+    assert rules.conditions[1].max_pct == 50
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from kakarot_workers.events import SwapEvent
 from kakarot_workers.notify.messages import AlertSummary
 from kakarot_workers.settings import get_settings
 from kakarot_workers.status import NotifyStatus
-from kakarot_workers.validation import parse_interval
 
 
 def summarise(
@@ -21,7 +20,7 @@ def summarise(
     template = get_settings().explorer_tx_url.get(event.chain)
     change = None
     pc = profile.rules.events.price_change
-    stats = windows.get(parse_interval(pc.window)) if pc else None
+    stats = windows.get(pc.seconds) if pc else None
     if stats is None and windows:
         stats = windows[min(windows)]
     if stats is not None:

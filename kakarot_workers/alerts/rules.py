@@ -3,8 +3,9 @@
 A task's config becomes a `RuleSet`: layer 1 from the config columns (single trade ≥
 `min_transaction_usd`) plus the layer-2 rules of `events_config`. The schema is validated here so
 that an operator's typo is refused with the field named, instead of silently disabling a rule.
-Window rules (price change, volume, cumulative) need state and are evaluated by the alert pool
-against Redis windows; this module evaluates the stateless ones.
+Rules are data that judge: each trigger of layer 2 says whether it fired on an event (`fire`,
+given the token's windows, which the alert pool keeps in Redis), each condition whether it holds
+(`holds`, None when its metric is unknown), and `judge` combines them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -25,7 +26,37 @@ from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.validation import WindowText, json_text, parse_interval, validate_config
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+
+@dataclass(frozen=True)
+class Firing:
+    """One rule that fired on an event, with the values that made it fire."""
+
+    rule: str
+    values: dict[str, Any]
+
+
+class WindowStats(NamedTuple):
+    """One token's trades within a sliding window, as of the newest trade seen (cents exact).
+
+    A named tuple: the pool builds two or three per event, and a tuple is built in a fraction of
+    a frozen dataclass's time."""
+
+    seconds: int
+    volume_usd: float
+    buy_usd: float
+    sell_usd: float
+    trades: int
+    open_price: float
+    last_price: float
+
+    @property
+    def change_pct(self) -> float:
+        if self.open_price <= 0:
+            return 0.0
+        return (self.last_price - self.open_price) / self.open_price * 100
+
+
+Windows = Mapping[int, WindowStats]  # by window length in seconds
 
 
 class _Rule(BaseModel):
@@ -36,28 +67,117 @@ class _Rule(BaseModel):
 class _WindowRule(_Rule):
     window: WindowText = "5m"
 
+    @cached_property
+    def seconds(self) -> int:
+        """The window's length, parsed once."""
+        return parse_interval(self.window)
+
+
+# --- layer 2 triggers: each says whether it fired on an event, and with which values --------
+
 
 class PriceChangeRule(_WindowRule):
+    name: ClassVar[str] = "price_change"
     threshold_pct: float = Field(gt=0)
     direction: Literal["up", "down", "both"] = "up"
 
+    def fire(self, event: SwapEvent, windows: Windows) -> Firing | None:
+        stats = windows.get(self.seconds)
+        if stats is None:
+            return None
+        change = round(stats.change_pct, 9)  # rounded: 0.9 vs 1.0 is -10%, not -9.999999999%
+        moved = {"up": change, "down": -change, "both": abs(change)}[self.direction]
+        if moved < self.threshold_pct:
+            return None
+        return Firing(
+            self.name,
+            {
+                "change_pct": round(change, 2),
+                "threshold_pct": self.threshold_pct,
+                "direction": self.direction,
+                "window": self.window,
+                "open_price": stats.open_price,
+                "last_price": stats.last_price,
+            },
+        )
+
 
 class VolumeRule(_WindowRule):
+    name: ClassVar[str] = "volume"
     min_usd: float = Field(gt=0)
+
+    def fire(self, event: SwapEvent, windows: Windows) -> Firing | None:
+        stats = windows.get(self.seconds)
+        if stats is None or stats.volume_usd < self.min_usd:
+            return None
+        return Firing(
+            self.name,
+            {
+                "volume_usd": round(stats.volume_usd, 2),
+                "min_usd": self.min_usd,
+                "window": self.window,
+                "trades": stats.trades,
+            },
+        )
 
 
 class CumulativeRule(_WindowRule):
     """USD traded on one side (default: buys, i.e. accumulation) within the window."""
 
+    name: ClassVar[str] = "cumulative"
     min_usd: float = Field(gt=0)
     side: Literal["buy", "sell", "both"] = "buy"
 
+    def fire(self, event: SwapEvent, windows: Windows) -> Firing | None:
+        stats = windows.get(self.seconds)
+        total = 0.0
+        if stats is not None:
+            total = {"buy": stats.buy_usd, "sell": stats.sell_usd, "both": stats.volume_usd}[
+                self.side
+            ]
+        if total < self.min_usd:
+            return None
+        return Firing(
+            self.name,
+            {
+                "cumulative_usd": round(total, 2),
+                "min_usd": self.min_usd,
+                "side": self.side,
+                "window": self.window,
+            },
+        )
+
 
 class LargeTradeRule(_Rule):
+    name: ClassVar[str] = "large_trade"
     min_usd: float = Field(gt=0)
+
+    def fire(self, event: SwapEvent, windows: Windows) -> Firing | None:
+        if event.amount_usd < self.min_usd:
+            return None
+        return Firing(
+            self.name, {"amount_usd": round(event.amount_usd, 2), "min_usd": self.min_usd}
+        )
+
+
+Trigger = PriceChangeRule | VolumeRule | CumulativeRule | LargeTradeRule
+
+
+# --- conditions: each must hold; None when the metric it reads is unknown -------------------
+
+
+class SideRule(_Rule):
+    name: ClassVar[str] = "side"
+    metric: ClassVar[str | None] = None
+    sides: list[Literal["buy", "sell"]] = Field(min_length=1)
+
+    def holds(self, event: SwapEvent) -> bool | None:
+        return event.side in self.sides
 
 
 class MarketCapRule(_Rule):
+    name: ClassVar[str] = "market_cap"
+    metric: ClassVar[str | None] = "market_cap_usd"
     min_usd: float | None = Field(default=None, ge=0)
     max_usd: float | None = Field(default=None, gt=0)
 
@@ -67,13 +187,27 @@ class MarketCapRule(_Rule):
             raise ValueError(f"min_usd {self.min_usd} is above max_usd {self.max_usd}")
         return self
 
+    def holds(self, event: SwapEvent) -> bool | None:
+        value = event.market_cap_usd
+        if value is None:
+            return None
+        return (self.min_usd is None or value >= self.min_usd) and (
+            self.max_usd is None or value <= self.max_usd
+        )
+
 
 class TopHoldersRule(_Rule):
+    name: ClassVar[str] = "top_holders"
+    metric: ClassVar[str | None] = "top10_holders_pct"
     max_pct: float = Field(gt=0, le=100)
 
+    def holds(self, event: SwapEvent) -> bool | None:
+        if event.top10_holders_pct is None:
+            return None
+        return event.top10_holders_pct <= self.max_pct
 
-class SideRule(_Rule):
-    sides: list[Literal["buy", "sell"]] = Field(min_length=1)
+
+Condition = SideRule | MarketCapRule | TopHoldersRule
 
 
 class CooldownOverride(BaseModel):
@@ -161,51 +295,33 @@ class RuleSet:
     top_holders_threshold: float | None = None
 
     @cached_property
+    def triggers(self) -> tuple[Trigger, ...]:
+        """The enabled layer-2 triggers of `events_config`."""
+        config = self.events
+        found = (config.price_change, config.volume, config.cumulative, config.large_trade)
+        return tuple(rule for rule in found if rule is not None and rule.enabled)
+
+    @cached_property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The enabled conditions; the top-holders share falls back to the config column."""
+        config = self.events
+        found: list[Condition] = [
+            rule for rule in (config.side, config.market_cap) if rule is not None and rule.enabled
+        ]
+        if config.top_holders is not None:
+            if config.top_holders.enabled:
+                found.append(config.top_holders)
+        elif self.top_holders_threshold is not None:  # the column: any value, as written
+            found.append(TopHoldersRule.model_construct(max_pct=self.top_holders_threshold))
+        return tuple(found)
+
+    @cached_property
     def window_lengths(self) -> tuple[int, ...]:
         """The sliding windows (seconds) this rule set reads, each kept once per token."""
-        lengths = set()
+        lengths = {rule.seconds for rule in self.triggers if isinstance(rule, _WindowRule)}
         if _positive(self.cumulative_min_amount_usd):
             lengths.add(self.time_interval_s)
-        for rule in (self.events.price_change, self.events.volume, self.events.cumulative):
-            if rule is not None and rule.enabled:
-                lengths.add(parse_interval(rule.window))
         return tuple(sorted(lengths))
-
-    @property
-    def max_top_holders_pct(self) -> float | None:
-        rule = self.events.top_holders
-        if rule is not None:
-            return rule.max_pct if rule.enabled else None
-        return self.top_holders_threshold
-
-
-class WindowStats(NamedTuple):
-    """One token's trades within a sliding window, as of the newest trade seen (cents exact).
-
-    A named tuple: the pool builds two or three per event, and a tuple is built in a fraction of
-    a frozen dataclass's time."""
-
-    seconds: int
-    volume_usd: float
-    buy_usd: float
-    sell_usd: float
-    trades: int
-    open_price: float
-    last_price: float
-
-    @property
-    def change_pct(self) -> float:
-        if self.open_price <= 0:
-            return 0.0
-        return (self.last_price - self.open_price) / self.open_price * 100
-
-
-@dataclass(frozen=True)
-class Firing:
-    """One rule that fired on an event, with the values that made it fire."""
-
-    rule: str
-    values: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -235,9 +351,7 @@ RULE_ORDER = (
 )
 
 
-def judge(
-    rules: RuleSet, event: SwapEvent, windows: Mapping[int, WindowStats] | None = None
-) -> Verdict:
+def judge(rules: RuleSet, event: SwapEvent, windows: Windows | None = None) -> Verdict:
     """Judge one event. Pure.
 
     Layer 1 (config columns) is an amount gate: the trade alone reaches `min_transaction_usd`,
@@ -253,10 +367,10 @@ def judge(
     if gated and not layer1:
         return Verdict(False, rejected_by="layer1")
 
-    triggers = _layer2_triggers(rules, event, windows)
-    if triggers:
-        fired = [firing for firing in triggers.values() if firing is not None]
-        passed = all(triggers.values()) if rules.trigger_logic == "all" else bool(fired)
+    if rules.triggers:
+        results = [rule.fire(event, windows) for rule in rules.triggers]
+        fired = [firing for firing in results if firing is not None]
+        passed = len(fired) == len(results) if rules.trigger_logic == "all" else bool(fired)
         if not passed:
             return Verdict(False, rejected_by="layer2")
     else:
@@ -265,14 +379,17 @@ def judge(
             return Verdict(False, rejected_by="no_rules")
 
     missing: list[str] = []
-    for name, holds in _conditions(rules, event, missing):
-        if not holds:
-            return Verdict(False, rejected_by=name)
+    for condition in rules.conditions:
+        holds = condition.holds(event)
+        if holds is None and condition.metric is not None:
+            missing.append(condition.metric)
+        elif not holds:
+            return Verdict(False, rejected_by=condition.name)
     firings = sorted([*fired, *layer1], key=lambda f: RULE_ORDER.index(f.rule))
     return Verdict(True, tuple(firings), incomplete=bool(missing), missing=tuple(missing))
 
 
-def _layer1(rules: RuleSet, event: SwapEvent, windows: Mapping[int, WindowStats]) -> list[Firing]:
+def _layer1(rules: RuleSet, event: SwapEvent, windows: Windows) -> list[Firing]:
     firings = []
     threshold = rules.min_transaction_usd
     if _positive(threshold) and event.amount_usd >= threshold:  # type: ignore[operator]
@@ -301,111 +418,6 @@ def _layer1(rules: RuleSet, event: SwapEvent, windows: Mapping[int, WindowStats]
             )
         )
     return firings
-
-
-def _layer2_triggers(
-    rules: RuleSet, event: SwapEvent, windows: Mapping[int, WindowStats]
-) -> dict[str, Firing | None]:
-    """Each enabled layer-2 trigger → its firing, or None when it did not fire."""
-    config = rules.events
-    triggers: dict[str, Firing | None] = {}
-    if config.large_trade is not None and config.large_trade.enabled:
-        rule = config.large_trade
-        triggers["large_trade"] = (
-            Firing(
-                "large_trade", {"amount_usd": round(event.amount_usd, 2), "min_usd": rule.min_usd}
-            )
-            if event.amount_usd >= rule.min_usd
-            else None
-        )
-    if config.price_change is not None and config.price_change.enabled:
-        pc = config.price_change
-        stats = windows.get(parse_interval(pc.window))
-        # rounded: 0.9 vs 1.0 is -10%, not -9.999999999999998%
-        change = round(stats.change_pct, 9) if stats is not None else 0.0
-        hit = {
-            "up": change >= pc.threshold_pct,
-            "down": -change >= pc.threshold_pct,
-            "both": abs(change) >= pc.threshold_pct,
-        }[pc.direction]
-        triggers["price_change"] = (
-            Firing(
-                "price_change",
-                {
-                    "change_pct": round(change, 2),
-                    "threshold_pct": pc.threshold_pct,
-                    "direction": pc.direction,
-                    "window": pc.window,
-                    "open_price": stats.open_price,
-                    "last_price": stats.last_price,
-                },
-            )
-            if hit and stats is not None
-            else None
-        )
-    if config.volume is not None and config.volume.enabled:
-        vol = config.volume
-        stats = windows.get(parse_interval(vol.window))
-        triggers["volume"] = (
-            Firing(
-                "volume",
-                {
-                    "volume_usd": round(stats.volume_usd, 2),
-                    "min_usd": vol.min_usd,
-                    "window": vol.window,
-                    "trades": stats.trades,
-                },
-            )
-            if stats is not None and stats.volume_usd >= vol.min_usd
-            else None
-        )
-    if config.cumulative is not None and config.cumulative.enabled:
-        cum = config.cumulative
-        stats = windows.get(parse_interval(cum.window))
-        total = 0.0
-        if stats is not None:
-            total = {"buy": stats.buy_usd, "sell": stats.sell_usd, "both": stats.volume_usd}[
-                cum.side
-            ]
-        triggers["cumulative"] = (
-            Firing(
-                "cumulative",
-                {
-                    "cumulative_usd": round(total, 2),
-                    "min_usd": cum.min_usd,
-                    "side": cum.side,
-                    "window": cum.window,
-                },
-            )
-            if total >= cum.min_usd
-            else None
-        )
-    return triggers
-
-
-def _conditions(rules: RuleSet, event: SwapEvent, missing: list[str]) -> list[tuple[str, bool]]:
-    """(condition, holds) for each enabled condition; unknown metrics hold and are noted."""
-    config = rules.events
-    results = []
-    if config.side is not None and config.side.enabled:
-        results.append(("side", event.side in config.side.sides))
-    cap = config.market_cap
-    if cap is not None and cap.enabled:
-        if event.market_cap_usd is None:
-            missing.append("market_cap_usd")
-        else:
-            value = event.market_cap_usd
-            holds = (cap.min_usd is None or value >= cap.min_usd) and (
-                cap.max_usd is None or value <= cap.max_usd
-            )
-            results.append(("market_cap", holds))
-    max_pct = rules.max_top_holders_pct
-    if max_pct is not None:
-        if event.top10_holders_pct is None:
-            missing.append("top10_holders_pct")
-        else:
-            results.append(("top_holders", event.top10_holders_pct <= max_pct))
-    return results
 
 
 def _positive(value: float | None) -> bool:
