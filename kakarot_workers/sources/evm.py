@@ -15,6 +15,9 @@ A swap becomes an event like this, the batch's token T traded against a quote to
   reserves, kept current from its `Sync` logs;
 - amount_usd: the Q amount × Q's USD price; market cap: `totalSupply` × price (cached).
 
+The decoding and the price math are pure functions in `uniswap_v2`; this module does the I/O
+and keeps the state (the pairs' facts and reserves).
+
 Checkpoint and back-fill: the consumer saves `progress_block` (every log up to it has been
 emitted) in Redis; a new owner starts from it minus `evm_backfill_overlap_blocks`, fetches the
 gap with `eth_getLogs` in ranges of `evm_backfill_chunk` blocks (at most
@@ -30,14 +33,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import websocket
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
 
 from kakarot_workers.backoff import backoff
 from kakarot_workers.errors import ConfigError, KakarotError
@@ -45,25 +44,30 @@ from kakarot_workers.events import SwapEvent
 from kakarot_workers.settings import EvmChain, Settings
 from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
 from kakarot_workers.sources.feed import excerpt
+from kakarot_workers.sources.uniswap_v2 import (
+    DECIMALS,
+    GET_RESERVES,
+    SWAP_TOPIC,
+    SYNC_TOPIC,
+    TOKEN0,
+    TOKEN1,
+    TOTAL_SUPPLY,
+    ZERO_ADDRESS,
+    Pair,
+    decode_address,
+    decode_reserves,
+    decode_swap,
+    decode_sync,
+    decode_uint,
+    get_pair_call,
+    is_priceable,
+    log_data,
+    native_usd_price,
+    retraction,
+)
 
 log = logging.getLogger(__name__)
 
-
-def _topic(signature: str) -> str:
-    return "0x" + keccak(text=signature).hex()
-
-
-def _selector(signature: str) -> str:
-    return "0x" + keccak(text=signature)[:4].hex()
-
-
-SWAP_TOPIC = _topic("Swap(address,uint256,uint256,uint256,uint256,address)")
-SYNC_TOPIC = _topic("Sync(uint112,uint112)")
-TOKEN0, TOKEN1 = _selector("token0()"), _selector("token1()")
-DECIMALS, TOTAL_SUPPLY = _selector("decimals()"), _selector("totalSupply()")
-GET_RESERVES = _selector("getReserves()")
-GET_PAIR = _selector("getPair(address,address)")
-ZERO_ADDRESS = "0x" + "0" * 40
 CONNECT_TIMEOUT_S = 5.0
 TICK_S = 0.05
 RECENT_IDS = 20_000
@@ -113,29 +117,6 @@ class HttpRpc:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _address(word: bytes) -> str:
-    return "0x" + word[-20:].hex()
-
-
-def _uint(data: bytes) -> int:
-    return int.from_bytes(data[:32], "big") if data else 0
-
-
-@dataclass
-class Pair:
-    """A pair the batch watches: which side is the batch's token, and the quote's USD price."""
-
-    address: str
-    target: str
-    quote: str
-    target_is_token0: bool
-    target_decimals: int
-    quote_decimals: int
-    quote_usd: float | None  # None: the wrapped native, priced from the reference pair
-    total_supply: int
-    reserves: tuple[int, int] | None = None  # (token0, token1)
 
 
 class EvmSource:
@@ -197,14 +178,14 @@ class EvmSource:
             if pair is not None:
                 self.pairs[address] = pair
         if self.reference and self._reference_reserves is None:
-            token0 = _address(self.rpc.eth_call(self.reference, TOKEN0))
-            token1 = _address(self.rpc.eth_call(self.reference, TOKEN1))
+            token0 = decode_address(self.rpc.eth_call(self.reference, TOKEN0))
+            token1 = decode_address(self.rpc.eth_call(self.reference, TOKEN1))
             native_is_0 = token0 == (self.chain.wrapped_native or "").lower()
             native, stable = (token0, token1) if native_is_0 else (token1, token0)
             self._reference_facts = (
                 native_is_0,
-                _uint(self.rpc.eth_call(native, DECIMALS)),
-                _uint(self.rpc.eth_call(stable, DECIMALS)),
+                decode_uint(self.rpc.eth_call(native, DECIMALS)),
+                decode_uint(self.rpc.eth_call(stable, DECIMALS)),
                 self.quotes.get(stable) or 1.0,
             )
             self._reference_reserves = self._reserves(self.reference)
@@ -213,15 +194,14 @@ class EvmSource:
         if not self.chain.factory:
             return None
         for quote in self.quotes:
-            data = GET_PAIR + abi_encode(["address", "address"], [ca, quote]).hex()
-            found = _address(self.rpc.eth_call(self.chain.factory, data))
+            found = decode_address(self.rpc.eth_call(self.chain.factory, get_pair_call(ca, quote)))
             if found != ZERO_ADDRESS:
                 return found
         return None
 
     def _describe_pair(self, address: str, target: str | None) -> Pair | None:
-        token0 = _address(self.rpc.eth_call(address, TOKEN0))
-        token1 = _address(self.rpc.eth_call(address, TOKEN1))
+        token0 = decode_address(self.rpc.eth_call(address, TOKEN0))
+        token1 = decode_address(self.rpc.eth_call(address, TOKEN1))
         if target is None:  # the radar: the side that is not a quote token
             if token0 in self.quotes and token1 not in self.quotes:
                 target = token1
@@ -243,17 +223,14 @@ class EvmSource:
             target=target,
             quote=quote,
             target_is_token0=target == token0,
-            target_decimals=_uint(self.rpc.eth_call(target, DECIMALS)),
-            quote_decimals=_uint(self.rpc.eth_call(quote, DECIMALS)),
+            target_decimals=decode_uint(self.rpc.eth_call(target, DECIMALS)),
+            quote_decimals=decode_uint(self.rpc.eth_call(quote, DECIMALS)),
             quote_usd=self.quotes[quote],
-            total_supply=_uint(self.rpc.eth_call(target, TOTAL_SUPPLY)),
+            total_supply=decode_uint(self.rpc.eth_call(target, TOTAL_SUPPLY)),
         )
 
     def _reserves(self, address: str) -> tuple[int, int]:
-        r0, r1, _ = abi_decode(
-            ["uint112", "uint112", "uint32"], self.rpc.eth_call(address, GET_RESERVES)
-        )
-        return int(r0), int(r1)
+        return decode_reserves(self.rpc.eth_call(address, GET_RESERVES))
 
     # --- the stream -----------------------------------------------------------------------
     def events(self, stop: threading.Event) -> Iterator[SwapEvent | Retraction | None]:
@@ -393,16 +370,14 @@ class EvmSource:
         block = int(entry["blockNumber"], 16)
         identity = (entry["transactionHash"], int(entry["logIndex"], 16))
         if entry.get("removed"):
-            if topic != SWAP_TOPIC:
-                return None
-            return Retraction(self.chain_name, identity[0], identity[1], block)
-        data = bytes.fromhex(entry["data"][2:])
+            return retraction(entry, self.chain_name)
+        data = log_data(entry)
         if topic == SYNC_TOPIC:
-            r0, r1 = abi_decode(["uint112", "uint112"], data)
+            reserves = decode_sync(data)
             if address == self.reference:
-                self._reference_reserves = (int(r0), int(r1))
+                self._reference_reserves = reserves
             if address in self.pairs:
-                self.pairs[address].reserves = (int(r0), int(r1))
+                self.pairs[address].reserves = reserves
             return None
         if identity in self._recent_set:
             return None  # seen in the back-fill and live, or in the overlap
@@ -419,7 +394,7 @@ class EvmSource:
             self.pairs[address] = pair
         if pair is None:
             return None
-        event = self._swap_event(pair, entry, data, identity, block)
+        event = self._swap_event(pair, entry)
         self._remember(identity)
         return event
 
@@ -434,51 +409,23 @@ class EvmSource:
             return self.chain.native_usd
         if self._reference_reserves is None:
             return None
-        native_is_0, native_decimals, stable_decimals, stable_usd = self._reference_facts
-        native, stable = self._reference_reserves
-        if not native_is_0:
-            native, stable = stable, native
-        if not native:
-            return None
-        return (stable / 10**stable_decimals) / (native / 10**native_decimals) * stable_usd
+        return native_usd_price(self._reference_reserves, *self._reference_facts)
 
-    def _swap_event(
-        self, pair: Pair, entry: dict[str, Any], data: bytes, identity: tuple[str, int], block: int
-    ) -> SwapEvent | None:
-        a0_in, a1_in, a0_out, a1_out = (int(v) for v in abi_decode(["uint256"] * 4, data))
-        if pair.target_is_token0:
-            t_in, t_out, q_in, q_out = a0_in, a0_out, a1_in, a1_out
-        else:
-            t_in, t_out, q_in, q_out = a1_in, a1_out, a0_in, a0_out
-        side = "buy" if t_out > t_in else "sell"
-        token_amount = abs(t_out - t_in) / 10**pair.target_decimals
-        quote_amount = abs(q_in - q_out) / 10**pair.quote_decimals
+    def _swap_event(self, pair: Pair, entry: dict[str, Any]) -> SwapEvent | None:
         quote_usd = pair.quote_usd if pair.quote_usd is not None else self._native_usd()
-        if quote_usd is None or token_amount == 0:
-            self.unpriced += 1
-            return None
-        if pair.reserves is None:
+        if pair.reserves is None and is_priceable(entry, pair, quote_usd):
             pair.reserves = self._reserves(pair.address)
-        r0, r1 = pair.reserves
-        r_target, r_quote = (r0, r1) if pair.target_is_token0 else (r1, r0)
-        price_quote = (r_quote / 10**pair.quote_decimals) / (r_target / 10**pair.target_decimals)
-        price_usd = price_quote * quote_usd
-        timestamp = entry.get("blockTimestamp")
-        ts_ms = int(timestamp, 16) * 1000 if timestamp else int(time.time() * 1000)
-        return SwapEvent(
+        event = decode_swap(
+            entry,
+            pair,
+            quote_usd=quote_usd,
+            reserves=pair.reserves,
             chain=self.chain_name,
-            ca=pair.target,
-            tx_hash=identity[0],
-            log_index=identity[1],
-            ts_ms=ts_ms,
-            side=side,
-            amount_usd=quote_amount * quote_usd,
-            price_usd=price_usd,
-            amount_token=token_amount,
-            block_number=block,
-            pair=pair.address,
-            market_cap_usd=pair.total_supply / 10**pair.target_decimals * price_usd,
+            now_ms=int(time.time() * 1000),
         )
+        if event is None:
+            self.unpriced += 1
+        return event
 
 
 def open_evm_source(plan: BatchPlan, settings: Settings, checkpoint: int | None) -> EvmSource:
