@@ -158,9 +158,15 @@ class Uniswap:
         return self._send(to, selector(signature) + encode(types, args).hex())
 
     # --- building blocks ------------------------------------------------------------------
-    def token(self, supply: int = 10**30) -> str:
-        """A test ERC20 (18 decimals) minting `supply` to our account."""
-        return self._deploy("ERC20", ["uint256"], [supply]).lower()
+    def token(self, supply: int = 10**30, decimals: int = 18) -> str:
+        """A test ERC20 minting `supply` to our account. The v2-core test token's `decimals` is
+        the constant 18; for another value its deployed code is rewritten (`anvil_setCode`, the
+        storage stays) so that `decimals()` answers `decimals`."""
+        address = self._deploy("ERC20", ["uint256"], [supply]).lower()
+        if decimals != 18:
+            code = bytes.fromhex(self.node.rpc("eth_getCode", address, "latest")[2:])
+            self.node.rpc("anvil_setCode", address, "0x" + _with_decimals(code, decimals).hex())
+        return address
 
     def pair(self, token_a: str, token_b: str, amount_a: int, amount_b: int) -> str:
         self.transact(
@@ -216,6 +222,26 @@ class Uniswap:
             amount_out=amount_out,
             reserves_after=self.reserves(pair),
         )
+
+
+def _with_decimals(code: bytes, decimals: int) -> bytes:
+    """The v2-core test ERC20's runtime code with `decimals()` returning `decimals` (0–255).
+
+    The dispatcher's `PUSH4 0x313ce567 EQ PUSH2 entry JUMPI` leads to `JUMPDEST PUSH2 back
+    PUSH2 getter JUMP`, and the getter is `JUMPDEST PUSH1 0x12 DUP2 JUMP`: its 0x12 is replaced.
+    Each step is checked, so other code raises rather than being patched at a wrong place."""
+    dispatch = code.find(bytes.fromhex("63313ce5671461"))
+    if dispatch < 0 or code[dispatch + 9] != 0x57:
+        raise ValueError("not the v2-core test ERC20: no decimals() in the dispatcher")
+    entry = int.from_bytes(code[dispatch + 7 : dispatch + 9], "big")
+    if code[entry : entry + 2] != b"\x5b\x61" or code[entry + 4] != 0x61 or code[entry + 7] != 0x56:
+        raise ValueError("not the v2-core test ERC20: unexpected decimals() entry")
+    getter = int.from_bytes(code[entry + 5 : entry + 7], "big")
+    if code[getter : getter + 5] != bytes.fromhex("5b60128156"):
+        raise ValueError("not the v2-core test ERC20: unexpected decimals() getter")
+    patched = bytearray(code)
+    patched[getter + 2] = decimals
+    return bytes(patched)
 
 
 @dataclass(frozen=True)
