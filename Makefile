@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+DEV_STAMP := $(VENV)/.installed-dev
 
 # demo knobs: make demo DURATION=40 TOKENS=200 RATE=50  (DURATION= runs until Ctrl-C)
 DURATION ?= 60
@@ -20,10 +22,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install -q -r requirements-test.txt
+	touch $@
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
 demo: install
 	$(BIN)/kakarot demo --tokens $(TOKENS) --rate $(RATE) $(if $(DURATION),--duration $(DURATION))
 
-test: install evm-node
+test: $(TEST_STAMP) evm-node
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Test-only: anvil (a local EVM node) and the Uniswap V2 artifacts, from npm at the exact versions
@@ -37,10 +47,12 @@ node_modules/.installed: package.json
 			&& touch $@; \
 	else echo "npm not found: the EVM source tests will be skipped"; fi
 
-lint: install
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/ruff check kakarot_workers tests
+# ruff (lint and format), mypy strict on the package, and the import rules between the stages
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check kakarot_workers tests bench
+	$(BIN)/ruff format --check kakarot_workers tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis node_modules

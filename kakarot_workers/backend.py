@@ -188,7 +188,7 @@ class BackendClient:
             return
         for index, raw in enumerate(queued):
             try:
-                conn.send(raw)
+                conn.send(str(raw))
             except (OSError, websocket.WebSocketException):
                 with contextlib.suppress(redis.RedisError):
                     client.lpush(keys.backend_outbox, *reversed(queued[index:]))

@@ -48,8 +48,11 @@ def serves_streams(queue_names: Any, excluded: Any = None) -> bool:
     return queues.STREAMS in (_names(queue_names) or {queues.STREAMS}) - _names(excluded)
 
 
-class KakarotWorker(Worker):  # type: ignore[misc]
+class KakarotWorker(Worker):
     """Celery's worker, with stream-friendly pool defaults for a streams-only worker."""
+
+    pool_cls: Any
+    concurrency: Any
 
     def setup_defaults(self, *args: Any, **kwargs: Any) -> None:
         super().setup_defaults(*args, **kwargs)
@@ -66,7 +69,7 @@ class KakarotWorker(Worker):  # type: ignore[misc]
             self.concurrency = settings.streams_concurrency
 
 
-class KakarotCelery(Celery):  # type: ignore[misc]
+class KakarotCelery(Celery):
     @cached_property
     def Worker(self) -> type[Worker]:  # noqa: N802 (Celery's name)
         return self.subclass_with_self(KakarotWorker)  # type: ignore[no-any-return]

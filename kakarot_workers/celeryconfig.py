@@ -6,7 +6,7 @@ first use of the configuration (not at import of the app).
 
 from typing import Any
 
-from kombu import Queue
+from kombu.entity import Queue
 
 from kakarot_workers import queues
 from kakarot_workers.keys import Keys

@@ -37,14 +37,14 @@ def _queues(worker: Any) -> str:
     return ",".join(sorted(worker.app.amqp.queues.consume_from))
 
 
-class Node(bootsteps.StartStopStep):  # type: ignore[misc]
+class Node(bootsteps.StartStopStep):
     """This worker process as a node of the fleet; stopped once its consumers have let go."""
 
     def create(self, worker: Any) -> node.NodeAgent:
         return node.install(node.NodeAgent(worker.hostname, _queues(worker), reconcile=reconcile))
 
 
-class BackendLink(bootsteps.StartStopStep):  # type: ignore[misc]
+class BackendLink(bootsteps.StartStopStep):
     """The node's WebSocket to the backend (SPEC §7), when `KAKAROT_BACKEND_WS_URL` is set."""
 
     requires = (Node,)
@@ -69,7 +69,7 @@ class BackendLink(bootsteps.StartStopStep):  # type: ignore[misc]
         )
 
 
-class ConfigListening(bootsteps.StartStopStep):  # type: ignore[misc]
+class ConfigListening(bootsteps.StartStopStep):
     """Announced config versions from `monitor:config:changed`, unless `config_pubsub` is off."""
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:

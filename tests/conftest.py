@@ -34,6 +34,17 @@ from kakarot_workers.tools.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.support.mariadb import MariaDBServer, find_binaries  # noqa: E402
 
 _db_counter = itertools.count(1)
+E2E_DIR = Path(__file__).parent / "e2e"
+E2E_TIMEOUT_S = 180
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e are whole-fleet scenarios: marked `e2e`, with a longer timeout
+    than the 20 s every other test gets (pyproject.toml)."""
+    for item in items:
+        if E2E_DIR in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

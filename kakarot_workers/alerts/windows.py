@@ -98,9 +98,10 @@ class Windows:
         msgpack is binary. Loads the script where the server lacks it (restarted, flushed)."""
 
         def run() -> bytes:
-            return self.client.execute_command(
+            reply: bytes = self.client.execute_command(
                 "EVALSHA", script.sha, len(keys), *keys, *args, **{NEVER_DECODE: []}
             )
+            return reply
 
         try:
             return run()

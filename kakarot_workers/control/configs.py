@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -51,13 +50,7 @@ def announced(client: redis.Redis, keys: Keys, config_ids: list[int]) -> dict[in
     """The announced version of each config (configs never announced are left out)."""
     if not config_ids:
         return {}
-    return announced_in(
-        config_ids, client.hmget(keys.config_versions, [str(c) for c in config_ids])
-    )
-
-
-def announced_in(config_ids: Sequence[int], values: Sequence[str | None]) -> dict[int, int]:
-    """`announced` from the HMGET reply `values` (read in a caller's pipeline)."""
+    values = client.hmget(keys.config_versions, [str(c) for c in config_ids])
     return {c: int(v) for c, v in zip(config_ids, values, strict=True) if v is not None}
 
 

@@ -20,6 +20,7 @@ Design (SPEC §3):
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -35,6 +36,7 @@ from kakarot_workers.db.models import (
     MonitorBatchItem,
     MonitorTask,
     MonitorTaskTarget,
+    table,
     utcnow,
 )
 from kakarot_workers.keys import Keys
@@ -193,9 +195,9 @@ def _next_free(used: set[int]) -> int:
 
 def _write_target_mirror(
     session: Session,
-    targets: list[MonitorTaskTarget],
-    batches: dict[int, tuple[str, ...]],
-    key_to_id: dict[int, int],
+    targets: Sequence[MonitorTaskTarget],
+    batches: Mapping[int, tuple[str, ...]],
+    key_to_id: Mapping[int, int],
 ) -> None:
     """Keep `batch_id`/`batch_order` on targets in step; write only the rows that differ."""
     place = {
@@ -208,14 +210,14 @@ def _write_target_mirror(
             changes.append({"tid": target.id, "bid": batch_id, "border": order})
     if changes:
         session.connection().execute(
-            update(MonitorTaskTarget.__table__)
-            .where(MonitorTaskTarget.__table__.c.id == bindparam("tid"))
+            update(table(MonitorTaskTarget))
+            .where(table(MonitorTaskTarget).c.id == bindparam("tid"))
             # update_time is the backend's: it marks edits of the target (the allocate job
             # looks for them), not where we placed it
             .values(
                 batch_id=bindparam("bid"),
                 batch_order=bindparam("border"),
-                update_time=MonitorTaskTarget.__table__.c.update_time,
+                update_time=table(MonitorTaskTarget).c.update_time,
             ),
             changes,
         )

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 
 from kakarot_workers import backend, runtime
-from kakarot_workers.db.models import TASK_ACTIVE, MonitorBatch, MonitorTask, utcnow
+from kakarot_workers.db.models import TASK_ACTIVE, MonitorBatch, MonitorTask, table, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.settings import get_settings
 from kakarot_workers.status import SERVING, BatchStatus, Health
@@ -67,7 +67,7 @@ def _stale_batches(now: datetime, report: TimeoutReport) -> None:
         held = leases.store().holders(silent) if silent else {}
         report.stale_batches = [b for b in silent if not held.get(b)]
         if report.stale_batches:
-            batches = MonitorBatch.__table__
+            batches = table(MonitorBatch)
             session.execute(
                 update(batches)
                 .where(batches.c.id.in_(report.stale_batches), batches.c.status.in_(SERVING))
@@ -93,7 +93,7 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
                 or_(MonitorTask.health.is_(None), MonitorTask.health != Health.FAILED),
             )
         ).all()
-        tasks = MonitorTask.__table__
+        tasks = table(MonitorTask)
         for task_id, beat, created in overdue:
             reason = (
                 f"no heartbeat since {beat:%Y-%m-%d %H:%M:%S} UTC"

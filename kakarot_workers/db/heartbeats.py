@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, or_, update
 
-from kakarot_workers.db.models import MonitorBatch, MonitorTask
+from kakarot_workers.db.models import MonitorBatch, MonitorTask, table
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.status import LIVE, BatchStatus
 
@@ -24,7 +24,7 @@ def write_heartbeats(rows: list[dict[str, Any]]) -> int:
     A retired batch stays retired, and a heartbeat never moves back in time."""
     if not rows:
         return 0
-    batches = MonitorBatch.__table__
+    batches = table(MonitorBatch)
     statement = (
         update(batches)
         .where(
@@ -57,7 +57,7 @@ def write_heartbeats(rows: list[dict[str, Any]]) -> int:
     for r in rows:
         if r["task_id"] and r["status"] in LIVE:
             newest[r["task_id"]] = max(r["at"], newest.get(r["task_id"], r["at"]))
-    tasks = MonitorTask.__table__
+    tasks = table(MonitorTask)
     with session_scope() as session:
         session.execute(statement, params)
         if newest:

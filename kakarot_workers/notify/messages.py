@@ -158,8 +158,9 @@ def telegram_html(summaries: Sequence[Summary]) -> str:
         note = _incomplete(summary)
         if note:
             lines.append(f"<i>⚠ {esc(note)}</i>")
-        if summary.get("explorer_url"):
-            lines.append(f'<a href="{esc(summary["explorer_url"], quote=True)}">tx</a>')
+        url = summary.get("explorer_url")
+        if url:
+            lines.append(f'<a href="{esc(url, quote=True)}">tx</a>')
         elif summary.get("tx_hash"):
             lines.append(f"tx <code>{esc(summary['tx_hash'])}</code>")
         blocks.append("\n".join(lines))

@@ -2,7 +2,8 @@
 
 A source yields `SwapEvent`s for the batch's tokens, and `None` whenever `tick_s` passes with no
 frame, so the consumer can flush and refresh its heartbeat. It reconnects by itself and only
-returns when `stop` is set.
+returns when `stop` is set. This module holds what every adapter shares; `registry.open_source`
+picks the adapter of a batch (`feed`, `evm`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent, event_key
-from kakarot_workers.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -62,31 +61,3 @@ class Source(Protocol):
 
 
 SOURCE_KINDS = ("feed", "simulator", "evm")
-
-
-def open_source(plan: BatchPlan, settings: Settings, checkpoint: int | None = None) -> Source:
-    """The adapter for a batch: the config's `source` column (the simulator speaks the feed
-    protocol). `checkpoint` is the last block the batch's previous owner emitted (EVM)."""
-    name = (plan.source or "simulator").lower()
-    if name == "evm":
-        from kakarot_workers.sources.evm import open_evm_source
-
-        return open_evm_source(plan, settings, checkpoint)
-    if name == "feed":
-        url = settings.feed_url
-    elif name == "simulator":
-        url = settings.simulator_url
-    else:
-        raise ConfigError(
-            f"source {plan.source!r} of task {plan.task_id} is not supported: "
-            f"expected one of {', '.join(SOURCE_KINDS)}"
-        )
-    from kakarot_workers.sources.feed import FeedSource
-
-    return FeedSource(
-        url,
-        plan.chain,
-        plan.tokens,
-        idle_timeout_s=settings.source_idle_timeout_s,
-        max_backoff_s=settings.reconnect_max_backoff_s,
-    )

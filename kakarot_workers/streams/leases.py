@@ -132,7 +132,7 @@ class Leases:
         if not batch_ids:
             return {}
         values = self.client.mget([self.keys.batch_lease(b) for b in batch_ids])
-        return dict(zip(batch_ids, values, strict=True))
+        return {b: None if v is None else str(v) for b, v in zip(batch_ids, values, strict=True)}
 
     def fences(self, batch_ids: list[int]) -> dict[int, int]:
         """The oldest token the alert pool accepts for each batch (0 where none was ever taken)."""

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import psutil
 import redis
+from redis.typing import EncodableT, FieldT
 from sqlalchemy.exc import SQLAlchemyError
 
 from kakarot_workers import runtime
@@ -191,7 +192,7 @@ class NodeAgent:
         return "reloading"
 
     # --- the beats -----------------------------------------------------------------------
-    def metrics(self) -> dict[str, str]:
+    def metrics(self) -> dict[FieldT, EncodableT]:
         held = self.held()
         c = self.counters
         memory = self._process.memory_info().rss / 2**20

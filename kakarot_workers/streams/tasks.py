@@ -21,7 +21,7 @@ from kakarot_workers.db.batches import set_batch_status
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import KakarotError
 from kakarot_workers.settings import get_settings
-from kakarot_workers.sources import open_source
+from kakarot_workers.sources.registry import open_source
 from kakarot_workers.status import BatchStatus
 from kakarot_workers.streams import leases, node
 from kakarot_workers.streams.consumer import BatchConsumer

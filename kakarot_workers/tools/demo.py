@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from rich.console import Console
@@ -26,7 +27,7 @@ from kakarot_workers.celery import app
 from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import TASK_ACTIVE, TASK_STOPPED, MonitorAlertLog, MonitorTask
 from kakarot_workers.db.session import session_scope, upgrade_schema
-from kakarot_workers.notify.messages import alert_line
+from kakarot_workers.notify.messages import AlertSummary, alert_line
 from kakarot_workers.settings import get_settings
 from kakarot_workers.status import BatchStatus
 from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
@@ -252,16 +253,31 @@ class _Progress:
         for row in rows:
             self.last_alert_id = row.id
             url = self.explorer.format(tx=row.tx_hash) if self.explorer and row.tx_hash else None
-            summary = {
-                **(row.alert_data or {}),
-                "task_id": row.task_id,
-                "chain": row.chain_type,
-                "symbol": row.token_symbol,
-                "ca": row.ca,
-                "tx_hash": row.tx_hash,
-                "explorer_url": url,
-                "incomplete": bool(row.incomplete_data),
-            }
+            data = row.alert_data or {}
+            summary = AlertSummary(
+                task_id=row.task_id,
+                config_id=row.config_id or 0,
+                chain=row.chain_type,
+                ca=row.ca,
+                symbol=row.token_symbol,
+                rule=row.alert_type,
+                rules=data.get("rules", []),
+                side=data.get("side", ""),
+                amount_usd=float(row.amount_usd or 0),
+                price_usd=float(row.price_usd or 0),
+                change_pct=data.get("change_pct"),
+                market_cap_usd=data.get("market_cap_usd"),
+                top10_holders_pct=data.get("top10_holders_pct"),
+                incomplete=bool(row.incomplete_data),
+                missing=data.get("missing", []),
+                tx_hash=row.tx_hash or "",
+                log_index=row.log_index or 0,
+                block_number=row.block_number,
+                event_time_ms=int(row.event_time.replace(tzinfo=UTC).timestamp() * 1000)
+                if row.event_time
+                else 0,
+                explorer_url=url,
+            )
             self.console.print(
                 alert_line(summary),
                 highlight=False,

@@ -129,12 +129,18 @@ def test_a_dead_consumers_batch_goes_stale_and_is_live_again_on_another_worker(
         second = workers("streams", pool="threads", concurrency=4)
 
         def live_on_second() -> bool:
+            # the row says `running` as soon as the consumer holds the lease; its own status
+            # says `running` once its source is live (`connecting` until then)
             current = row()
-            return current.status == "running" and current.worker_id == second.nodename
+            status = redis_client.hgetall(runtime.keys().batch_status(batch_id))
+            return (
+                current.status == "running"
+                and current.worker_id == second.nodename
+                and status.get("status") == "running"
+                and status.get("node_id") == second.nodename
+            )
 
         wait_for(live_on_second, 30, "the batch live on the second worker")
-        status = redis_client.hgetall(runtime.keys().batch_status(batch_id))
-        assert status["status"] == "running" and status["node_id"] == second.nodename
 
 
 class Feeder:

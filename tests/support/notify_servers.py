@@ -241,7 +241,9 @@ class BackendServer:
             except websockets.ConnectionClosed:
                 pass
 
-        async with serve(handler, "127.0.0.1", 0) as server:
+        # close_timeout: a notifier that only sends never answers the close handshake; do not
+        # wait the default 10 s for it at teardown
+        async with serve(handler, "127.0.0.1", 0, close_timeout=0.5) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop
