@@ -83,134 +83,220 @@ class EvmChain(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Every knob of the fleet. Field `foo_bar` is read from `KAKAROT_FOO_BAR`."""
+    """Every knob of the fleet. Field `foo_bar` is read from `KAKAROT_FOO_BAR`; its description
+    is the README's configuration table (`kakarot config reference`)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- services -------------------------------------------------------------------------
-    database_url: str = "sqlite:///var/kakarot.db"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_key_prefix: str = ""
-    # Nothing in the fleet reads task results; set this only if you want them stored.
-    result_backend_url: str | None = None
+    database_url: str = Field(
+        "sqlite:///var/kakarot.db",
+        description="`sqlite:///path` or `mysql+pymysql://user:pass@host/db` (the password from "
+        "the environment only)",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="broker and state store; `kakarot demo` starts an embedded server when unset",
+    )
+    redis_key_prefix: str = Field("", description="prefix of every Redis key (fleets sharing one)")
+    result_backend_url: str | None = Field(
+        None, description="Celery result backend: nothing in the fleet reads results"
+    )
     # --- celery ---------------------------------------------------------------------------
-    celery_task_events: bool = True
-    # Alert tasks are acknowledged late; an unacknowledged message is re-delivered after this.
-    broker_visibility_timeout_s: int = Field(default=300, ge=5)
+    celery_task_events: bool = Field(True, description="Celery task events (Flower shows them)")
+    broker_visibility_timeout_s: int = Field(
+        300, ge=5, description="an unacknowledged alert message is delivered again after this"
+    )
     # --- allocation -----------------------------------------------------------------------
-    batch_cap: int = Field(default=99, ge=1, le=10_000)
-    # batches filled below this share of the cap are merged (fewest moves first)
-    merge_below_fill: float = Field(default=0.5, ge=0, le=1)
-    # an old epoch's batch is retired at the latest this long after the switch
-    epoch_grace_s: float = Field(default=600, ge=0)
+    batch_cap: int = Field(
+        99, ge=1, le=10_000, description="targets per batch (a feed connection serves ≤ 99)"
+    )
+    merge_below_fill: float = Field(
+        0.5, ge=0, le=1, description="batches filled below this share of the cap are merged"
+    )
+    epoch_grace_s: float = Field(
+        600, ge=0, description="an old epoch's batch is retired at the latest this long after"
+    )
     # --- stream consumers -----------------------------------------------------------------
-    feed_url: str = "ws://127.0.0.1:8765"
-    simulator_url: str = "ws://127.0.0.1:8765"
-    emit_max_events: int = Field(default=200, ge=1)
-    emit_max_ms: int = Field(default=50, ge=1)
-    source_idle_timeout_s: float = Field(default=30.0, gt=0)
-    reconnect_max_backoff_s: float = Field(default=10.0, gt=0)
-    batch_status_ttl_s: int = Field(default=30, ge=1)
-    # A consumer owns its batch through a Redis lease of this length, renewed every third of it.
-    lease_ttl_s: float = Field(default=6.0, ge=0.5)
-    # On a warm shutdown a live consumer serves on until its successor is live, at most this long.
-    handover_timeout_s: float = Field(default=10.0, ge=0)
-    # How long a dispatched `consume_batch` may wait in the queue before reconcile sends another.
-    dispatch_marker_ttl_s: float = Field(default=30.0, ge=1)
-    # A streams-only worker started with no -P/-c uses this pool with this many slots (batches).
-    streams_pool: str = "threads"
-    streams_concurrency: int = Field(default=64, ge=1)
-    # Messages a worker that does not consume `streams` keeps per pool slot (see celeryconfig).
-    worker_prefetch_multiplier: int = Field(default=4, ge=1)
-    # Back-pressure: above this many messages in the `alerts` queue, consumers count it.
-    alerts_queue_limit: int = Field(default=10_000, ge=1)
-    # Above this many, events are dropped and counted (`dropped_events`); 0: never drop.
-    alerts_queue_cap: int = Field(default=0, ge=0)
-    # Node heartbeat (`heartbeat:node:{id}`, TTL 3×) and metrics interval; DB heartbeat writes.
-    node_heartbeat_s: float = Field(default=10.0, gt=0)
-    db_heartbeat_s: float = Field(default=10.0, gt=0)
-    # Who writes batch heartbeats to `monitor_batch_v2`: `beat` (the sync_heartbeats job copies
-    # the consumers' Redis status in bulk), `node` (each worker writes its own batches' rows), or
-    # `hub` (`kakarot hub`, from the heartbeats nodes send it). One writer, never two.
-    heartbeat_writer: Literal["beat", "node", "hub"] = "beat"
+    feed_url: str = Field(
+        "ws://127.0.0.1:8765", description="market-data feed of configs with `source=feed`"
+    )
+    simulator_url: str = Field(
+        "ws://127.0.0.1:8765", description="simulator of configs with `source=simulator`"
+    )
+    emit_max_events: int = Field(200, ge=1, description="events per message to the alert pool")
+    emit_max_ms: int = Field(
+        50, ge=1, description="a message to the alert pool is sent at the latest this old"
+    )
+    source_idle_timeout_s: float = Field(
+        30.0, gt=0, description="a source silent this long is taken for dead and reconnected"
+    )
+    reconnect_max_backoff_s: float = Field(
+        10.0, gt=0, description="cap of the exponential, jittered reconnect delay"
+    )
+    batch_status_ttl_s: int = Field(
+        30, ge=1, description="a consumer's status in Redis expires this long after its last"
+    )
+    lease_ttl_s: float = Field(
+        6.0,
+        ge=0.5,
+        description="a consumer's batch lease, renewed every third of it: a dead consumer's "
+        "batch is free after this",
+    )
+    handover_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="on SIGTERM a live consumer serves on until its successor is live, at most "
+        "this long",
+    )
+    dispatch_marker_ttl_s: float = Field(
+        30.0, ge=1, description="a dispatched batch is not sent again for this long"
+    )
+    streams_pool: str = Field(
+        "threads", description="pool of a streams-only worker started without `-P`"
+    )
+    streams_concurrency: int = Field(
+        64, ge=1, description="slots (batches) of a streams-only worker started without `-c`"
+    )
+    worker_prefetch_multiplier: int = Field(
+        4,
+        ge=1,
+        description="messages per pool slot a worker holds (one that consumes `streams`: none "
+        "beyond its free slots)",
+    )
+    alerts_queue_limit: int = Field(
+        10_000,
+        ge=1,
+        description="above this many messages in `alerts`, consumers count `backpressure_count`",
+    )
+    alerts_queue_cap: int = Field(
+        0,
+        ge=0,
+        description="above this many, events are dropped and counted in `dropped_events` (0: "
+        "never)",
+    )
+    node_heartbeat_s: float = Field(
+        10.0, gt=0, description="node heartbeat (TTL 3×) and metrics interval"
+    )
+    db_heartbeat_s: float = Field(
+        10.0, gt=0, description="interval of a node's batch rows, with `heartbeat_writer=node`"
+    )
+    heartbeat_writer: Literal["beat", "node", "hub"] = Field(
+        "beat",
+        description="the one writer of batch heartbeats to `monitor_batch_v2`: `beat` (from "
+        "Redis), `node` (each its own), `hub`",
+    )
     # --- control plane (celery beat, queue `control`) -------------------------------------
-    beat_allocate_s: float = Field(default=30.0, gt=0)
-    beat_reconcile_s: float = Field(default=5.0, gt=0)
-    beat_check_timeouts_s: float = Field(default=60.0, gt=0)
-    beat_sync_heartbeats_s: float = Field(default=10.0, gt=0)
-    beat_poll_configs_s: float = Field(default=5.0, gt=0)
-    beat_sweep_outbox_s: float = Field(default=60.0, gt=0)
-    # The active beat holds a Redis lock of this length (RedBeat), renewed every tick; a standby
-    # tries every `beat_max_interval_s`, so it takes over within the sum of the two.
-    beat_lock_timeout_s: int = Field(default=30, ge=5)
-    beat_max_interval_s: float = Field(default=5.0, gt=0)
-    # A running batch whose heartbeat is older than this (and has no live lease) becomes `stale`.
-    batch_stale_s: float = Field(default=90.0, gt=0)
-    # A running task with no heartbeat this long (since its creation, without one) is failed.
-    task_timeout_s: float = Field(default=3600.0, gt=0)
+    beat_allocate_s: float = Field(30.0, gt=0, description="beat: allocate changed tasks, every")
+    beat_reconcile_s: float = Field(5.0, gt=0, description="beat: reconcile, every")
+    beat_check_timeouts_s: float = Field(60.0, gt=0, description="beat: check_timeouts, every")
+    beat_sync_heartbeats_s: float = Field(10.0, gt=0, description="beat: sync_heartbeats, every")
+    beat_poll_configs_s: float = Field(5.0, gt=0, description="beat: poll_configs, every")
+    beat_sweep_outbox_s: float = Field(60.0, gt=0, description="beat: sweep_outbox, every")
+    beat_lock_timeout_s: int = Field(
+        30, ge=5, description="the active beat's lock (RedBeat), renewed every tick"
+    )
+    beat_max_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="a beat's longest sleep: a standby takes over within it plus the lock",
+    )
+    batch_stale_s: float = Field(
+        90.0,
+        gt=0,
+        description="a serving batch with an older heartbeat and no lease becomes `stale`",
+    )
+    task_timeout_s: float = Field(
+        3600.0, gt=0, description="an active task silent this long is marked failed"
+    )
     # --- config hot reload ----------------------------------------------------------------
-    # Workers listen on `monitor:config:changed`; off, only the poll_configs job tells them.
-    config_pubsub: bool = True
-    # A config is reloaded at most once per this many seconds (later versions wait for it).
-    config_debounce_s: float = Field(default=2.0, ge=0)
+    config_pubsub: bool = Field(
+        True, description="listen on `monitor:config:changed` (off: only poll_configs)"
+    )
+    config_debounce_s: float = Field(
+        2.0, ge=0, description="a config is re-read at most once per this many seconds"
+    )
     # --- evm source -----------------------------------------------------------------------
-    # Per chain: {"ws_url", "http_url" (back-fill; defaults to ws_url's HTTP twin), "factory",
-    # "quotes": {address: usd price or null for the wrapped native}, "wrapped_native",
-    # "reference_pair" (wrapped native / stablecoin), "native_usd" (fixed price, for tests)}
-    evm_chains: dict[str, EvmChain] = Field(default_factory=dict)
-    evm_backfill_chunk: int = Field(default=2_000, ge=1)
-    evm_backfill_max_blocks: int = Field(default=50_000, ge=1)
-    # Back-fill starts this many blocks before the checkpoint: events still in the alerts queue
-    # when the owner died are fenced off there, and come back through here (de-duplicated).
-    evm_backfill_overlap_blocks: int = Field(default=20, ge=0)
+    evm_chains: dict[str, EvmChain] = Field(
+        default_factory=dict,
+        description="per chain: `ws_url`, `http_url`, `factory`, `quotes`, `wrapped_native`, "
+        "`reference_pair`, `native_usd` (docs/architecture.md)",
+    )
+    evm_backfill_chunk: int = Field(2_000, ge=1, description="blocks per `eth_getLogs` call")
+    evm_backfill_max_blocks: int = Field(
+        50_000, ge=1, description="the most blocks a back-fill reads"
+    )
+    evm_backfill_overlap_blocks: int = Field(
+        20, ge=0, description="a back-fill starts this many blocks before the checkpoint"
+    )
     # --- alert pool -----------------------------------------------------------------------
-    # Changes arrive through the versions the control plane announces; this re-read is a
-    # safety net (a version bumped without a notice and before the next poll).
-    config_cache_ttl_s: float = Field(default=60.0, ge=0)
+    config_cache_ttl_s: float = Field(
+        60.0,
+        ge=0,
+        description="a safety net: alert workers re-read a task's config at least this often",
+    )
     explorer_tx_url: dict[str, str] = Field(
         default_factory=lambda: {
             "eth": "https://etherscan.io/tx/{tx}",
             "bsc": "https://bscscan.com/tx/{tx}",
             "base": "https://basescan.org/tx/{tx}",
             "sol": "https://solscan.io/tx/{tx}",
-        }
+        },
+        description="per chain, the tx link of alert messages (`{tx}` is replaced)",
     )
-    # Token metrics (market cap, top-10 holders share) for events whose source lacks them: a
-    # URL template with {chain} and {ca} answering {"market_cap_usd": …, "top10_holders_pct": …}.
-    # Answers are cached `metrics_ttl_s`; a failed or empty lookup is retried after
-    # `metrics_retry_s` (a short back-off: a missing metric never silences a token for long).
-    metrics_url: str | None = None
-    metrics_ttl_s: int = Field(default=300, ge=1)
-    metrics_retry_s: int = Field(default=30, ge=1)
-    metrics_timeout_s: float = Field(default=2.0, gt=0)
+    metrics_url: str | None = Field(
+        None,
+        description="token metrics for events without them: a URL with `{chain}`, `{ca}` "
+        'answering `{"market_cap_usd", "top10_holders_pct"}`',
+    )
+    metrics_ttl_s: int = Field(300, ge=1, description="a metrics answer is cached this long")
+    metrics_retry_s: int = Field(
+        30, ge=1, description="a failed or partial metrics lookup is tried again after this"
+    )
+    metrics_timeout_s: float = Field(2.0, gt=0, description="a metrics request times out after")
     # --- notifications --------------------------------------------------------------------
-    # Secrets come from the environment only: KAKAROT_TELEGRAM_BOT_TOKEN, KAKAROT_WECOM_KEY,
-    # KAKAROT_WEBHOOK_SECRET (or the variables a config names in `key_env` / `secret_env`).
-    telegram_api_url: str = "https://api.telegram.org"
-    telegram_bot_token: SecretStr | None = None
-    telegram_chat_id: str | None = None
-    wecom_webhook_url: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
-    wecom_key: SecretStr | None = None
-    webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None
-    backend_ws_url: str | None = None
-    backend_token: SecretStr | None = None
-    # The node's heartbeat (and ping) to the backend WebSocket.
-    backend_heartbeat_s: float = Field(default=30.0, gt=0)
-    # `kakarot hub`: its bearer token (none: open, for loopback use) and how often it reads
-    # the tasks' epochs to send batch_reload.
-    hub_token: SecretStr | None = None
-    hub_epoch_poll_s: float = Field(default=2.0, gt=0)
-    notify_timeout_s: float = Field(default=10.0, gt=0)
-    # A notification is tried this many times (429 honours Retry-After, 5xx and network errors
-    # back off exponentially up to `notify_max_backoff_s`), then recorded as failed.
-    notify_max_attempts: int = Field(default=8, ge=1)
-    notify_max_backoff_s: float = Field(default=60.0, gt=0)
-    # A delivery claimed by a worker that died is taken over after this long.
-    notify_claim_s: float = Field(default=30.0, gt=0)
+    telegram_api_url: str = Field("https://api.telegram.org", description="Telegram Bot API")
+    telegram_bot_token: SecretStr | None = Field(None, description="Telegram bot token")
+    telegram_chat_id: str | None = Field(None, description="the chat of configs that name none")
+    wecom_webhook_url: str = Field(
+        "https://qyapi.weixin.qq.com/cgi-bin/webhook/send",
+        description="WeCom group robot webhook",
+    )
+    wecom_key: SecretStr | None = Field(
+        None, description="WeCom robot key (a config may name another variable: `key_env`)"
+    )
+    webhook_url: str | None = Field(None, description="the JSON webhook of configs that name none")
+    webhook_secret: SecretStr | None = Field(
+        None, description="webhook signing secret (a config may name another: `secret_env`)"
+    )
+    backend_ws_url: str | None = Field(
+        None, description="the admin backend's WebSocket (node link and `alert` pushes)"
+    )
+    backend_token: SecretStr | None = Field(None, description="the backend's bearer token")
+    backend_heartbeat_s: float = Field(
+        30.0, gt=0, description="a node's heartbeat (and ping) to the backend, every"
+    )
+    hub_token: SecretStr | None = Field(
+        None, description="`kakarot hub`: the bearer token it requires (none: open)"
+    )
+    hub_epoch_poll_s: float = Field(
+        2.0, gt=0, description="`kakarot hub` reads the tasks' epochs this often"
+    )
+    notify_timeout_s: float = Field(
+        10.0, gt=0, description="a notification request times out after"
+    )
+    notify_max_attempts: int = Field(
+        8, ge=1, description="attempts before a notification is recorded as failed"
+    )
+    notify_max_backoff_s: float = Field(
+        60.0, gt=0, description="cap of the back-off between attempts (429: Retry-After)"
+    )
+    notify_claim_s: float = Field(
+        30.0, gt=0, description="a dead worker's claim on a notification expires after this"
+    )
     # --- operations -----------------------------------------------------------------------
-    log_level: str = "INFO"
-    json_logs: bool = False
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    json_logs: bool = Field(False, description="one JSON object per log line")
 
     @field_validator("database_url")
     @classmethod

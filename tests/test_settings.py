@@ -80,3 +80,27 @@ def test_missing_yaml_file(clean_env, tmp_path):
     clean_env.setenv("KAKAROT_CONFIG_FILE", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="KAKAROT_CONFIG_FILE: no such file"):
         load_settings()
+
+
+def test_the_readme_lists_every_setting_as_the_settings_describe_it():
+    """The README's configuration table is generated (`kakarot config reference`): after a
+    setting changes, regenerate it, or this fails."""
+    from pathlib import Path
+
+    from kakarot_workers.tools.reference import settings_block
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert settings_block() in readme, "README.md: paste the output of `kakarot config reference`"
+
+
+def test_the_reference_names_every_variable_its_default_and_secrets():
+    from kakarot_workers.settings import Settings
+    from kakarot_workers.tools.reference import settings_table
+
+    table = settings_table()
+    rows = table.splitlines()[2:]
+    assert len(rows) == len(Settings.model_fields)
+    assert "| `KAKAROT_BATCH_CAP` | 99 | targets per batch" in table
+    assert "| `KAKAROT_TELEGRAM_BOT_TOKEN` (secret) | — |" in table
+    assert "| `KAKAROT_REDIS_KEY_PREFIX` | empty |" in table
+    assert "| `KAKAROT_EXPLORER_TX_URL` | `eth`, `bsc`, `base`, `sol` |" in table

@@ -123,6 +123,14 @@ def config_create(
         typer.echo(f"config {config.id} created (version {config.version})")
 
 
+@config_cli.command("reference")
+def config_reference() -> None:
+    """Print every setting (variable, default, meaning) as the README's Markdown table."""
+    from kakarot_workers.tools.reference import settings_block
+
+    typer.echo(settings_block())
+
+
 @config_cli.command("show")
 def config_show(config_id: Annotated[int, typer.Argument(help="Config id.")]) -> None:
     """Print a config as JSON."""

@@ -265,3 +265,10 @@ def test_hub_serves_the_api_until_stopped(run, task_id, tmp_path):
         hub.terminate()
         output, _ = hub.communicate(timeout=10)
     assert "hub on ws://127.0.0.1" in output
+
+
+def test_config_reference_prints_the_settings_table_of_the_readme(run):
+    out = run("config", "reference").stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert out.strip() in readme
+    assert "`KAKAROT_LEASE_TTL_S` | 6 |" in out
