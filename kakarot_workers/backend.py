@@ -182,13 +182,14 @@ class BackendClient:
         back at the head for the next connection."""
         client, keys = runtime.redis_client(), runtime.keys()
         try:
-            queued = client.lpop(keys.backend_outbox, RELAY_PER_TICK) or []
+            popped = client.lpop(keys.backend_outbox, RELAY_PER_TICK)
         except redis.RedisError as exc:
             log.warning("backend outbox unreadable: %s", exc)
             return
+        queued = [str(raw) for raw in popped or []]  # JSON text: the client decodes replies
         for index, raw in enumerate(queued):
             try:
-                conn.send(str(raw))
+                conn.send(raw)
             except (OSError, websocket.WebSocketException):
                 with contextlib.suppress(redis.RedisError):
                     client.lpush(keys.backend_outbox, *reversed(queued[index:]))
