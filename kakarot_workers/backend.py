@@ -33,7 +33,7 @@ import redis
 import websocket
 
 from kakarot_workers import runtime
-from kakarot_workers.backoff import backoff
+from kakarot_workers.reconnect import Reconnecting
 from kakarot_workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,11 @@ def send_event(kind: str, data: dict[str, Any]) -> bool:
     return True
 
 
-class BackendClient:
+class BackendClient(Reconnecting):
     """The conversation of one node with the backend; `start()` runs it in a thread."""
+
+    thread_name = "backend-client"
+    retry_on = (OSError, websocket.WebSocketException, ValueError)
 
     def __init__(
         self,
@@ -81,6 +84,7 @@ class BackendClient:
         max_backoff_s: float = 10.0,
         tick_s: float = 0.5,
     ) -> None:
+        super().__init__(max_backoff_s)
         self.url = url
         self.consumer_id = consumer_id
         self.batches = batches
@@ -88,45 +92,27 @@ class BackendClient:
         self.token = token
         self.heartbeat_s = heartbeat_s
         self.ping_s = ping_s
-        self.max_backoff_s = max_backoff_s
         self.tick_s = tick_s
         self.session_id: str | None = None
         self.registered = threading.Event()
         self.connects = 0
         self.errors: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # --- life cycle ----------------------------------------------------------------------
-    def start(self) -> BackendClient:
-        self._thread = threading.Thread(target=self.run, name="backend-client", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            conn = None
-            try:
-                conn = self._connect()
-                failures = 0
-                self._converse(conn)
-            except (OSError, websocket.WebSocketException, ValueError) as exc:
-                failures += 1
-                log.warning("backend %s: %s: %s", self.url, type(exc).__name__, exc)
-            finally:
-                self.registered.clear()
-                if conn is not None:
-                    close_quietly(conn)
-            if self._stop.wait(backoff(max(failures, 1), self.max_backoff_s)):
-                return
 
     # --- one connection ------------------------------------------------------------------
+    def __str__(self) -> str:
+        return f"backend {self.url}"
+
+    def serve(self) -> None:
+        conn = self._connect()
+        self.failures = 0
+        try:
+            self._converse(conn)
+        finally:
+            close_quietly(conn)
+
+    def disconnected(self) -> None:
+        self.registered.clear()
+
     def _connect(self) -> websocket.WebSocket:
         conn = websocket.create_connection(self.url, timeout=5, header=auth_header(self.token))
         try:
@@ -145,7 +131,7 @@ class BackendClient:
     def _converse(self, conn: websocket.WebSocket) -> None:
         last_heartbeat = last_ping = 0.0
         connected_at = time.monotonic()
-        while not self._stop.is_set():
+        while not self.stopping:
             now = time.monotonic()
             if not self.registered.is_set() and now - connected_at > REGISTER_TIMEOUT_S:
                 raise ValueError(f"not registered within {REGISTER_TIMEOUT_S:g}s")

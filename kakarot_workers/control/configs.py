@@ -24,11 +24,11 @@ import redis
 from sqlalchemy import select
 
 from kakarot_workers import runtime
-from kakarot_workers.backoff import backoff
 from kakarot_workers.db.models import MonitorConfig, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import ConfigError, NotFoundError
 from kakarot_workers.keys import Keys
+from kakarot_workers.reconnect import Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -98,39 +98,26 @@ def publish_config(config_id: int) -> int:
     return version
 
 
-class ConfigListener:
+class ConfigListener(Reconnecting):
     """Subscribes to `monitor:config:changed` and raises the announced versions; reconnects
     with back-off. Malformed notices are logged and counted, never fatal."""
 
+    thread_name = "config-listener"
+    retry_on = (redis.RedisError,)
+
     def __init__(self, max_backoff_s: float = 10.0) -> None:
-        self.max_backoff_s = max_backoff_s
+        super().__init__(max_backoff_s)
         self.subscribed = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> ConfigListener:
-        self._thread = threading.Thread(target=self.run, name="config-listener", daemon=True)
-        self._thread.start()
-        return self
+    def serve(self) -> None:
+        self._listen()
+        self.failures = 0
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+    def disconnected(self) -> None:
+        self.subscribed.clear()
 
-    def run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                self._listen()
-                failures = 0
-            except redis.RedisError as exc:
-                failures += 1
-                log.warning("config listener: %s; reconnecting", exc)
-            finally:
-                self.subscribed.clear()
-            if self._stop.wait(backoff(failures, self.max_backoff_s) if failures else 0.1):
-                return
+    def pause_s(self) -> float:
+        return super().pause_s() if self.failures else 0.1
 
     def _listen(self) -> None:
         client, keys = runtime.redis_client(), runtime.keys()
@@ -138,7 +125,7 @@ class ConfigListener:
         try:
             pubsub.subscribe(keys.config_changed_channel)
             self.subscribed.set()
-            while not self._stop.is_set():
+            while not self.stopping:
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     self.handle(message["data"])

@@ -38,9 +38,9 @@ from typing import Any
 import httpx
 import websocket
 
-from kakarot_workers.backoff import backoff
 from kakarot_workers.errors import ConfigError, KakarotError
 from kakarot_workers.events import SwapEvent
+from kakarot_workers.reconnect import backoff
 from kakarot_workers.settings import EvmChain, Settings
 from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
 from kakarot_workers.sources.feed import excerpt

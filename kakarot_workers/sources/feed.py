@@ -34,9 +34,9 @@ from typing import Any
 
 import websocket
 
-from kakarot_workers.backoff import backoff
 from kakarot_workers.errors import EventError
 from kakarot_workers.events import SwapEvent, from_wire
+from kakarot_workers.reconnect import backoff
 from kakarot_workers.sources import SourceStats
 
 log = logging.getLogger(__name__)
