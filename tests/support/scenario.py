@@ -16,11 +16,15 @@ from kakarot_workers.tools.admin import add_targets, create_config, create_task,
 from kakarot_workers.tools.market import TokenState
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.1
+) -> None:
+    """Until `predicate()`; fail naming `what` after `timeout_s`. A finer `poll_s` where the
+    moment the condition turns true matters (an expiry compared with a local clock)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+        time.sleep(poll_s)
 
 
 def create_task_for(tokens: Iterable[TokenState], threshold_usd: float) -> int:
