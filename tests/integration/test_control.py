@@ -3,11 +3,11 @@
 import base64
 import json
 import threading
-import time
 
 from kakarot_workers import runtime
 from kakarot_workers.streams import leases
 from kakarot_workers.streams.dispatch import dispatch_unserved
+from tests.support.scenario import wait_for
 
 
 def _dispatched(client) -> list[int]:
@@ -36,7 +36,15 @@ def test_an_expired_lease_is_lost_to_whoever_takes_it(redis_client):
     keys = runtime.keys()
     zombie = leases.Leases(redis_client, keys).acquire(3, "zombie", ttl_s=0.5)
     assert zombie is not None
-    time.sleep(0.7)
+    lease_key = keys.batch_lease(3)
+    assert 0 < redis_client.pttl(lease_key) <= 500
+    # once Redis has let the lease go, the holder's own clock must say so too
+    wait_for(
+        lambda: not redis_client.exists(lease_key),
+        5,
+        "the zombie's 0.5 s lease to expire in Redis",
+        poll_s=0.01,
+    )
     assert zombie.expired_locally()
     heir = leases.Leases(redis_client, keys).acquire(3, "heir", ttl_s=5)
     assert heir is not None and heir.token == zombie.token + 1
@@ -97,6 +105,8 @@ def test_a_lost_dispatch_is_sent_again_when_its_marker_expires(redis_client, use
     assert dispatch_unserved([5]) == [5]
     redis_client.delete("streams")  # the message is lost
     assert dispatch_unserved([5]) == []
-    time.sleep(1.2)
+    marker = runtime.keys().batch_dispatch(5)
+    assert 0 < redis_client.pttl(marker) <= 1000
+    wait_for(lambda: not redis_client.exists(marker), 5, "the 1 s dispatch marker to expire")
     assert dispatch_unserved([5]) == [5]
     assert _dispatched(redis_client) == [5]
