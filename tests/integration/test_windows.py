@@ -3,13 +3,13 @@ correct when several processes feed the same token at once."""
 
 import multiprocessing
 import random
-import time
 
 from kakarot_workers import runtime
 from kakarot_workers.alerts.cooldown import Claim, Cooldowns
 from kakarot_workers.alerts.rules import WindowStats
 from kakarot_workers.alerts.windows import Observation, Windows
 from kakarot_workers.events import SwapEvent
+from tests.support.scenario import wait_for
 
 CA = "0x" + "ab" * 20
 W = 60  # seconds
@@ -191,7 +191,10 @@ def test_cooldown_claims_once_and_the_claimant_keeps_it(redis_client):
     assert cooldowns.claim([second]) == [False]
     assert cooldowns.claim([Claim(2, CA, "bsc:0x2:0", 1)]) == [True]  # another task
     assert cooldowns.claim([Claim(1, CA, "bsc:0x3:0", 0)]) == [True]  # cooldown off
-    time.sleep(1.1)
+    key = runtime.keys().cooldown(1, CA)
+    assert 0 < redis_client.pttl(key) <= 1000
+    # the end this process remembers is never later than Redis's
+    wait_for(lambda: not redis_client.exists(key), 5, "the 1 s cooldown to end", poll_s=0.01)
     assert cooldowns.claim([second]) == [True]
 
 
@@ -212,9 +215,7 @@ def test_a_cooldown_seen_held_is_answered_without_redis_until_it_ends(redis_clie
     assert _claim_calls(redis_client) == calls  # all answered from memory
     # the remembered end is never later than Redis's: once the key is gone, the rival wins
     key = runtime.keys().cooldown(1, CA)
-    deadline = time.monotonic() + 5
-    while redis_client.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: not redis_client.exists(key), 5, "the 1 s cooldown to end", poll_s=0.01)
     assert here.claim([rival]) == [True]
     assert _claim_calls(redis_client) == calls + 1
     assert there.claim([holder]) == [False]  # the rival holds it now
