@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -122,3 +124,46 @@ def wait_quiet(client: redis.Redis, quiet_s: float = 1.0, timeout_s: float = 20.
         elif time.monotonic() - since >= quiet_s and client.llen("alerts") == 0:
             return
     raise AssertionError("the fleet did not go quiet")
+
+
+# kombu's Redis transport keeps each message a worker has taken but not yet acknowledged here,
+# as [message, exchange, routing key]
+UNACKED = "unacked"
+
+
+def broker_idle(client: redis.Redis, queues: Iterable[str]) -> bool:
+    """No task of `queues` waits in its queue or is taken but unacknowledged (alert and notify
+    tasks acknowledge late, when they are done), leaving out those held for a later ETA."""
+    wanted = set(queues)
+    pipe = client.pipeline(transaction=True)
+    for queue in sorted(wanted):
+        pipe.llen(queue)
+    pipe.hvals(UNACKED)
+    *lengths, taken = pipe.execute()
+    if any(lengths):
+        return False
+    now = datetime.now(UTC)
+    for raw in taken:
+        message, _, routing_key = json.loads(raw)
+        eta = message["headers"].get("eta")
+        if routing_key in wanted and (eta is None or _aware(datetime.fromisoformat(eta)) <= now):
+            return False
+    return True
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def wait_drained(client: redis.Redis, queues: Iterable[str], timeout_s: float = 15.0) -> None:
+    """Until `broker_idle` on two looks in a row: between a worker's BRPOP and its `unacked`
+    entry a message is briefly in neither."""
+    wanted = tuple(queues)
+    last = [False]
+
+    def idle_twice() -> bool:
+        idle = broker_idle(client, wanted)
+        twice, last[0] = last[0] and idle, idle
+        return twice
+
+    wait_for(idle_twice, timeout_s, f"every due task of {', '.join(wanted)} run and acknowledged")
