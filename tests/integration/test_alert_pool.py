@@ -23,7 +23,7 @@ from tests.support.notify_servers import (
     BackendServer,
     NotifyServer,
 )
-from tests.support.scenario import create_task_with, wait_for, wire_event
+from tests.support.scenario import create_task_with, wait_drained, wait_for, wire_event
 
 CAS = [f"0x{i:040x}" for i in range(1, 6)]
 ALL_CHANNELS = {
@@ -87,7 +87,9 @@ def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, s
     for message in (events[:6], events[6:], events[:6]):
         app.send_task("kakarot.alerts.evaluate_events", args=[message])
     wait_for(lambda: len(_outbox(task_id)) == 20 and _settled(task_id), 30, "deliveries")
-    time.sleep(1.0)
+    # every message judged (the repeated one too) and every delivery task done: anything
+    # doubled would show up now
+    wait_drained(redis_client, ["alerts", "notify"])
 
     # Then each alert is one row and one message per channel
     rows = _alerts(task_id)
@@ -195,13 +197,15 @@ def test_cooldown_keeps_a_token_quiet_and_judges_windows(db_url, redis_client):
     assert first.alert_type == "volume" and first.tx_hash == events[3]["tx_hash"]
     assert first.alert_data["rules"][0]["values"]["volume_usd"] == 1200.0
     assert evaluate_events.run(events[5:8]) == 0  # cooling down
-    time.sleep(1.1)
+    keys = runtime.keys()
+    cooldown = keys.cooldown(task_id, CAS[0])
+    assert 0 < redis_client.pttl(cooldown) <= 1000
+    wait_for(lambda: not redis_client.exists(cooldown), 5, "the 1 s cooldown to end")
     assert evaluate_events.run(events[8:]) == 1
     assert evaluate_events.run(events) == 0  # re-delivered: nothing new
     assert len(_alerts(task_id)) == 2
-    window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
+    window = Windows(redis_client, keys).snapshot(task_id, CAS[0], 300)
     assert window.trades == 10 and window.volume_usd == 3000.0
-    keys = runtime.keys()
     assert int(redis_client.get(keys.alert_stat("cooldown"))) >= 3
 
 
@@ -288,7 +292,9 @@ def test_missing_metrics_alert_marked_incomplete_and_enrichment_retries_soon(
         assert first.alert_data["missing"] == ["market_cap_usd", "top10_holders_pct"]
         # the provider comes back: after the short back-off the metrics are there
         provider.up = True
-        time.sleep(1.2)
+        cached = runtime.keys().token_metrics("bsc", CAS[0])
+        assert 0 < redis_client.pttl(cached) <= 1000
+        wait_for(lambda: not redis_client.exists(cached), 5, "the cached failure to expire")
         assert evaluate_events.run([trade(3)]) == 1
         latest = max(_alerts(task_id), key=lambda r: r.id)
         assert latest.incomplete_data == 0 and latest.alert_data["market_cap_usd"] == 2.5e6
