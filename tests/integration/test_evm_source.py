@@ -20,6 +20,7 @@ from kakarot_workers.settings import EvmChain
 from kakarot_workers.sources import Retraction
 from kakarot_workers.sources.evm import EvmSource
 from tests.support.anvil import Uniswap
+from tests.support.scenario import wait_for
 
 E18 = 10**18
 
@@ -148,6 +149,8 @@ def test_a_restart_back_fills_from_the_checkpoint_and_emits_each_swap_once(anvil
     with Collector(source) as seen:
         live = [uni.swap(pair, token, (i + 1) * E18) for i in range(3)]
         items = seen.wait(8)
+        # a quiet period: nothing marks "no more is coming", and a swap emitted twice would
+        # show up within it
         time.sleep(0.3)
     got = [(e.tx_hash, e.log_index) for e in seen.items]
     assert got == [(s.tx_hash, s.log_index) for s in missed + live]
@@ -227,7 +230,7 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
         source = EvmSource("eth", chain, [token], {token: pair})
         with Collector(source) as seen:
             event, retraction = seen.wait(2)
-            time.sleep(0.2)
+            time.sleep(0.2)  # a quiet period: anything extra would show up within it
     assert (event.tx_hash, event.log_index) == (swap.tx_hash, swap.log_index)
     assert retraction == Retraction("eth", swap.tx_hash, swap.log_index, swap.block)
     assert source.stats.frames_rejected == 2
@@ -246,7 +249,7 @@ def test_the_block_radar_sees_every_pair_with_a_quote_token_and_no_other(anvil):
     with Collector(source) as seen:
         swaps = [uni.swap(pair_a, usd, E18), uni.swap(unquoted, c, E18), uni.swap(pair_b, b, E18)]
         first, second = seen.wait(2)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a quiet period: the unquoted pair's swap would show up within it
     assert len(seen.items) == 2
     assert (first.ca, first.side, first.tx_hash) == (a, "buy", swaps[0].tx_hash)
     assert (second.ca, second.side, second.tx_hash) == (b, "sell", swaps[2].tx_hash)
@@ -316,7 +319,9 @@ def test_a_swap_whose_pricing_call_fails_is_read_again_after_the_reconnect(anvil
             rpc.failures = 1  # the radar's first look at the new pair fails
             swap = uni.swap(pair, usd, E18)
             (event,) = seen.wait(1)
-            time.sleep(0.3)
+            # the event came from the back-fill after the reconnect; once the source is live
+            # again that back-fill is over, and a second copy would have been yielded
+            wait_for(lambda: source.stats.live, 5, "the source live again after its back-fill")
     assert rpc.failed == 1 and source.stats.reconnects >= 1
     assert (event.ca, event.tx_hash, event.log_index) == (token, swap.tx_hash, swap.log_index)
     assert len(seen.items) == 1
