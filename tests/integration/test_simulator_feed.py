@@ -47,7 +47,7 @@ def test_feed_source_receives_only_its_tokens_from_the_simulator():
 
 def test_simulator_rate_is_controlled():
     with SimulatorServer(Market.with_tokens(seed=1, count=10), rate=400) as sim:
-        time.sleep(1.0)
+        time.sleep(1.0)  # the rate is what is measured: count what one second produces
         generated = sim.generated
     assert 250 < generated < 600
 
