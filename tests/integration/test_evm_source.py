@@ -174,7 +174,8 @@ class RecordedNode:
         await connection.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}))
         for frame in self.frames:
             await connection.send(frame)
-        await asyncio.sleep(30)
+        assert self._stop is not None
+        await self._stop.wait()  # silent, the connection open, until the node stops
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()

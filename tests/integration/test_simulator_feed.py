@@ -106,7 +106,7 @@ class ScriptedFeed:
         for frame in frames:
             await conn.send(frame)
         if then == "hold":
-            await asyncio.sleep(30)  # silent, connection open
+            await self._stop.wait()  # silent, the connection open, until the feed stops
 
     async def _main(self):
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
