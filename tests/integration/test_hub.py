@@ -152,6 +152,8 @@ def test_an_epoch_change_sends_batch_reload_and_each_node_acks_reloading_or_skip
     dashboard = Dashboard(hub.url, topic="batch_reload_ack")
     try:
         assert all(c.registered.wait(5) for c in clients)
+        # a quiet period: nothing may ack yet, and nothing marks "no batch_reload is coming";
+        # the hub looks at the epochs every 0.2 s, so one would have come and been acked by now
         time.sleep(0.5)
         assert list(hub.acks) == []
         from kakarot_workers.tools.admin import add_targets, target_row
