@@ -19,7 +19,13 @@ from kakarot_workers.db.session import session_scope
 from kakarot_workers.streams.dispatch import dispatch
 from kakarot_workers.tools.market import Market
 from kakarot_workers.tools.simulator import SimulatorServer
-from tests.support.scenario import alert_keys, create_task_for, wait_for
+from tests.support.scenario import (
+    alert_keys,
+    create_task_for,
+    wait_drained,
+    wait_for,
+    wait_quiet,
+)
 
 THRESHOLD_USD = 3_000.0
 TOKENS = 150
@@ -41,7 +47,7 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         # When: every batch is dispatched and trades flow for a while
         dispatch(batch_ids)
         wait_for(lambda: len(sim.subscribed_tokens()) == TOKENS, 20, "both batches subscribed")
-        time.sleep(RUN_S)
+        time.sleep(RUN_S)  # the traffic of the scenario: trades flow for RUN_S
         sim.pause()
         delivered = sim.delivered_snapshot()
         keys = runtime.keys()
@@ -55,7 +61,7 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         expected = {(t.tx_hash, t.log_index) for t in delivered if t.amount_usd >= THRESHOLD_USD}
         assert len(expected) >= 20, "the scenario should produce a fair number of alerts"
         wait_for(lambda: len(alert_keys(task_id)) >= len(expected), 15, "alerts recorded")
-        time.sleep(1.0)  # anything extra would show up now
+        wait_quiet(redis_client)  # anything extra would show up now
         rows = alert_keys(task_id)
         assert len(rows) == len(set(rows)), "duplicate alert rows"
         assert set(rows) == expected
@@ -65,8 +71,7 @@ def test_simulated_trades_become_exactly_one_alert_each(db_url, redis_client, wo
         again = [e for e in _wire_events(task_id, delivered) if e["amount_usd"] >= THRESHOLD_USD]
         assert evaluate_events.run(again) == 0  # in this process
         app.send_task("kakarot.alerts.evaluate_events", args=[again])  # and through the worker
-        wait_for(lambda: redis_client.llen("alerts") == 0, 10, "the alerts queue drained")
-        time.sleep(1.0)
+        wait_drained(redis_client, ["alerts"])  # the message judged (alert tasks ack late)
         assert len(alert_keys(task_id)) == len(rows)
 
         with session_scope() as session:
