@@ -2,7 +2,6 @@
 that should alert has exactly one alert row and one delivered message per channel."""
 
 import random
-import time
 
 from sqlalchemy import func, select
 
@@ -12,7 +11,7 @@ from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox
 from kakarot_workers.db.session import session_scope
 from tests.support.notify_servers import BOT_TOKEN, WEBHOOK_SECRET, NotifyServer
-from tests.support.scenario import create_task_with, wait_for, wire_event
+from tests.support.scenario import create_task_with, wait_drained, wait_for, wire_event
 
 THRESHOLD_USD = 1_000.0
 MESSAGES = 60
@@ -74,7 +73,9 @@ def test_alerts_worker_killed_mid_batch_loses_and_doubles_nothing(
             60,
             "every notification delivered",
         )
-        time.sleep(2.0)  # anything doubled would show up now
+        # every message judged, the killed worker's re-delivered ones too (they come back after
+        # the visibility timeout), and every delivery done: anything doubled would show up now
+        wait_drained(redis_client, ["alerts", "notify"], timeout_s=30)
 
         # Then: one row per alerting event, one message per channel
         with session_scope() as session:
