@@ -123,7 +123,7 @@ def test_kill_9_the_holder_and_the_other_worker_serves_the_batch_within_10s(
         reconcile_until(lambda: live_by(redis_client, batch_ids, first.pid), 20, "first live")
         second = workers("streams")
         workers("alerts", pool="prefork", concurrency=2)
-        time.sleep(1)
+        time.sleep(1)  # traffic: the fleet runs a while, alerting, before the holder dies
 
         first.kill()  # kill -9: no flush, no release; the lease must expire
         taken = reconcile_until(
@@ -131,7 +131,13 @@ def test_kill_9_the_holder_and_the_other_worker_serves_the_batch_within_10s(
         )
         print(f"failover after kill -9: {taken:.1f}s")
         assert sim.subscribed_tokens() == {t.ca for t in market.tokens}
-        time.sleep(1.5)
+        # the last 50 delivered trades, checked below, all come after the takeover
+        at_takeover = len(sim.delivered_snapshot())
+        wait_for(
+            lambda: len(sim.delivered_snapshot()) >= at_takeover + 50,
+            10,
+            "50 trades delivered since the takeover",
+        )
         sim.pause()
         wait_quiet(redis_client)
 
@@ -168,19 +174,19 @@ def test_a_zombie_resumed_after_losing_its_lease_alerts_nothing(
             "streams", env={"KAKAROT_EMIT_MAX_MS": "2000", "KAKAROT_EMIT_MAX_EVENTS": "100000"}
         )
         reconcile_until(lambda: live_by(redis_client, [batch_id], zombie.pid), 20, "live")
-        time.sleep(1)
         seen = redis_client.get(events_total)
         wait_for(lambda: redis_client.get(events_total) != seen, 5, "a flush")
         held_from = sim.generated + 20  # later trades sit in the zombie's buffer, unsent
-        time.sleep(1)
+        time.sleep(1)  # about a second of them, well before its next flush (2 s after this one)
 
         os.kill(zombie.pid, signal.SIGSTOP)
         try:
-            time.sleep(2.5)  # past the lease
+            lease = runtime.keys().batch_lease(batch_id)
+            wait_for(lambda: not redis_client.exists(lease), 10, "the zombie's lease to expire")
             heir_from = sim.generated  # the heir sees nothing older than its start
             heir = workers("streams")
             reconcile_until(lambda: live_by(redis_client, [batch_id], heir.pid), 15, "heir live")
-            time.sleep(1)
+            time.sleep(1)  # traffic: the heir serves a while before the zombie wakes
             sim.pause()
         finally:
             os.kill(zombie.pid, signal.SIGCONT)
@@ -216,14 +222,14 @@ def test_sigterm_hands_the_batch_over_with_no_gap_and_no_duplicate(
         covered_since = sim.generated
         successor = workers("streams")
         workers("alerts", pool="prefork", concurrency=2)
-        time.sleep(1)
+        time.sleep(1)  # traffic: the leaving worker serves a while before its SIGTERM
 
         # No reconcile from here on: the leaving consumers dispatch their successors themselves.
         leaving.process.send_signal(signal.SIGTERM)
         wait_for(lambda: live_by(redis_client, batch_ids, successor.pid), 15, "successor live")
         leaving.process.wait(20)
         assert leaving.process.returncode == 0
-        time.sleep(1)
+        time.sleep(1)  # traffic: the successor serves a while after the hand-over
         sim.pause()
         wait_quiet(redis_client)
 
