@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from kakarot_workers import runtime
+from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.control.configs import publish_config
 from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import MonitorBatch, MonitorConfig
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.tools.fleet import BeatProcess
+from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
 from kakarot_workers.tools.market import Market
 from kakarot_workers.tools.simulator import SimulatorServer
 from tests.support.scenario import (
@@ -64,18 +65,29 @@ def _sent(beat: BeatProcess, job: str) -> int:
     return beat.log_text().count(f"Sending due task {job} ")
 
 
+def _tasks(worker: WorkerProcess, name: str, outcome: str) -> int:
+    """How many `name` tasks the worker logged as `received` or `succeeded`."""
+    return len(re.findall(rf"Task {re.escape(name)}\[[^\]]+\] {outcome}\b", worker.log_text()))
+
+
 def test_two_beats_one_schedule_each_unowned_batch_dispatched_once_and_a_standby_takes_over(
     db_url, redis_client, use_env, workers, beats
 ):
     use_env(**FAST)
     task_id = create_task_with([f"0x{i:040x}" for i in range(250)])  # three batches
-    workers("control")
+    control = workers("control")
     first, second = beats("beat-a"), beats("beat-b")
     wait_for(lambda: first.active or second.active, 20, "a beat to take the lock")
     active, standby = (first, second) if first.active else (second, first)
     # allocate finds the new task, reconcile dispatches its batches; nobody serves streams
     wait_for(lambda: len(_queued_batches(redis_client)) == 3, 20, "three dispatches")
-    time.sleep(4)  # several more reconcile passes
+    # several more reconcile passes: three received after the dispatches, run to their end
+    received = _tasks(control, queues.RECONCILE, "received")
+    wait_for(
+        lambda: _tasks(control, queues.RECONCILE, "succeeded") >= received + 3,
+        20,
+        "three more reconcile passes",
+    )
     with session_scope() as session:
         batch_ids = sorted(session.scalars(select(MonitorBatch.id)))
     assert _queued_batches(redis_client) == batch_ids, "each batch dispatched exactly once"
@@ -195,8 +207,14 @@ def test_a_config_change_reaches_the_alert_workers(
     if path == "poll":
         workers("control")
         beats("beat")
+    evaluated = runtime.keys().alert_stat("evaluated")
     with Feeder(task_id, ca):
-        time.sleep(1.5)  # the workers judge under version 1: nothing alerts
+        # the workers judge under version 1: nothing alerts
+        wait_for(
+            lambda: int(redis_client.get(evaluated) or 0) >= 50,
+            10,
+            "50 events judged under version 1",
+        )
         assert first_alert_at(task_id, 1) is None
         version, published_at = _lower_the_threshold_and_publish(task_id)
         wait_for(lambda: first_alert_at(task_id, version) is not None, 15, "an alert")
