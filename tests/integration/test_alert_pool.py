@@ -86,7 +86,7 @@ def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, s
     events += [wire_event(task_id, CAS[i % 5], 100 + i, amount_usd=10.0) for i in range(5)]
     for message in (events[:6], events[6:], events[:6]):
         app.send_task("kakarot.alerts.evaluate_events", args=[message])
-    wait_for(lambda: len(_outbox(task_id)) == 20 and _settled(task_id), 30, "deliveries")
+    wait_for(lambda: len(_outbox(task_id)) == 20 and _settled(task_id), 15, "deliveries")
     # every message judged (the repeated one too) and every delivery task done: anything
     # doubled would show up now
     wait_drained(redis_client, ["alerts", "notify"])
@@ -131,7 +131,7 @@ def test_rate_limits_and_outages_are_retried_then_recorded(
         "kakarot.alerts.evaluate_events",
         args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
     )
-    wait_for(lambda: len(_outbox(task_id)) == 3 and _settled(task_id), 40, "outcomes")
+    wait_for(lambda: len(_outbox(task_id)) == 3 and _settled(task_id), 15, "outcomes")
 
     by_channel = {r.channel: r for r in _outbox(task_id)}
     assert by_channel["telegram"].status == "sent" and by_channel["telegram"].attempts == 3
@@ -155,7 +155,7 @@ def test_a_permanent_error_fails_at_once_with_the_reason(db_url, redis_client, w
         "kakarot.alerts.evaluate_events",
         args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
     )
-    wait_for(lambda: _settled(task_id), 20, "the outcome")
+    wait_for(lambda: _settled(task_id), 15, "the outcome")
     (row,) = _outbox(task_id)
     assert row.status == "failed" and row.attempts == 1
     assert "chat not found" in row.last_error
@@ -176,7 +176,7 @@ def test_digest_sends_one_message_listing_the_window(db_url, redis_client, worke
             "kakarot.alerts.evaluate_events",
             args=[[wire_event(task_id, CAS[i], i, amount_usd=5000.0, symbol=f"T{i}")]],
         )
-    wait_for(lambda: len(_outbox(task_id)) == 5 and _settled(task_id), 20, "the digest")
+    wait_for(lambda: len(_outbox(task_id)) == 5 and _settled(task_id), 15, "the digest")
     messages = server.messages("telegram")
     assert len(messages) == 1
     assert messages[0]["text"].startswith("<b>5 alerts of task")

@@ -252,7 +252,7 @@ def test_hub_serves_the_api_until_stopped(run, task_id, tmp_path):
         [KAKAROT, "hub", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 10
         while True:
             try:
                 tasks = httpx.get(f"http://127.0.0.1:{port}/api/v1/tasks", timeout=2).json()

@@ -81,7 +81,7 @@ class Anvil:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 10
         while True:
             try:
                 self.rpc("eth_blockNumber")
