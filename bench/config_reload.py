@@ -6,7 +6,7 @@ On 127.0.0.1, real parts: an embedded Redis, SQLite, an alerts worker (prefork, 
 a control worker and a RedBeat beat. A feeder sends one new trade every 10 ms; every trade
 alerts (cooldown 0), and each alert row records the config version it was judged under.
 
-Each trial bumps the config's version (`config_versions.publish_config`, as `kakarot config
+Each trial bumps the config's version (`control.configs.publish_config`, as `kakarot config
 publish` does) and measures publish → the `create_time` of the first alert row of the new
 version.
 1. Pub/Sub: the workers listen on `monitor:config:changed` (no beat running).

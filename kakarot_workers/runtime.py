@@ -1,7 +1,7 @@
 """Process-wide resources: the Redis client, the key names, and the shutdown flag.
 
-Each is made once per process (and made again after a fork); Celery signals in `celery_app`
-reset them at the right moments, so task code simply calls these functions.
+Each is made once per process (and made again after a fork); the worker's signals
+(`kakarot_workers.worker`) reset them at the right moments, so task code simply calls these.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`kakarot hub`: a backend-compatible WebSocket server for local use and tests (SPEC §7).
 
-It speaks the backend's side of the protocol the nodes speak (`backend_client`):
+It speaks the backend's side of the protocol the nodes speak (`kakarot_workers.backend`):
 
 - to every connection `connected {session_id, timestamp}`; `register {consumer_id}` →
   `registered`; `heartbeat {consumer_id, batches, timestamp}` → recorded (and, with

@@ -1,8 +1,8 @@
 """Who serves a batch, with real worker processes: many batches per process, failover after
 `kill -9`, a zombie after SIGSTOP, and a graceful SIGTERM hand-over.
 
-The reconcile loop here stands in for beat (issue 6): it calls `control.reconcile()` the way the
-beat job will.
+The reconcile loop here stands in for beat: it calls `control.reconcile.reconcile()` as beat's
+reconcile job does (tests/e2e/test_beat.py runs beat itself).
 """
 
 import os

@@ -13,7 +13,7 @@ import pytest
 import websocket
 from sqlalchemy import select
 
-from kakarot_workers import backend as backend_client
+from kakarot_workers import backend
 from kakarot_workers.backend import BackendClient
 from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import MonitorBatch
@@ -94,8 +94,8 @@ def test_a_node_registers_beats_and_its_events_reach_subscribed_dashboards(hub, 
             {"batch_id": 11, "task_id": 3, "status": "running", "progress": 100}
         ]
         # events queued by any process go out once, through whichever node is connected
-        assert backend_client.send_event("batch_status", {"batch_id": 11, "status": "error"})
-        assert backend_client.send_event("task_status", {"taskId": 3, "health": "failed"})
+        assert backend.send_event("batch_status", {"batch_id": 11, "status": "error"})
+        assert backend.send_event("task_status", {"taskId": 3, "health": "failed"})
         status = dashboard.wait("batch_status")
         assert status["data"]["batch_id"] == 11 and status["data"]["status"] == "error"
         assert dashboard.wait("task_status")["data"] == {"taskId": 3, "health": "failed"}
@@ -249,7 +249,7 @@ def test_the_api_serves_tasks_batches_and_nodes_and_the_hub_can_write_heartbeats
 
 
 def test_send_event_is_a_no_op_without_a_backend(db_url, redis_client):
-    assert not backend_client.send_event("batch_status", {"batch_id": 1, "status": "running"})
+    assert not backend.send_event("batch_status", {"batch_id": 1, "status": "running"})
     assert redis_client.llen("kakarot:backend:outbox") == 0
 
 
@@ -265,9 +265,9 @@ def test_the_client_records_an_error_from_the_backend_and_keeps_the_connection(h
 
 def test_a_full_backend_outbox_drops_the_oldest_and_counts_it(db_url, redis_client, use_env):
     use_env(KAKAROT_BACKEND_WS_URL="ws://127.0.0.1:9/unused")
-    cap = backend_client.OUTBOX_CAP
+    cap = backend.OUTBOX_CAP
     redis_client.rpush("kakarot:backend:outbox", *(["{}"] * cap))
-    assert backend_client.send_event("batch_status", {"batch_id": 5, "status": "error"})
+    assert backend.send_event("batch_status", {"batch_id": 5, "status": "error"})
     assert redis_client.llen("kakarot:backend:outbox") == cap
     newest = json.loads(redis_client.lindex("kakarot:backend:outbox", -1))
     assert newest["batch_id"] == 5
