@@ -6,7 +6,6 @@ from __future__ import annotations
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.settings import Settings
 from kakarot_workers.sources import SOURCE_KINDS, BatchPlan, Source
-from kakarot_workers.sources.evm import open_evm_source
 from kakarot_workers.sources.feed import FeedSource
 
 
@@ -15,6 +14,9 @@ def open_source(plan: BatchPlan, settings: Settings, checkpoint: int | None = No
     protocol). `checkpoint` is the last block the batch's previous owner emitted (EVM)."""
     name = (plan.source or "simulator").lower()
     if name == "evm":
+        # imported here: eth-abi and pycryptodome add ~7 MB to a worker that serves no EVM batch
+        from kakarot_workers.sources.evm import open_evm_source
+
         return open_evm_source(plan, settings, checkpoint)
     if name == "feed":
         url = settings.feed_url
