@@ -223,7 +223,7 @@ class MonitorAlertOutbox(_Timestamps, Base):
     alert_id: Mapped[int] = mapped_column(BigInteger)
     task_id: Mapped[int] = mapped_column(BigInteger)
     channel: Mapped[str] = mapped_column(String(16))  # telegram | wecom | webhook | backend
-    destination: Mapped[str | None] = mapped_column(String(255))
+    destination: Mapped[str | None] = mapped_column(String(1024))
     payload: Mapped[Any] = mapped_column(JSON)
     # Digest window (seconds) when the task's alerts go out grouped, else null.
     digest_s: Mapped[int | None] = mapped_column(Integer)

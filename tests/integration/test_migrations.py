@@ -10,7 +10,7 @@ from kakarot_workers.db.session import (
     upgrade_schema,
 )
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def test_upgrade_creates_every_table_with_its_columns(empty_db_url):
@@ -70,5 +70,55 @@ def test_rows_written_by_another_client_get_server_defaults(any_db_url):
         assert (row.status, row.del_flag, row.current_epoch) == (1, 0, 0)
         assert row.create_time is not None and row.update_time is not None
         assert row.last_heartbeat is None
+    finally:
+        engine.dispose()
+
+
+def test_pending_webhook_notifications_of_the_old_format_are_carried_to_json(empty_db_url):
+    """Before 0004 a webhook destination was "SECRET_ENV url"; rows still pending at the upgrade
+    must be delivered after it, so 0004 rewrites them (and nothing else)."""
+    from kakarot_workers.notify.channels import WebhookDestination
+
+    upgrade_schema(empty_db_url, "0003")
+    engine = make_engine(empty_db_url)
+    long_url = "https://hooks.example.org/" + "x" * 204  # with its variable, 250 characters:
+    # it fitted the old column, and as JSON it is longer than that column
+    rows = [
+        (1, "webhook", f"KAKAROT_HOOK_SECRET {long_url}"),
+        (2, "telegram", "-100123"),
+        (3, "webhook", None),
+    ]
+    try:
+        with engine.begin() as conn:
+            for row_id, channel, destination in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO monitor_alert_outbox_v2 "
+                        "(id, dedup_key, alert_id, task_id, channel, destination, payload) "
+                        "VALUES (:id, :key, 1, 1, :channel, :destination, '{}')"
+                    ),
+                    {
+                        "id": row_id,
+                        "key": f"k{row_id}",
+                        "channel": channel,
+                        "destination": destination,
+                    },
+                )
+        upgrade_schema(empty_db_url)
+        with engine.connect() as conn:
+            found = dict(
+                conn.execute(text("SELECT id, destination FROM monitor_alert_outbox_v2")).all()
+            )
+        assert WebhookDestination.model_validate_json(found[1]) == WebhookDestination(
+            url=long_url, secret_env="KAKAROT_HOOK_SECRET"
+        )
+        assert (found[2], found[3]) == ("-100123", None)
+
+        downgrade_schema(empty_db_url, "0003")
+        with engine.connect() as conn:
+            back = conn.execute(
+                text("SELECT destination FROM monitor_alert_outbox_v2 WHERE id = 1")
+            ).scalar_one()
+        assert back == f"KAKAROT_HOOK_SECRET {long_url}"
     finally:
         engine.dispose()
