@@ -18,7 +18,16 @@ class NotFoundError(KakarotError):
 
 
 class EventError(KakarotError):
-    """A swap event or a source frame is malformed."""
+    """A swap event or a source frame is malformed. `field` names the bad field (None: the
+    event or frame as a whole), so rejects can be counted by reason."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    @property
+    def reason(self) -> str:
+        return self.field or "shape"
 
 
 class SourceError(KakarotError):

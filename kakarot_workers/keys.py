@@ -78,6 +78,21 @@ class Keys:
         return self._k("kakarot:stats:events_rejected")
 
     @property
+    def frames_rejected(self) -> str:
+        """Counter of frames and events the stream consumers refused (malformed or implausible)."""
+        return self._k("kakarot:stats:frames_rejected")
+
+    @property
+    def rejects_by_batch(self) -> str:
+        """Hash batch id → events and frames of the batch refused, at the source or the pool."""
+        return self._k("kakarot:stats:rejects:batch")
+
+    @property
+    def rejects_by_reason(self) -> str:
+        """Hash `source:<field>` / `pool:<field>` → events refused for that field."""
+        return self._k("kakarot:stats:rejects:reason")
+
+    @property
     def events_fenced(self) -> str:
         """Counter of events the alert pool dropped because their fencing token was stale."""
         return self._k("kakarot:stats:events_fenced")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kakarot_workers.errors import ConfigError
+from kakarot_workers.events import Plausible
 
 ENV_PREFIX = "KAKAROT_"
 CONFIG_FILE_ENV = "KAKAROT_CONFIG_FILE"
@@ -127,6 +128,15 @@ class Settings(BaseSettings):
     emit_max_events: int = Field(200, ge=1, description="events per message to the alert pool")
     emit_max_ms: int = Field(
         50, ge=1, description="a message to the alert pool is sent at the latest this old"
+    )
+    event_max_future_s: float = Field(
+        300.0, ge=0, description="an event stamped later than this after now is refused"
+    )
+    event_max_age_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="an event stamped earlier than this before now is refused (back-fills "
+        "reach back at most `evm_backfill_max_blocks`)",
     )
     source_idle_timeout_s: float = Field(
         30.0, gt=0, description="a source silent this long is taken for dead and reconnected"
@@ -330,6 +340,14 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @property
+    def plausible(self) -> Plausible:
+        """What a real event looks like, for `events.check`."""
+        return Plausible(
+            max_future_ms=int(self.event_max_future_s * 1000),
+            max_age_ms=int(self.event_max_age_s * 1000),
+        )
 
     def safe_dump(self) -> dict[str, Any]:
         """The settings with passwords in URLs masked, fit for logs and `kakarot config show`."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -70,15 +71,31 @@ def stores() -> tuple[Windows, Cooldowns]:
 
 
 def parse_events(events: list[Any]) -> list[SwapEvent]:
-    """The well-formed events of a message; the others are logged and counted, one by one."""
+    """The well-formed, plausible events of a message; each other one is logged with its
+    reason and counted (in all, by reason, by batch), and the rest are judged as usual."""
+    plausible = get_settings().plausible
+    now_ms = int(time.time() * 1000)
     parsed = []
+    reasons: Counter[str] = Counter()
+    batches: Counter[int] = Counter()
     for index, raw in enumerate(events):
         try:
-            parsed.append(from_wire(raw))
+            parsed.append(from_wire(raw, now_ms=now_ms, plausible=plausible))
         except EventError as exc:
             log.warning("event %d of message rejected: %s", index, exc)
-    if len(parsed) < len(events):  # one count for the message, not a round trip per event
-        runtime.redis_client().incrby(runtime.keys().events_rejected, len(events) - len(parsed))
+            reasons[f"pool:{exc.reason}"] += 1
+            batch_id = raw.get("batch_id") if isinstance(raw, dict) else None
+            if type(batch_id) is int and batch_id > 0:  # noqa: E721 (a bool is no batch)
+                batches[batch_id] += 1
+    if reasons:  # one round trip for the message, not one per event
+        keys = runtime.keys()
+        pipe = runtime.redis_client().pipeline(transaction=False)
+        pipe.incrby(keys.events_rejected, sum(reasons.values()))
+        for reason, count in reasons.items():
+            pipe.hincrby(keys.rejects_by_reason, reason, count)
+        for batch_id, count in batches.items():
+            pipe.hincrby(keys.rejects_by_batch, str(batch_id), count)
+        pipe.execute()
     return parsed
 
 

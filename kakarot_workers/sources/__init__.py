@@ -9,6 +9,7 @@ picks the adapter of a batch (`feed`, `evm`).
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,17 @@ class SourceStats:
     frames_rejected: int = 0
     reconnects: int = 0
     live: bool = False  # subscribed and receiving: the batch is covered
+    # frames refused since the consumer last took them, by reason (a field, `frame`, `log`)
+    rejects: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, reason: str) -> None:
+        self.frames_rejected += 1
+        self.rejects[reason] += 1
+
+    def take_rejects(self) -> Counter[str]:
+        """The rejects by reason since the last call (the consumer counts them durably)."""
+        taken, self.rejects = self.rejects, Counter()
+        return taken
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 import websocket
+from eth_abi.exceptions import DecodingError
 
 from kakarot_workers.errors import ConfigError, KakarotError
 from kakarot_workers.events import SwapEvent
@@ -68,6 +69,16 @@ from kakarot_workers.sources.uniswap_v2 import (
 
 log = logging.getLogger(__name__)
 
+# What a malformed log raises in the decoding (eth-abi's DecodingError for short data).
+_MALFORMED_LOG = (
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+    DecodingError,
+)
 CONNECT_TIMEOUT_S = 5.0
 TICK_S = 0.05
 RECENT_IDS = 20_000
@@ -322,7 +333,7 @@ class EvmSource:
         for first in range(start, head + 1, self.backfill_chunk):
             last = min(head, first + self.backfill_chunk - 1)
             for entry in self.rpc.get_logs(first, last, addresses, topics):
-                item = self._on_log(entry)
+                item = self._on_log_or_reject(entry)
                 if item is not None:
                     yield item
             self.progress_block = last
@@ -353,17 +364,37 @@ class EvmSource:
             try:
                 message = json.loads(raw)
                 entry = message["params"]["result"]
-                item = self._on_log(entry)
-            except (ValueError, KeyError, TypeError) as exc:
-                self.stats.frames_rejected += 1
-                log.warning("evm %s: rejected frame (%s): %s", self.chain_name, exc, excerpt(raw))
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                self.stats.reject("frame")
+                log.warning(
+                    "evm %s: rejected frame (%s): %s",
+                    self.chain_name,
+                    f"{type(exc).__name__}: {exc}"[:200],
+                    excerpt(raw),
+                )
                 continue
+            item = self._on_log_or_reject(entry)
             if item is not None:
                 yield item
             else:
                 yield None
 
     # --- one log ---------------------------------------------------------------------------
+    def _on_log_or_reject(self, entry: Any) -> SwapEvent | Retraction | None:
+        """`_on_log`, or None for a log no real node sends (missing fields, short data, a
+        zero reserve): counted and logged, and the stream goes on. RPC failures propagate."""
+        try:
+            return self._on_log(entry)
+        except _MALFORMED_LOG as exc:
+            self.stats.reject("log")
+            log.warning(
+                "evm %s: rejected log (%s): %s",
+                self.chain_name,
+                f"{type(exc).__name__}: {exc}"[:200],
+                excerpt(json.dumps(entry, default=str)),
+            )
+            return None
+
     def _on_log(self, entry: dict[str, Any]) -> SwapEvent | Retraction | None:
         address = entry["address"].lower()
         topic = entry["topics"][0].lower()

@@ -35,7 +35,7 @@ from typing import Any
 import websocket
 
 from kakarot_workers.errors import EventError
-from kakarot_workers.events import SwapEvent, from_wire
+from kakarot_workers.events import PLAUSIBLE, Plausible, SwapEvent, from_wire
 from kakarot_workers.reconnect import backoff
 from kakarot_workers.sources import SourceStats
 
@@ -62,7 +62,9 @@ _FIELD_MAP = {
 }
 
 
-def parse_trade(message: dict[str, Any], default_chain: str) -> SwapEvent:
+def parse_trade(
+    message: dict[str, Any], default_chain: str, plausible: Plausible = PLAUSIBLE
+) -> SwapEvent:
     """Map one `trade` frame to a SwapEvent; raise EventError naming the bad field."""
     wire = {
         ours: message[theirs]
@@ -70,7 +72,12 @@ def parse_trade(message: dict[str, Any], default_chain: str) -> SwapEvent:
         if message.get(theirs) is not None
     }
     wire.setdefault("chain", default_chain)
-    return from_wire(wire)
+    return from_wire(wire, plausible=plausible)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
 
 
 def excerpt(raw: str | bytes) -> str:
@@ -99,8 +106,10 @@ class FeedSource:
         idle_timeout_s: float = 30.0,
         max_backoff_s: float = 10.0,
         tick_s: float = TICK_S,
+        plausible: Plausible = PLAUSIBLE,
     ) -> None:
         self.url = url
+        self.plausible = plausible
         self.chain = chain
         self.tokens = list(tokens)
         self.idle_timeout_s = idle_timeout_s
@@ -176,14 +185,17 @@ class FeedSource:
             kind = message.get("type")
             if kind == "trade":
                 self.stats.live = True
-                event = parse_trade(message, self.chain)
+                event = parse_trade(message, self.chain, self.plausible)
                 return event if event.ca in self._wanted else None
             if kind == "subscribed":
                 self.stats.live = True
             elif kind == "error":
                 log.warning("feed %s says: %s", self.url, excerpt(str(message.get("message"))))
             return None
-        except (ValueError, EventError) as exc:
-            self.stats.frames_rejected += 1
-            log.warning("feed %s: rejected frame (%s): %s", self.url, exc, excerpt(raw))
+        except (ValueError, EventError, RecursionError) as exc:
+            # RecursionError: JSON nested too deep for the parser
+            self.stats.reject(exc.reason if isinstance(exc, EventError) else "frame")
+            log.warning(
+                "feed %s: rejected frame (%s): %s", self.url, _first_line(exc), excerpt(raw)
+            )
             return None

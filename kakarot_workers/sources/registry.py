@@ -33,4 +33,5 @@ def open_source(plan: BatchPlan, settings: Settings, checkpoint: int | None = No
         plan.tokens,
         idle_timeout_s=settings.source_idle_timeout_s,
         max_backoff_s=settings.reconnect_max_backoff_s,
+        plausible=settings.plausible,
     )

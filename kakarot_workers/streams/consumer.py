@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,8 @@ import redis
 
 from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
+from kakarot_workers.errors import EventError
+from kakarot_workers.events import SwapEvent, check
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources import BatchPlan, Retraction, Source
 from kakarot_workers.status import BatchStatus
@@ -109,6 +112,8 @@ class BatchConsumer:
         self._stop = threading.Event()
         self.handover = Handover(lease, self._stop, settings.handover_timeout_s)
         self._told: BatchStatus | None = None
+        self.plausible = settings.plausible
+        self._rejects: Counter[str] = Counter()  # by reason, not yet counted in Redis
         self._checkpoint: int | None = None
         self._reconnects_seen = 0
 
@@ -143,7 +148,7 @@ class BatchConsumer:
             for event in self.source.events(stop):
                 if isinstance(event, Retraction):
                     self._retract(event)
-                elif event is not None:
+                elif event is not None and self._plausible(event):
                     self.batcher.add(
                         replace(
                             event,
@@ -179,6 +184,26 @@ class BatchConsumer:
             self._finish()
         return self.events_emitted
 
+    def _plausible(self, event: SwapEvent) -> bool:
+        """Whether a source's event is one a real trade can be (`events.check`); a bad one is
+        logged and counted, and dropped alone."""
+        try:
+            check(event, plausible=self.plausible)
+        except EventError as exc:
+            self._rejects[f"source:{exc.reason}"] += 1
+            log.warning("batch %s: event %s rejected: %s", self.batch_id, event.log_index, exc)
+            return False
+        return True
+
+    def _count_rejects(self) -> None:
+        """Count the events and frames refused since the last time, durably (all, by batch, by
+        reason): the source's and our own."""
+        for reason, count in self.source.stats.take_rejects().items():
+            self._rejects[f"source:{reason}"] += count
+        if self._rejects:
+            rejects, self._rejects = self._rejects, Counter()
+            self.reporter.rejected(rejects)
+
     def begin_shutdown(self) -> None:
         """The worker is going down (called from its signal handler): hand over if live."""
         self.handover.shutdown(self.source.stats.live)
@@ -197,6 +222,7 @@ class BatchConsumer:
         try:
             self.batcher.flush()
             self._save_checkpoint()
+            self._count_rejects()
         except redis.RedisError as exc:
             log.error("batch %s: could not flush on stop: %s", self.batch_id, exc)
         phase = self.handover.phase
@@ -251,6 +277,7 @@ class BatchConsumer:
                 self._told = BatchStatus.STOPPED
             log.info("batch %s: told to stop (%s)", self.batch_id, control["stop"])
             stop.set()
+        self._count_rejects()
         reconnects = self.source.stats.reconnects
         if reconnects != self._reconnects_seen:
             self.agent.counters.add(reconnects=reconnects - self._reconnects_seen)

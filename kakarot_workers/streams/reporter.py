@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +90,17 @@ class StatusReporter:
         pipe.incrby(self.keys.events_total, count)
         pipe.hincrby(self._key, "events", count)
         pipe.hset(self._key, "last_event_ms", last_event_ms)
+        pipe.execute()
+
+    def rejected(self, reasons: Counter[str]) -> None:
+        """Events and frames refused, by reason: the fleet's counter, the batch's, each
+        reason's."""
+        total = sum(reasons.values())
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incrby(self.keys.frames_rejected, total)
+        pipe.hincrby(self.keys.rejects_by_batch, str(self.batch_id), total)
+        for reason, count in reasons.items():
+            pipe.hincrby(self.keys.rejects_by_reason, reason, count)
         pipe.execute()
 
     def reconnected(self, count: int) -> None:

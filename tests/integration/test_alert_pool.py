@@ -315,3 +315,39 @@ def test_malformed_and_retracted_events_are_counted_and_skipped(db_url, redis_cl
     assert evaluate_events.run([bad, good, retracted, "junk"]) == 1
     assert int(redis_client.get(keys.events_rejected)) == 2
     assert [r.tx_hash for r in _alerts(task_id)] == [good["tx_hash"]]
+
+
+def test_bad_fields_beside_valid_trades_are_rejected_alone_and_counted_by_reason_and_batch(
+    db_url, redis_client
+):
+    """Each of these failed the whole micro-batch before (an OverflowError, a year out of range,
+    an AttributeError, a database error retried 40 times): now each event is rejected alone and
+    every valid trade beside it is judged and recorded, in one pass, with no retry."""
+    task_id = create_task_with(
+        CAS[:1], min_transaction_usd=1000, events_config={"cooldown": {"seconds": 0}}
+    )
+    valid = [wire_event(task_id, CAS[0], n, amount_usd=2000.0, batch_id=7) for n in range(1, 5)]
+    bad = [
+        wire_event(task_id, CAS[0], 11, amount_usd=2000.0, batch_id=7, log_index=10**30),
+        wire_event(task_id, CAS[0], 12, amount_usd=2000.0, batch_id=7, ts_ms=10**18),
+        wire_event(task_id, CAS[0], 13, amount_usd=2000.0, batch_id=7, tx_hash=12345),
+        wire_event(task_id, CAS[0], 14, amount_usd=2000.0, batch_id=7, symbol=["PEPE"]),
+        wire_event(task_id, CAS[0], 15, amount_usd=2000.0, symbol="X" * 1_000_000),
+        wire_event(task_id, CAS[0], 16, amount_usd=1e300, batch_id=7),
+        wire_event(task_id, CAS[0], 17, amount_usd=2000.0, batch_id=7, chain="mars"),
+    ]
+    message = [bad[0], valid[0], bad[1], bad[2], valid[1], bad[3], bad[4], bad[5], valid[2]]
+    message += [bad[6], valid[3]]
+    assert evaluate_events.run(message) == 4
+    assert sorted(r.tx_hash for r in _alerts(task_id)) == sorted(e["tx_hash"] for e in valid)
+    keys = runtime.keys()
+    assert redis_client.get(keys.events_rejected) == "7"
+    assert redis_client.hgetall(keys.rejects_by_reason) == {
+        "pool:log_index": "1",
+        "pool:ts_ms": "1",
+        "pool:tx_hash": "1",
+        "pool:symbol": "2",
+        "pool:amount_usd": "1",
+        "pool:chain": "1",
+    }
+    assert redis_client.hgetall(keys.rejects_by_batch) == {"7": "6"}  # one named no batch

@@ -14,6 +14,8 @@ from kakarot_workers.streams import leases, node
 from kakarot_workers.streams.consumer import BatchConsumer
 from kakarot_workers.streams.handover import HANDOVER_RESEND_S
 
+NOW_MS = int(time.time() * 1000)
+
 
 def trade(i: int) -> SwapEvent:
     return SwapEvent(
@@ -21,7 +23,7 @@ def trade(i: int) -> SwapEvent:
         ca="0x" + "a" * 40,
         tx_hash=f"0x{i:064x}",
         log_index=0,
-        ts_ms=1_000 + i,
+        ts_ms=NOW_MS + i,
         side="buy",
         amount_usd=10.0,
         price_usd=1.0,
@@ -187,3 +189,34 @@ def test_each_status_change_of_a_consumer_is_queued_once_for_the_backend(redis_c
     assert statuses[0] == "running" and statuses[-1] == "stopped", statuses
     changes = zip(statuses, statuses[1:], strict=False)
     assert all(a != b for a, b in changes), "only changes are reported"
+
+
+def test_an_implausible_event_from_a_source_is_dropped_alone_and_counted_durably(redis_client):
+    """The consumer checks every event a source yields (the EVM source builds them itself):
+    a bad one never reaches the alert pool, the others do, and the rejects are counted in
+    Redis (in all, for the batch, by reason), with those the source refused on its own."""
+    from dataclasses import replace
+
+    future = replace(trade(1), ts_ms=10**18)
+    unknown_chain = replace(trade(2), chain="mars")
+
+    class RejectingSource(ListSource):
+        def events(self, stop):
+            self.stats.reject("frame")  # a frame the source could not parse
+            yield from super().events(stop)
+
+    keys = runtime.keys()
+    lease = leases.Leases(redis_client, keys).acquire(1, "test", ttl_s=30)
+    plan = BatchPlan(1, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
+    source = RejectingSource([trade(0), future, unknown_chain, trade(3)])
+    BatchConsumer(plan, source, lease, node.NodeAgent("test-node")).run(threading.Event())
+
+    sent = sent_events([json.loads(m) for m in redis_client.lrange("alerts", 0, -1)])
+    assert [e["tx_hash"] for e in sent] == [trade(0).tx_hash, trade(3).tx_hash]
+    assert redis_client.get(keys.frames_rejected) == "3"
+    assert redis_client.hgetall(keys.rejects_by_batch) == {"1": "3"}
+    assert redis_client.hgetall(keys.rejects_by_reason) == {
+        "source:ts_ms": "1",
+        "source:chain": "1",
+        "source:frame": "1",
+    }

@@ -220,6 +220,8 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
         )
 
     frames = [
+        note({**entry, "data": "0x01", "logIndex": "0x63"}),  # a Swap too short to decode
+        note({**entry, "topics": []}),  # a log with no topic
         note(entry),
         "{not json",
         json.dumps({"params": {}}),
@@ -234,7 +236,8 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
             time.sleep(0.2)  # a quiet period: anything extra would show up within it
     assert (event.tx_hash, event.log_index) == (swap.tx_hash, swap.log_index)
     assert retraction == Retraction("eth", swap.tx_hash, swap.log_index, swap.block)
-    assert source.stats.frames_rejected == 2
+    assert source.stats.frames_rejected == 4
+    assert dict(source.stats.take_rejects()) == {"log": 2, "frame": 2}
     assert len(seen.items) == 2
 
 

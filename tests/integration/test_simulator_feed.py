@@ -80,7 +80,7 @@ GOOD_TRADE = {
     "token": "0x" + "a" * 40,
     "txHash": "0x" + "1" * 64,
     "logIndex": 0,
-    "timestamp": 1_700_000_000_000,
+    "timestamp": int(time.time() * 1000),
     "side": "buy",
     "priceUsd": 1.5,
     "volumeUsd": 300,
@@ -198,3 +198,40 @@ def test_parse_trade_maps_the_documented_fields():
         "bsc",
     )
     assert event.top10_holders_pct is None
+
+
+def test_each_bad_field_is_rejected_alone_with_its_reason_and_the_valid_trades_go_on():
+    """The bad fields an operator's feed has sent beside valid trades: every valid trade is
+    yielded, in order, and every bad frame is counted under the field that was wrong."""
+    deep = "[" * 100_000 + "]" * 100_000  # JSON nested too deep for the parser
+    bad = [
+        ({"logIndex": 10**30}, "log_index"),
+        ({"timestamp": 10**18}, "ts_ms"),
+        ({"txHash": 12345}, "tx_hash"),
+        ({"symbol": ["PEPE"]}, "symbol"),
+        ({"token": {"address": "0x" + "a" * 40}}, "ca"),
+        ({"volumeUsd": 1e300}, "amount_usd"),
+        ({"chain": "mars"}, "chain"),
+        ({"symbol": "X" * 1_000_000}, "symbol"),
+    ]
+    frames = []
+    valid = []
+    for n, (change, _) in enumerate(bad):
+        good = {**GOOD_TRADE, "txHash": f"0x{n:064x}"}
+        valid.append(good["txHash"])
+        frames += [json.dumps({**GOOD_TRADE, **change}), json.dumps(good)]
+    frames.append(deep)
+    last = {**GOOD_TRADE, "txHash": "0x" + "f" * 64}
+    frames.append(json.dumps(last))
+    valid.append(last["txHash"])
+    with ScriptedFeed([(frames, "hold")]) as feed:
+        source = FeedSource(f"ws://127.0.0.1:{feed.port}", "bsc", [GOOD_TRADE["token"]])
+        events = _collect(source, len(valid))
+    assert [e.tx_hash for e in events] == valid
+    expected = {}
+    for _, reason in bad:
+        expected[reason] = expected.get(reason, 0) + 1
+    expected["frame"] = 1
+    assert dict(source.stats.take_rejects()) == expected
+    assert source.stats.frames_rejected == len(bad) + 1
+    assert dict(source.stats.take_rejects()) == {}, "taken once"
