@@ -14,15 +14,16 @@ holds 64 batches. Other workers keep Celery's defaults (prefork, one child per c
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.apps.worker import Worker
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu.utils.objects import cached_property
 
-from kakarot_workers import queues
+from kakarot_workers import deadletters, queues
 from kakarot_workers.settings import get_settings
 
 TASK_MODULES = (
@@ -69,11 +70,59 @@ class KakarotWorker(Worker):
             self.concurrency = settings.streams_concurrency
 
 
+class KakarotTask(Task):
+    """A task of ours: a message whose arguments do not fit the task, or that the task finds
+    of the wrong shape (`poison`), goes to the queue's dead letters instead of failing with a
+    traceback or being retried."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            _signature(self).bind(*args, **kwargs)
+        except TypeError as exc:
+            self.poison(f"arguments that do not fit {self.name}: {exc}", args, kwargs)
+            return None
+        return super().__call__(*args, **kwargs)
+
+    def poison(self, reason: str, args: Any = None, kwargs: Any = None) -> None:
+        """Move this message aside (its task, arguments and `reason`)."""
+        request = self.request
+        deadletters.put(
+            queue_of(self.name),
+            reason,
+            task=self.name,
+            args=list(request.args or ()) if args is None else list(args),
+            kwargs=dict(request.kwargs or {}) if kwargs is None else dict(kwargs),
+        )
+
+
+_signatures: dict[type, inspect.Signature] = {}
+
+
+def _signature(task: Task) -> inspect.Signature:
+    """The arguments a task takes (its `run`, without `self` when it is bound), by task class."""
+    found = _signatures.get(type(task))
+    if found is None:
+        found = _signatures[type(task)] = inspect.signature(task.run)
+    return found
+
+
+def queue_of(task_name: str) -> str:
+    """The queue a task of ours goes to: `kakarot.<queue>.<name>`."""
+    parts = task_name.split(".")
+    return parts[1] if len(parts) == 3 and parts[1] in queues.ALL else queues.CONTROL
+
+
 class KakarotCelery(Celery):
+    task_cls = KakarotTask
+
     @cached_property
     def Worker(self) -> type[Worker]:  # noqa: N802 (Celery's name)
         return self.subclass_with_self(KakarotWorker)  # type: ignore[no-any-return]
 
 
-app = KakarotCelery("kakarot_workers", include=[*TASK_MODULES, "kakarot_workers.worker"])
+app = KakarotCelery(
+    "kakarot_workers",
+    include=[*TASK_MODULES, "kakarot_workers.worker"],
+    task_cls=KakarotTask,
+)
 app.config_from_object("kakarot_workers.celeryconfig")

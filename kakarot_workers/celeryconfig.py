@@ -15,6 +15,9 @@ from kakarot_workers.settings import get_settings
 _settings = get_settings()
 
 broker_url = _settings.redis_url
+if broker_url.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport, with undecodable queue items sent to the dead letters
+    broker_transport = "kakarot_workers.broker:Transport"
 # Nothing reads task results (alerts land in the database). With a result backend, every
 # send_task would also subscribe to a result channel: a round trip per micro-batch for nothing.
 result_backend = _settings.result_backend_url
@@ -58,6 +61,8 @@ broker_transport_options = {
 worker_send_task_events = _settings.celery_task_events
 task_send_sent_event = _settings.celery_task_events
 worker_hijack_root_logger = False
+# Celery's consumer, with the messages it refuses moved to the dead letters (worker.py)
+worker_consumer = "kakarot_workers.worker:KakarotConsumer"
 # A cold shutdown (a second SIGTERM/SIGINT, or SIGQUIT) first gives running tasks this long:
 # stream consumers use it to flush and hand their batches over instead of vanishing.
 worker_soft_shutdown_timeout = _settings.handover_timeout_s + 5

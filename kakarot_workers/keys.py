@@ -117,6 +117,15 @@ class Keys:
         """Counter of source reconnects, every consumer together."""
         return self._k("kakarot:stats:reconnects")
 
+    # --- every queue --------------------------------------------------------------------------
+    def deadletters(self, queue: str) -> str:
+        """List (newest first, capped) of the queue's messages moved aside, JSON each."""
+        return self._k(f"kakarot:deadletter:{queue}")
+
+    def deadletter_count(self, queue: str) -> str:
+        """Counter of the queue's messages ever moved aside."""
+        return self._k(f"kakarot:stats:deadletter:{queue}")
+
     # --- alert pool -------------------------------------------------------------------------
     def window_entries(self, task_id: int, ca: str) -> str:
         """Sorted set: the token's trades within the task's longest window

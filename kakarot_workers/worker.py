@@ -7,6 +7,9 @@ main process:
 - `BackendLink`: the node's conversation with the backend WebSocket, when one is configured;
 - `ConfigListening`: the listener of `monitor:config:changed`, unless `config_pubsub` is off.
 
+`KakarotConsumer` is Celery's consumer with the messages it refuses (a body it cannot decode,
+no task header, a task we do not have, an invalid task message) moved to the dead letters.
+
 Signals: logging set-up; a forked pool child forgets its parent's sockets; a worker that serves
 `notify` sweeps the outbox when ready; on SIGTERM every stream consumer starts its hand-over.
 
@@ -16,12 +19,14 @@ its blueprint.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from celery import bootsteps, signals
+from celery.worker.consumer import Consumer
 
-from kakarot_workers import backend, logs, queues, runtime
+from kakarot_workers import backend, deadletters, logs, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.control.configs import ConfigListener
 from kakarot_workers.control.reconcile import reconcile
@@ -81,6 +86,38 @@ class ConfigListening(bootsteps.StartStopStep):
 
 
 app.steps["worker"].update({Node, BackendLink, ConfigListening})
+
+
+class KakarotConsumer(Consumer):
+    """Celery's consumer; what it refuses goes to the dead letters (one log line, no
+    traceback: the message is the sender's mistake, not the worker's) and is acknowledged."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        _dead_letter(message, f"body not decodable ({message.content_type}): {exc}")
+        message.ack()
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _dead_letter(message, "not a task message: no task header")
+        self._refuse(message, None)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = (message.headers or {}).get("task")
+        _dead_letter(message, f"no such task: {name!r}")
+        self._refuse(message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _dead_letter(message, f"invalid task message: {exc}")
+        self._refuse(message, exc)
+
+    def _refuse(self, message: Any, exc: Exception | None) -> None:
+        message.reject_log_error(log, self.connection_errors)
+        signals.task_rejected.send(sender=self, message=message, exc=exc)
+
+
+def _dead_letter(message: Any, reason: str) -> None:
+    raw = getattr(message, "_raw", None)
+    queue = (message.delivery_info or {}).get("routing_key") or "unknown"
+    deadletters.put(queue, reason, raw=json.dumps(raw) if raw is not None else None)
 
 
 @signals.setup_logging.connect

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import redis
@@ -11,8 +10,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from kakarot_workers import queues, runtime
 from kakarot_workers.alerts.evaluate import configs_in_force, parse_events, process, screen
 from kakarot_workers.celery import app
-
-log = logging.getLogger(__name__)
 
 
 @app.task(
@@ -27,11 +24,10 @@ log = logging.getLogger(__name__)
 )
 def evaluate_events(events: list[Any]) -> int:
     """Judge a micro-batch of wire events; record and notify the alerts; return how many are new."""
-    client, keys = runtime.redis_client(), runtime.keys()
     if not isinstance(events, list):
-        client.incr(keys.events_rejected)
-        log.error("evaluate_events: expected a list of events, got %s", type(events).__name__)
+        evaluate_events.poison(f"expected a list of events, got a {type(events).__name__}")
         return 0
+    client, keys = runtime.redis_client(), runtime.keys()
     parsed = parse_events(events)
     kept, announced = screen(parsed, configs_in_force(parsed))
     new, stats = process(kept, announced)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,6 +22,7 @@ from kakarot_workers.db.models import MonitorAlertOutbox, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import NotifyError
 from kakarot_workers.notify import outbox
+from kakarot_workers.notify.channels import CHANNELS
 from kakarot_workers.notify.delivery import Delivery
 from kakarot_workers.notify.notifiers import notifier
 from kakarot_workers.settings import get_settings
@@ -60,6 +62,9 @@ _TASK_OPTIONS = {
 @app.task(name=queues.DELIVER, **_TASK_OPTIONS)
 def deliver(outbox_ids: list[int]) -> int:
     """Deliver each notification that is due and unclaimed; return how many were sent."""
+    if not isinstance(outbox_ids, list) or not all(_is_id(i) for i in outbox_ids):
+        deliver.poison(f"expected a list of outbox ids, got {outbox_ids!r}"[:200])
+        return 0
     settings = get_settings()
     with session_scope() as session:
         claimed = outbox.claim(session, outbox_ids, settings.notify_claim_s)
@@ -73,6 +78,9 @@ def deliver(outbox_ids: list[int]) -> int:
 @app.task(name=queues.FLUSH_DIGEST, **_TASK_OPTIONS)
 def flush_digest(task_id: int, channel: str) -> int:
     """Send a task's pending digest notifications of `channel` as one message per destination."""
+    if not _is_id(task_id) or channel not in CHANNELS:
+        flush_digest.poison(f"expected a task id and a channel, got {task_id!r}, {channel!r}"[:200])
+        return 0
     settings = get_settings()
     with session_scope() as session:
         claimed = outbox.claim(
@@ -160,6 +168,10 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
         (time.perf_counter() - started) * 1000,
     )
     return 1
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is int and value > 0  # noqa: E721 (a bool is no id)
 
 
 def _not_claimed(session, ids: list[int]) -> list[tuple[int, float]]:  # type: ignore[no-untyped-def]

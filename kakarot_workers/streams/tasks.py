@@ -19,7 +19,7 @@ from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.db.batches import set_batch_status
 from kakarot_workers.db.session import session_scope
-from kakarot_workers.errors import KakarotError
+from kakarot_workers.errors import KakarotError, NotFoundError
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources.registry import open_source
 from kakarot_workers.status import BatchStatus
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 _slots = itertools.count(1)  # consumer ids: hostname-pid-slot
 
 
+def _is_id(value: Any) -> bool:
+    return type(value) is int and value > 0  # noqa: E721 (a bool is no id)
+
+
 def read_checkpoint(batch_id: int) -> int | None:
     value = runtime.redis_client().get(runtime.keys().batch_checkpoint(batch_id))
     return int(value) if value is not None else None
@@ -42,6 +46,9 @@ def read_checkpoint(batch_id: int) -> int | None:
 def consume_batch(self: Any, batch_id: int) -> int:
     """Serve batch `batch_id` until the worker shuts down, the lease is lost or the batch is
     retired. Returns at once if another consumer holds the batch."""
+    if not _is_id(batch_id):
+        self.poison(f"a batch id is a positive integer, not {batch_id!r}"[:200])
+        return 0
     settings = get_settings()
     client, keys = runtime.redis_client(), runtime.keys()
     cid = runtime.consumer_id(next(_slots))
@@ -49,8 +56,13 @@ def consume_batch(self: Any, batch_id: int) -> int:
         # received while this worker goes down (early ack): pass it on untouched
         redispatch(batch_id)
         return 0
-    with session_scope() as session:
-        plan = load_batch_plan(session, batch_id)
+    try:
+        with session_scope() as session:
+            plan = load_batch_plan(session, batch_id)
+    except NotFoundError as exc:  # deleted since it was dispatched
+        log.warning("batch %s not consumed: %s", batch_id, exc)
+        client.delete(keys.batch_dispatch(batch_id))
+        return 0
     if plan.status == BatchStatus.RETIRED:
         log.info("batch %s is retired; not consuming it", batch_id)
         client.delete(keys.batch_dispatch(batch_id))

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kakarot_workers.errors import KakarotError
+from kakarot_workers.errors import InputError, KakarotError
 
 cli = typer.Typer(
     no_args_is_help=True,
@@ -27,10 +27,14 @@ db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
 config_cli = typer.Typer(no_args_is_help=True, help="Monitor configs (rules + channels).")
 task_cli = typer.Typer(no_args_is_help=True, help="Monitor tasks.")
 target_cli = typer.Typer(no_args_is_help=True, help="A task's targets (token contract addresses).")
+deadletter_cli = typer.Typer(
+    no_args_is_help=True, help="Messages a worker could not take, moved aside per queue."
+)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(config_cli, name="config")
 cli.add_typer(task_cli, name="task")
 cli.add_typer(target_cli, name="target")
+cli.add_typer(deadletter_cli, name="deadletter")
 
 console = Console()
 EXIT_ERROR = 2
@@ -299,6 +303,82 @@ def nodes_cmd() -> None:
             "[green]online[/green]" if n["online"] else "[red]offline[/red]",
         )
     console.print(table if nodes else "no nodes have reported (is a worker running?)")
+
+
+# --- dead letters ---------------------------------------------------------------------------
+@deadletter_cli.command("list")
+def deadletter_list(
+    queue: Annotated[
+        str | None, typer.Argument(help="One queue's letters (else a count each).")
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """Dead letters: per queue how many, or one queue's newest (index, time, reason)."""
+    from datetime import UTC, datetime
+
+    from kakarot_workers import deadletters, runtime
+
+    client, keys = runtime.redis_client(), runtime.keys()
+    if queue is None:
+        found = deadletters.queues_with_letters(client, keys)
+        if not found:
+            console.print("no dead letters")
+        for name, letters in found.items():
+            console.print(f"{name}: {letters}")
+        return
+    table = Table("index", "time (UTC)", "what", "reason", title=f"dead letters of {queue}")
+    for index, letter in enumerate(deadletters.entries(client, keys, queue, count)):
+        when = datetime.fromtimestamp(letter.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        what = letter.task or f"{len(letter.raw or ''):,} characters"
+        table.add_row(str(index), when, what, letter.reason)
+    console.print(table)
+
+
+@deadletter_cli.command("show")
+def deadletter_show(
+    queue: Annotated[str, typer.Argument(help="The queue.")],
+    index: Annotated[int, typer.Argument(help="0: the newest.")] = 0,
+) -> None:
+    """One dead letter as JSON: reason, time, and the message as it came."""
+    from kakarot_workers import deadletters, runtime
+
+    letters = deadletters.entries(runtime.redis_client(), runtime.keys(), queue, index + 1)
+    if len(letters) <= index:
+        raise InputError(f"queue {queue} has no dead letter {index}")
+    typer.echo(letters[index].to_json())
+
+
+@deadletter_cli.command("requeue")
+def deadletter_requeue(
+    queue: Annotated[str, typer.Argument(help="The queue.")],
+    index: Annotated[int, typer.Argument(help="0: the newest.")] = 0,
+) -> None:
+    """Send a dead letter to its queue again (and remove it from the dead letters)."""
+    from kakarot_workers import deadletters, runtime
+
+    client, keys = runtime.redis_client(), runtime.keys()
+    letter = deadletters.take(client, keys, queue, index)
+    if letter is None:
+        raise InputError(f"queue {queue} has no dead letter {index}")
+    if not letter.requeueable:
+        client.lpush(keys.deadletters(queue), letter.to_json())  # keep it
+        raise InputError(f"dead letter {index} of {queue} was cut when kept: it cannot be sent")
+    if letter.task is not None:
+        from kakarot_workers.celery import app
+
+        app.send_task(letter.task, args=letter.args or [], kwargs=letter.kwargs or {})
+    else:
+        client.lpush(queue, letter.raw or "")
+    typer.echo(f"sent again to {queue}: {letter.task or 'the raw item'}")
+
+
+@deadletter_cli.command("purge")
+def deadletter_purge(queue: Annotated[str, typer.Argument(help="The queue.")]) -> None:
+    """Drop every dead letter of a queue."""
+    from kakarot_workers import deadletters, runtime
+
+    dropped = deadletters.purge(runtime.redis_client(), runtime.keys(), queue)
+    typer.echo(f"dropped {dropped} dead letter(s) of {queue}")
 
 
 @cli.command("batches")

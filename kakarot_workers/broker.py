@@ -1,0 +1,106 @@
+"""kombu's Redis transport, with one change: an item on a queue that is no message kombu can
+read goes to the dead letters instead of stopping the worker.
+
+kombu pops a queue item and parses it as a JSON envelope before any of Celery's error handling
+can see it; a raw non-JSON item, or JSON without the envelope's fields, raised out of the event
+loop and stopped the worker ("Unrecoverable error", celery/celery#7975, #4308), and every
+restart met the next one. This channel checks the envelope first (`envelope`), the way kombu's
+own `SentinelChannel` specialises the channel. `celeryconfig` names this transport for
+`redis://` and `rediss://` brokers. Messages that are envelopes but not tasks of ours are
+Celery's to refuse, and `worker.KakarotConsumer` moves those aside too.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from queue import Empty
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+
+from kakarot_workers import deadletters
+
+
+class PoisonItem(Exception):
+    """A queue item that is no envelope kombu can deliver; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def envelope(text: str, decode_body: Any) -> dict[str, Any]:
+    """The envelope of a queue item, checked for what kombu's Message and its QoS read;
+    PoisonItem otherwise. `decode_body` is the channel's (base64 bodies)."""
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PoisonItem(f"not JSON: {str(exc)[:100]}") from None
+    if not isinstance(payload, dict):
+        raise PoisonItem(f"not an envelope: a JSON {type(payload).__name__}")
+    properties = payload.get("properties")
+    if not isinstance(properties, dict) or "delivery_tag" not in properties:
+        raise PoisonItem("not an envelope: no properties.delivery_tag")
+    info = properties.get("delivery_info")
+    if not isinstance(info, dict) or "exchange" not in info or "routing_key" not in info:
+        raise PoisonItem("not an envelope: no properties.delivery_info exchange/routing_key")
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        raise PoisonItem(f"not an envelope: a body that is a {type(body).__name__}")
+    if body:
+        try:
+            decode_body(body, properties.get("body_encoding"))
+        except (ValueError, binascii.Error, TypeError) as exc:
+            raise PoisonItem(f"body not decodable: {str(exc)[:100]}") from None
+    return payload
+
+
+class Channel(kombu_redis.Channel):
+    def _brpop_read(self, **options: Any) -> bool:
+        # kombu's _brpop_read, with the item checked before it is delivered
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                # a connection error: disconnect, the next iteration reconnects
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            payload = self._checked(dest, item)
+            if payload is None:
+                raise Empty()
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]  # as kombu resets it
+            self._flush_brpop_reauth()
+
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        with self.conn_or_acquire() as client:
+            for pri in self.priority_steps:
+                item = client.rpop(self._q_for_pri(queue, pri))
+                if item:
+                    self._maybe_update_queues_expire(client, queue)
+                    payload = self._checked(queue, item)
+                    if payload is not None:
+                        return payload
+            self._maybe_update_queues_expire(client, queue)
+            raise Empty()
+
+    def _checked(self, queue: str, item: bytes | str) -> dict[str, Any] | None:
+        text = bytes_to_str(item)
+        try:
+            return envelope(text, self.decode_body)
+        except PoisonItem as poison:
+            deadletters.put(queue, poison.reason, raw=text)
+            return None
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
