@@ -15,6 +15,7 @@ holds 64 batches. Other workers keep Celery's defaults (prefork, one child per c
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 from celery import Celery, Task
@@ -40,34 +41,67 @@ def _names(queue_names: Any) -> set[str]:
     return {q.strip() for q in queue_names or ()}
 
 
+# What a worker started with no `-Q` serves: everything but the stream consumers, whose tasks
+# hold a pool slot for hours and would starve the rest (they get a worker of their own).
+PLAIN_QUEUES = (queues.ALERTS, queues.NOTIFY, queues.CONTROL)
+STREAMS_ON_PREFORK = (
+    "this worker would serve `streams` on the prefork pool, where a stream consumer cannot hand "
+    "its batch over on shutdown: run the consumers on their own worker (celery -A "
+    "kakarot_workers worker -Q streams) or give this one -P threads"
+)
+
+
 def serves_only_streams(queue_names: Any) -> bool:
     return _names(queue_names) == {queues.STREAMS}
 
 
 def serves_streams(queue_names: Any, excluded: Any = None) -> bool:
-    """The worker consumes `streams` (no `-Q`: every queue, `streams` among them)."""
-    return queues.STREAMS in (_names(queue_names) or {queues.STREAMS}) - _names(excluded)
+    """The worker consumes `streams` (a worker with no `-Q` does not: see PLAIN_QUEUES)."""
+    return queues.STREAMS in _names(queue_names) - _names(excluded)
 
 
 class KakarotWorker(Worker):
-    """Celery's worker, with stream-friendly pool defaults for a streams-only worker."""
+    """Celery's worker, with the fleet's defaults: a streams-only worker gets the threads pool
+    and its slots; a worker with no `-Q` serves PLAIN_QUEUES (and says so); a worker that would
+    serve `streams` on the prefork pool refuses to start, with the flags to use."""
 
     pool_cls: Any
     concurrency: Any
+    plain = False
+
+    def prepare_args(self, **kwargs: Any) -> Any:
+        # Gossip (workers watching each other's events) is of no use to the fleet, and Celery
+        # fails to restart it after the broker comes back (an error and a traceback each time)
+        kwargs = {**kwargs, "without_gossip": True}
+        if not kwargs.get("queues"):
+            kwargs["queues"] = ",".join(PLAIN_QUEUES)
+        return super().prepare_args(**kwargs)
 
     def setup_defaults(self, *args: Any, **kwargs: Any) -> None:
         super().setup_defaults(*args, **kwargs)
-        if serves_streams(kwargs.get("queues"), kwargs.get("exclude_queues")):
+        self.plain = not kwargs.get("queues")
+        streams = serves_streams(kwargs.get("queues"), kwargs.get("exclude_queues"))
+        if streams:
             # Before the consumer starts: it reads this when it sets up its QoS.
             self.app.conf.worker_disable_prefetch = True
-        if not serves_only_streams(kwargs.get("queues")):
-            return
-        settings = get_settings()
-        # `-P` defaults to prefork on the command line, so prefork here means "not chosen".
-        if self.pool_cls in (PreforkPool, "prefork") and settings.streams_pool != "prefork":
-            self.pool_cls = get_implementation(settings.streams_pool)
-        if not self.concurrency:
-            self.concurrency = settings.streams_concurrency
+        if serves_only_streams(kwargs.get("queues")):
+            settings = get_settings()
+            # `-P` defaults to prefork on the command line, so prefork here means "not chosen".
+            if self.pool_cls in (PreforkPool, "prefork") and settings.streams_pool != "prefork":
+                self.pool_cls = get_implementation(settings.streams_pool)
+            if not self.concurrency:
+                self.concurrency = settings.streams_concurrency
+        if streams and self.pool_cls in (PreforkPool, "prefork"):
+            raise SystemExit(f"error: {STREAMS_ON_PREFORK}")
+
+    def on_consumer_ready(self, consumer: Any) -> None:
+        super().on_consumer_ready(consumer)
+        if self.plain:
+            logging.getLogger(__name__).warning(
+                "no -Q given: this worker serves %s; stream consumers need a worker of their "
+                "own: celery -A kakarot_workers worker -Q streams",
+                ", ".join(PLAIN_QUEUES),
+            )
 
 
 class KakarotTask(Task):

@@ -49,6 +49,9 @@ task_acks_late = False
 task_reject_on_worker_lost = True
 
 broker_connection_retry_on_startup = True
+# A worker waits for the broker as long as it takes (Celery gives up after 100 tries by
+# default, then exits); the worker's consumer tries every 0.5-2 s (worker.KakarotConsumer).
+broker_connection_max_retries = None
 broker_transport_options = {
     # Unacknowledged (acks_late) alert messages come back after this many seconds if their
     # worker vanished. Stream tasks are acknowledged on receipt and never come back this way.
@@ -73,7 +76,7 @@ enable_utc = True
 # RedBeat keeps the schedule in Redis and holds a lock, so a second beat (HA) waits as a standby:
 # it tries every `beat_max_loop_interval` and takes over when the lock lapses, well within a
 # minute (RedBeat's default lock, 5 × the max interval, would be 25 minutes with Celery's 300 s).
-beat_scheduler = "redbeat.RedBeatScheduler"
+beat_scheduler = "kakarot_workers.beat:Scheduler"  # RedBeat, riding out Redis outages
 redbeat_redis_url = _settings.redis_url
 redbeat_key_prefix = Keys(_settings.redis_key_prefix).beat_prefix
 redbeat_lock_timeout = _settings.beat_lock_timeout_s

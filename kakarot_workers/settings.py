@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         description="an event stamped earlier than this before now is refused (back-fills "
         "reach back at most `evm_backfill_max_blocks`)",
     )
+    outage_buffer_events: int = Field(
+        20_000,
+        ge=0,
+        description="events a consumer keeps while Redis is away (beyond: dropped, counted)",
+    )
     source_idle_timeout_s: float = Field(
         30.0, gt=0, description="a source silent this long is taken for dead and reconnected"
     )
@@ -203,6 +208,9 @@ class Settings(BaseSettings):
     beat_sync_heartbeats_s: float = Field(10.0, gt=0, description="beat: sync_heartbeats, every")
     beat_poll_configs_s: float = Field(5.0, gt=0, description="beat: poll_configs, every")
     beat_sweep_outbox_s: float = Field(60.0, gt=0, description="beat: sweep_outbox, every")
+    beat_check_workers_s: float = Field(
+        30.0, gt=0, description="beat warns of queues no live worker consumes, at most this often"
+    )
     beat_lock_timeout_s: int = Field(
         30, ge=5, description="the active beat's lock (RedBeat), renewed every tick"
     )

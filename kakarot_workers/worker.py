@@ -19,6 +19,7 @@ its blueprint.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -37,6 +38,9 @@ from kakarot_workers.streams import node
 
 log = logging.getLogger(__name__)
 
+BROKER_RETRY_START_S = 0.5
+BROKER_RETRY_MAX_S = 2.0
+
 
 def _queues(worker: Any) -> str:
     return ",".join(sorted(worker.app.amqp.queues.consume_from))
@@ -46,7 +50,11 @@ class Node(bootsteps.StartStopStep):
     """This worker process as a node of the fleet; stopped once its consumers have let go."""
 
     def create(self, worker: Any) -> node.NodeAgent:
-        return node.install(node.NodeAgent(worker.hostname, _queues(worker), reconcile=reconcile))
+        return node.install(
+            node.NodeAgent(
+                worker.hostname, _queues(worker), reconcile=reconcile, slots=worker.concurrency
+            )
+        )
 
 
 class BackendLink(bootsteps.StartStopStep):
@@ -90,7 +98,19 @@ app.steps["worker"].update({Node, BackendLink, ConfigListening})
 
 class KakarotConsumer(Consumer):
     """Celery's consumer; what it refuses goes to the dead letters (one log line, no
-    traceback: the message is the sender's mistake, not the worker's) and is acknowledged."""
+    traceback: the message is the sender's mistake, not the worker's) and is acknowledged.
+    When the broker is lost it tries again every 0.5-2 s (Celery's own steps grow to 30 s, so a
+    worker could stay away half a minute after Redis came back)."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        retry = conn.ensure_connection
+        conn.ensure_connection = functools.partial(
+            retry,
+            interval_start=BROKER_RETRY_START_S,
+            interval_step=BROKER_RETRY_START_S,
+            interval_max=BROKER_RETRY_MAX_S,
+        )
+        return super().ensure_connected(conn)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _dead_letter(message, f"body not decodable ({message.content_type}): {exc}")

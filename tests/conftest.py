@@ -36,15 +36,20 @@ from tests.support.mariadb import MariaDBServer, find_binaries  # noqa: E402
 _db_counter = itertools.count(1)
 E2E_DIR = Path(__file__).parent / "e2e"
 E2E_TIMEOUT_S = 180
+FAULTS_DIR = Path(__file__).parent / "faults"
+FAULTS_TIMEOUT_S = 400
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under tests/e2e are whole-fleet scenarios: marked `e2e`, with a longer timeout
-    than the 20 s every other test gets (pyproject.toml)."""
+    than the 20 s every other test gets (pyproject.toml); tests/faults (`make faults`) longer."""
     for item in items:
-        if E2E_DIR in Path(item.fspath).parents:
+        parents = Path(item.fspath).parents
+        if E2E_DIR in parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
+        elif FAULTS_DIR in parents:
+            item.add_marker(pytest.mark.timeout(FAULTS_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +143,7 @@ def workers(redis_client, tmp_path: Path) -> Iterator[object]:
     started: list[WorkerProcess] = []
 
     def start(queues: str, **options: object) -> WorkerProcess:
-        name = f"test-{queues.replace(',', '-')}-{len(started)}"
+        name = f"test-{queues.replace(',', '-') or 'plain'}-{len(started)}"
         worker = WorkerProcess(name, queues, log_path=tmp_path / f"{name}.log", **options)  # type: ignore[arg-type]
         started.append(worker)
         return worker.start()

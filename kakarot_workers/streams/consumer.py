@@ -28,8 +28,9 @@ from kakarot_workers.events import SwapEvent, check
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources import BatchPlan, Retraction, Source
 from kakarot_workers.status import BatchStatus
-from kakarot_workers.streams import node
+from kakarot_workers.streams import leases, node
 from kakarot_workers.streams.dispatch import redispatch
+from kakarot_workers.streams.emitter import Emitter, EventBatcher, WireEvent
 from kakarot_workers.streams.handover import Handover, Phase
 from kakarot_workers.streams.leases import Lease
 from kakarot_workers.streams.reporter import StatusReporter
@@ -38,41 +39,8 @@ log = logging.getLogger(__name__)
 
 STATUS_REFRESH_S = 5.0
 CONTROL_CHECK_S = 1.0
-WireEvent = dict[str, Any]
-
-
-class EventBatcher:
-    """Collects events and hands them on in groups: full at `max_events`, due after `max_ms`."""
-
-    def __init__(
-        self,
-        max_events: int,
-        max_ms: int,
-        send: Callable[[list[WireEvent]], None],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_events = max_events
-        self.max_s = max_ms / 1000
-        self.send = send
-        self.clock = clock
-        self.pending: list[WireEvent] = []
-        self._first_at = 0.0
-
-    def add(self, event: WireEvent) -> None:
-        if not self.pending:
-            self._first_at = self.clock()
-        self.pending.append(event)
-        if len(self.pending) >= self.max_events:
-            self.flush()
-
-    def flush_if_due(self) -> None:
-        if self.pending and self.clock() - self._first_at >= self.max_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            events, self.pending = self.pending, []
-            self.send(events)
+# While Redis does not answer, the lease is tried again this often.
+OUTAGE_RENEW_S = 0.5
 
 
 class BatchConsumer:
@@ -94,6 +62,7 @@ class BatchConsumer:
         self.queue_limit = settings.alerts_queue_limit
         self.queue_cap = settings.alerts_queue_cap
         self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
+        self.emitter = Emitter(self._send, settings.outage_buffer_events)
         self.reporter = StatusReporter(
             self.redis,
             self.keys,
@@ -110,12 +79,17 @@ class BatchConsumer:
         self.stop_reason: str | None = None
         self.alerts_depth = 0
         self._stop = threading.Event()
-        self.handover = Handover(lease, self._stop, settings.handover_timeout_s)
+        self.handover = Handover(
+            lease, self._stop, settings.handover_timeout_s, self.agent.successor_possible
+        )
         self._told: BatchStatus | None = None
         self.plausible = settings.plausible
         self._rejects: Counter[str] = Counter()  # by reason, not yet counted in Redis
         self._checkpoint: int | None = None
         self._reconnects_seen = 0
+        self._dropped_seen = 0
+        self._lease_stale_logged = False
+        self._redis_down_logged = False
 
     # --- what the node agent reads ------------------------------------------------------
     @property
@@ -126,7 +100,8 @@ class BatchConsumer:
 
     @property
     def pending(self) -> int:
-        return len(self.batcher.pending)
+        """Events read and not yet sent: in the micro-batch, and kept through an outage."""
+        return len(self.batcher.pending) + self.emitter.unsent_events
 
     @property
     def lease_lost(self) -> bool:
@@ -147,7 +122,7 @@ class BatchConsumer:
         try:
             for event in self.source.events(stop):
                 if isinstance(event, Retraction):
-                    self._retract(event)
+                    self._quietly(self._retract, event)
                 elif event is not None and self._plausible(event):
                     self.batcher.add(
                         replace(
@@ -159,24 +134,27 @@ class BatchConsumer:
                         ).to_wire()
                     )
                 self.batcher.flush_if_due()
+                self.emitter.retry()
                 if self.handover.phase is Phase.LEAVING:
                     self._hand_over()
                 now = time.monotonic()
                 self.handover.fence_when_live(now, self.source.stats.live)
+                if self.emitter.held and self.handover.renewing:
+                    next_renew = min(next_renew, now)  # confirm the lease before sending again
                 if now >= next_renew and self.handover.renewing:
-                    self._renew()
+                    renewed = self._renew()
                     if self.lease_lost:
                         break  # not ours any more: write nothing of the batch's state
-                    next_renew = now + self.lease.renew_interval_s
+                    next_renew = now + (self.lease.renew_interval_s if renewed else OUTAGE_RENEW_S)
                 if now >= next_control:
-                    self._read_control(stop)
+                    self._quietly(self._read_control, stop)
                     next_control = now + CONTROL_CHECK_S
                 if self.status != status or now >= next_refresh:
                     status = self.status
                     self._write_status(status)
                     next_refresh = now + STATUS_REFRESH_S
-                if not self.batcher.pending:
-                    self._save_checkpoint()
+                if not self.pending:
+                    self._quietly(self._save_checkpoint)
         finally:
             runtime.forget_shutdown_hook(hook)
             self.handover.close()
@@ -242,23 +220,66 @@ class BatchConsumer:
             if phase in (Phase.LEAVING, Phase.STOPPING) and self._told is None:
                 redispatch(self.batch_id)  # nothing handed over: just go
 
-    def _renew(self) -> None:
+    def _renew(self) -> bool:
+        """Extend the lease; True once Redis confirmed it is ours. While Redis does not answer
+        the consumer serves on and keeps what it reads (see `emitter`); when Redis is back and
+        the lease expired meanwhile with nobody else holding it, it is taken again (a new
+        fencing token) and what was kept goes out under it. Someone else holding it means the
+        batch is theirs: the consumer stops."""
         try:
-            ours = self.lease.renew()
+            if self.lease.renew():
+                self.emitter.resume()
+                return True
+            retaken = self._retake()
         except redis.RedisError as exc:
-            if self.lease.expired_locally():
+            if self.lease.expired_locally() and not self._lease_stale_logged:
+                self._lease_stale_logged = True
                 log.error(
-                    "batch %s: lease not renewed for a full TTL (%s); stopping", self.batch_id, exc
+                    "batch %s: lease not renewed for a full TTL (%s); serving on and keeping "
+                    "events until Redis answers",
+                    self.batch_id,
+                    exc,
                 )
-                self.handover.lose()
-            else:
-                log.warning("batch %s: lease renewal failed (%s); will retry", self.batch_id, exc)
-            return
-        if not ours:
+            return False
+        if not retaken:
             log.warning(
                 "batch %s: lease lost (token %s); stopping", self.batch_id, self.lease.token
             )
             self.handover.lose()
+        return retaken
+
+    def _retake(self) -> bool:
+        """The lease was not ours any more: take it again if nobody holds it."""
+        if self.handover.phase not in (Phase.SERVING, Phase.TAKING_OVER):
+            return False
+        lease = leases.store().acquire(self.batch_id, self.consumer_id, self.lease.ttl_s)
+        if lease is None:
+            return False
+        log.warning(
+            "batch %s: the lease expired while Redis was away; taken again (token %s → %s)",
+            self.batch_id,
+            self.lease.token,
+            lease.token,
+        )
+        self.lease = self.handover.lease = lease
+        self.handover.phase = Phase.SERVING if lease.fenced else Phase.TAKING_OVER
+        self.batcher.pending = [{**e, "fencing_token": lease.token} for e in self.batcher.pending]
+        self.emitter.restamp(fencing_token=lease.token)
+        self.emitter.resume()
+        self._lease_stale_logged = False
+        return True
+
+    def _quietly(self, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Run a step that reads or writes the batch's state in Redis; while Redis does not
+        answer, skip it (it runs again on the next turn of the loop)."""
+        try:
+            action(*args, **kwargs)
+        except redis.RedisError as exc:
+            if not self._redis_down_logged:
+                self._redis_down_logged = True
+                log.warning("batch %s: Redis unreachable (%s); serving on", self.batch_id, exc)
+            return
+        self._redis_down_logged = False
 
     def _read_control(self, stop: threading.Event) -> None:
         """Follow the control plane (a new epoch for a carried batch, or an order to stop), read
@@ -298,10 +319,18 @@ class BatchConsumer:
                     len(events),
                 )
                 return
-        app.send_task(queues.EVALUATE_EVENTS, args=[events])
+        self.emitter.emit(events)
+        if self.emitter.dropped != self._dropped_seen:
+            counters.add(dropped_events=self.emitter.dropped - self._dropped_seen)
+            self._dropped_seen = self.emitter.dropped
+
+    def _send(self, events: list[WireEvent]) -> None:
+        """One message to the alert pool; raises while the broker is away (no retries here:
+        the emitter keeps the events and tries again)."""
+        app.send_task(queues.EVALUATE_EVENTS, args=[events], retry=False)
         self.events_emitted += len(events)
-        counters.add(total_events=len(events))
-        self.reporter.emitted(len(events), events[-1]["ts_ms"])
+        self.agent.counters.add(total_events=len(events))
+        self._quietly(self.reporter.emitted, len(events), events[-1]["ts_ms"])
 
     def _retract(self, gone: Retraction) -> None:
         """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
@@ -330,6 +359,10 @@ class BatchConsumer:
     def _write_status(self, status: BatchStatus) -> None:
         if self.lease_lost:
             return
-        self.reporter.write(
-            status, token=self.lease.token, epoch=self.epoch, stats=self.source.stats
+        self._quietly(
+            self.reporter.write,
+            status,
+            token=self.lease.token,
+            epoch=self.epoch,
+            stats=self.source.stats,
         )

@@ -39,6 +39,8 @@ from kakarot_workers import runtime
 from kakarot_workers.db import heartbeats
 from kakarot_workers.db.models import MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.keys import Keys
+from kakarot_workers.queues import STREAMS
 from kakarot_workers.settings import get_settings
 from kakarot_workers.status import BatchStatus
 
@@ -87,10 +89,13 @@ class NodeAgent:
         node_id: str,
         queues: str = "",
         reconcile: Callable[[int], object] | None = None,
+        slots: int = 0,
     ) -> None:
         settings = get_settings()
         self.node_id = node_id
         self.queues = queues
+        self.slots = slots  # batches this node can serve at once (0: unknown)
+        self.leaving = False
         self.reconcile = reconcile
         self.handover_timeout_s = settings.handover_timeout_s
         self.heartbeat_s = settings.node_heartbeat_s
@@ -133,6 +138,17 @@ class NodeAgent:
             self._threads.append(thread)
         log.info("node %s up (queues %s)", self.node_id, self.queues)
         return self
+
+    def successor_possible(self) -> bool:
+        """This node is going down: say so in its metrics (no other leaving node waits for it),
+        and whether another live node could take one of its batches now."""
+        self.leaving = True
+        client, keys = runtime.redis_client(), runtime.keys()
+        client.hset(keys.node_metrics(self.node_id), "leaving", "1")
+        return any(
+            node_id != self.node_id and could_take_a_batch(metrics)
+            for node_id, metrics in live_nodes(client, keys).items()
+        )
 
     def stop(self) -> None:
         """Wait for the consumers to let go (they are handing their batches over), then stop
@@ -207,6 +223,8 @@ class NodeAgent:
             "dropped_events": str(c.dropped_events),
             "reconnects": str(c.reconnects),
             "queues": self.queues,
+            "slots": str(self.slots),
+            "leaving": "1" if self.leaving else "0",
             "hostname": socket.gethostname(),
             "pid": str(os.getpid()),
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -267,3 +285,51 @@ def install(agent: NodeAgent) -> NodeAgent:
     with _agent_lock:
         _agent, _agent_pid = agent, os.getpid()
         return agent
+
+
+def live_nodes(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
+    """The metrics hash of every node whose heartbeat key is present."""
+    prefix = len(keys.node_metrics(""))
+    node_ids = [name[prefix:] for name in client.scan_iter(match=keys.node_pattern, count=500)]
+    pipe = client.pipeline(transaction=False)
+    for node_id in node_ids:
+        pipe.hgetall(keys.node_metrics(node_id))
+        pipe.exists(keys.node_heartbeat(node_id))
+    replies = pipe.execute()
+    return {
+        node_id: {_text(k): _text(v) for k, v in replies[2 * i].items()}
+        for i, node_id in enumerate(node_ids)
+        if replies[2 * i + 1] and replies[2 * i]
+    }
+
+
+def could_take_a_batch(metrics: dict[str, str]) -> bool:
+    """A node (by its metrics) that serves `streams`, is not going down and has a free slot
+    (or does not say how many it has)."""
+    if STREAMS not in metrics.get("queues", "").split(",") or metrics.get("leaving") == "1":
+        return False
+    slots = int(metrics.get("slots") or 0)
+    return slots == 0 or int(metrics.get("batch_count") or 0) < slots
+
+
+def queues_without_workers(
+    client: redis.Redis, keys: Keys, names: tuple[str, ...]
+) -> dict[str, int]:
+    """Of the queues `names`, those no live node consumes (its heartbeat key present, its
+    metrics naming the queue), with how many messages wait in each. Beat warns of them, and
+    `kakarot nodes` shows them."""
+    served: set[str] = set()
+    for metrics in live_nodes(client, keys).values():
+        served.update(q for q in metrics.get("queues", "").split(",") if q)
+    waiting = client.pipeline(transaction=False)
+    for name in names:
+        waiting.llen(name)
+    return {
+        name: int(count)
+        for name, count in zip(names, waiting.execute(), strict=True)
+        if name not in served
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -303,6 +303,13 @@ def nodes_cmd() -> None:
             "[green]online[/green]" if n["online"] else "[red]offline[/red]",
         )
     console.print(table if nodes else "no nodes have reported (is a worker running?)")
+    from kakarot_workers import queues
+    from kakarot_workers.streams.node import queues_without_workers
+
+    unserved = queues_without_workers(runtime.redis_client(), runtime.keys(), queues.ALL)
+    if unserved:
+        listed = ", ".join(f"{name} ({waiting} waiting)" for name, waiting in unserved.items())
+        console.print(f"[red]no live worker consumes: {listed}[/red]")
 
 
 # --- dead letters ---------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             str(redis_server_binary()),
             "--bind",
@@ -99,6 +100,18 @@ class EmbeddedRedis:
                 client.close()
         log.info("embedded Redis %s started (pid %s)", self.url, self._process.pid)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (its data directory stays: `start` again brings
+        it back on the same port, with what its append-only file kept, if any)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         process, self._process = self._process, None

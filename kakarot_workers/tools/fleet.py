@@ -128,7 +128,7 @@ class WorkerProcess(CeleryProcess):
         self.extra_args = extra_args or []
 
     def command(self) -> list[str]:
-        command = ["worker", "-Q", self.queues, "-n", self.nodename]
+        command = ["worker", *(["-Q", self.queues] if self.queues else []), "-n", self.nodename]
         command += ["--loglevel", "INFO", "--without-mingle", *self.extra_args]
         if self.pool is not None:
             command += ["--pool", self.pool]

@@ -222,3 +222,38 @@ def test_a_config_change_reaches_the_alert_workers(
     bound = 1.0 if path == "pubsub" else 1.0 + 1.0  # poll interval + 1 s
     # a generous margin for a loaded test machine; bench/config_reload.py measures it
     assert delay_s < bound + 2.0, f"{path}: first alert under v{version} after {delay_s:.2f}s"
+
+
+def test_with_no_control_worker_beat_and_kakarot_nodes_say_so(db_url, use_env, workers, beats):
+    """A fleet started from the card without `-Q control`: beat's jobs queue up and nothing is
+    allocated. Beat says so in its log (within `beat_check_workers_s`), naming the worker to
+    start, and `kakarot nodes` shows it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    use_env(**FAST, KAKAROT_BEAT_CHECK_WORKERS_S="1")
+    create_task_with([f"0x{i:040x}" for i in range(5)])
+    workers("alerts,notify")
+    beat = beats("beat")
+    wait_for(
+        lambda: (
+            "wait on queue control and no live worker consumes it: start one "
+            "(celery -A kakarot_workers worker -Q control)" in beat.log_text()
+        ),
+        20,
+        "beat to say no worker consumes control",
+    )
+    kakarot = str(Path(sys.executable).with_name("kakarot"))
+    result = subprocess.run(
+        [kakarot, "nodes"],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("no live worker consumes:")]
+    assert "control (" in line and "streams (0 waiting)" in line
+    assert "alerts" not in line and "notify" not in line

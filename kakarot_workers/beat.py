@@ -1,0 +1,90 @@
+"""Beat's scheduler: RedBeat, riding out a Redis outage instead of exiting.
+
+RedBeat keeps the schedule in Redis and holds a lock there, so a second beat waits as a
+standby. As it ships, a Redis error in a tick (reading the schedule, extending the lock, sending
+a job) ends the beat process, and a lock lost while Redis was away (expired, or gone with a
+restart that lost the data) ends it at the next tick. This scheduler waits instead: while Redis
+does not answer, each tick sleeps `beat_max_interval_s` and tries again; a lost lock is taken
+again if it is free (or this beat becomes the standby until it is); a beat that started while
+Redis was away takes the lock once it answers. `celeryconfig` names it as `beat_scheduler`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kombu.exceptions
+import redis
+from redbeat import RedBeatScheduler
+from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
+from redis.exceptions import LockError
+
+from kakarot_workers import queues, runtime
+from kakarot_workers.settings import get_settings
+from kakarot_workers.streams.node import queues_without_workers
+
+log = logging.getLogger(__name__)
+
+REDIS_DOWN = (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError, OSError)
+
+
+class Scheduler(RedBeatScheduler):
+    _down = False
+    _unserved_checked = 0.0
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            if self.lock_key and not self._hold_lock():
+                return float(self.max_interval)  # a standby: another beat holds the lock
+            interval = float(super().tick(*args, **kwargs))
+            self._warn_of_unserved_queues()
+        except LockError:
+            log.warning("beat: lost the lock (Redis expired or lost it); taking it again")
+            self.lock = None
+            return float(self.max_interval)
+        except REDIS_DOWN as exc:
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "beat: Redis unreachable (%s); trying again every %ss",
+                    str(exc)[:200],
+                    self.max_interval,
+                )
+            return float(self.max_interval)
+        if self._down:
+            self._down = False
+            log.warning("beat: Redis answers again; scheduling")
+        return interval
+
+    def _warn_of_unserved_queues(self) -> None:
+        """Jobs that wait on a queue no live worker consumes never run: say so, naming the
+        worker to start (a fleet started without `-Q control` allocates nothing, silently)."""
+        now = time.monotonic()
+        if now - self._unserved_checked < get_settings().beat_check_workers_s:
+            return
+        self._unserved_checked = now
+        unserved = queues_without_workers(runtime.redis_client(), runtime.keys(), queues.ALL)
+        for name, waiting in sorted(unserved.items()):
+            if waiting:
+                log.warning(
+                    "beat: %d message(s) wait on queue %s and no live worker consumes it: "
+                    "start one (celery -A kakarot_workers worker -Q %s)",
+                    waiting,
+                    name,
+                    name,
+                )
+
+    def _hold_lock(self) -> bool:
+        """Whether this beat holds the lock, taking it when it is free (never waiting)."""
+        if self.lock is not None:
+            return True
+        client = get_redis(self.app)
+        lock = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
+        lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)
+        if not lock.acquire(blocking=False):
+            return False
+        log.info("beat: Acquired lock")
+        self.lock = lock
+        return True
