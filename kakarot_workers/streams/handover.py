@@ -4,14 +4,17 @@ The incoming consumer took the lease during a graceful hand-over (the fence was 
 acquisition, see `leases`): it serves at once and raises the fence `FENCE_DELAY_S` after its own
 source is live, so whatever the leaving consumer read before we subscribed has been emitted.
 
-The leaving consumer (the worker is shutting down) hands over only if it is live: it flushes,
-releases the lease marked as a hand-over, dispatches the batch and serves on until the fence
-passes its token (or `handover_timeout_s`). One that is not live has nothing to hand over and
-just stops.
+The leaving consumer (the worker is shutting down) hands over only if it is live and another
+live streams node has a free slot: it flushes, releases the lease marked as a hand-over,
+dispatches the batch and serves on until the fence passes its token (or `handover_timeout_s`).
+One that is not live has nothing to hand over, and one with no possible successor has nobody to
+wait for: it flushes, releases the lease, sends the batch back to the queue and stops at once
+(within a supervisor's stop timeout). While handing over it stops early too once no node could
+take the batch any more (the others are leaving as well).
 
-    TAKING_OVER ──live for FENCE_DELAY_S──▶ SERVING ──shutdown, live──▶ LEAVING
-         │                                     │                          │ flush, release
-         └──────────shutdown, not live─────────┴──▶ STOPPING             ▼
+    TAKING_OVER ──live for FENCE_DELAY_S──▶ SERVING ──shutdown, live──▶ LEAVING ──no successor──┐
+         │                                     │                          │ flush, release     │
+         └──────────shutdown, not live─────────┴──▶ STOPPING ◀───────────┼────────────────────┘
                                                               HANDING_OVER ──fence passed──▶ (stop)
     any phase ──lease not ours──▶ LOST
 """
@@ -21,7 +24,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
+
+import redis
 
 from kakarot_workers import runtime
 from kakarot_workers.streams import leases
@@ -53,10 +59,17 @@ class Phase(Enum):
 class Handover:
     """The hand-over state of one consumer; `stop` is its loop's stop event."""
 
-    def __init__(self, lease: Lease, stop: threading.Event, timeout_s: float) -> None:
+    def __init__(
+        self,
+        lease: Lease,
+        stop: threading.Event,
+        timeout_s: float,
+        successor_possible: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.lease = lease
         self.stop = stop
         self.timeout_s = timeout_s
+        self.successor_possible = successor_possible
         self.phase = Phase.SERVING if lease.fenced else Phase.TAKING_OVER
         self._live_since: float | None = None
         self._sent_at = 0.0
@@ -101,7 +114,13 @@ class Handover:
 
     def release(self) -> None:
         """Leaving, and everything read so far flushed: release the lease as a hand-over and
-        dispatch the successor."""
+        dispatch the successor; with nobody to take it, stop at once instead (`_finish`
+        releases the lease and sends the batch back to the queue)."""
+        if not self._successor_possible():
+            log.info("batch %s: no other streams node can take it; stopping now", self.batch_id)
+            self.phase = Phase.STOPPING
+            self.stop.set()
+            return
         if not self.lease.release(handover_s=self.timeout_s):
             log.warning("batch %s: lease already lost at shutdown", self.batch_id)
             self.lose()
@@ -120,6 +139,14 @@ class Handover:
             log.info("batch %s: successor is live; handed over", self.batch_id)
             self.stop.set()
         elif time.monotonic() - self._sent_at >= HANDOVER_RESEND_S and not self.taken():
+            if not self._successor_possible():
+                log.warning(
+                    "batch %s: no other streams node can take it any more; stopping (the batch "
+                    "waits on the queue)",
+                    self.batch_id,
+                )
+                self.stop.set()
+                return
             log.warning(
                 "batch %s: no successor took it within %.0fs; sending it again",
                 self.batch_id,
@@ -128,6 +155,12 @@ class Handover:
             redispatch(self.batch_id)
             self._sent_at = time.monotonic()
             runtime.redis_client().incr(runtime.keys().handovers_resent)
+
+    def _successor_possible(self) -> bool:
+        try:
+            return self.successor_possible()
+        except redis.RedisError:
+            return False  # Redis is away: nobody can take the batch over now
 
     def taken(self) -> bool:
         """Someone holds the batch's lease (after we released it: our successor)."""

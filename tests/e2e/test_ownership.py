@@ -18,7 +18,13 @@ from kakarot_workers.db.models import MonitorBatch
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.tools.market import Market
 from kakarot_workers.tools.simulator import SimulatorServer
-from tests.support.scenario import alert_keys, create_task_for, wait_for, wait_quiet
+from tests.support.scenario import (
+    alert_keys,
+    create_task_for,
+    queued_args,
+    wait_for,
+    wait_quiet,
+)
 
 THRESHOLD_USD = 2_500.0
 
@@ -57,7 +63,6 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
         KAKAROT_BATCH_CAP="2",
         KAKAROT_NODE_HEARTBEAT_S="0.5",
         KAKAROT_DB_HEARTBEAT_S="0.5",
-        KAKAROT_HANDOVER_TIMEOUT_S="2",
         KAKAROT_HEARTBEAT_WRITER="node",  # each node writes its own rows (beat's job: test_beat)
     )
     market = Market.with_tokens(seed=5, count=80)
@@ -95,9 +100,14 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
 
         wait_for(rows_written, 5, "batch rows written in bulk")
 
-        # SIGTERM with no other worker: nobody takes over, so after the hand-over timeout every
-        # batch is released, marked stopped, and the node keys are gone.
+        # SIGTERM with no other worker: nobody could take over, so the worker does not wait the
+        # hand-over timeout (10 s, past honcho's 5 s kill): every batch is released at once, sent
+        # back to the queue for the next worker, marked stopped, and the node keys are gone.
+        started = time.monotonic()
         assert worker.stop(timeout_s=20) == 0
+        stopped_in = time.monotonic() - started
+        assert stopped_in < 5, f"stopped {stopped_in:.1f}s after SIGTERM: a supervisor kills at 5s"
+        assert sorted(b for (b,) in queued_args(redis_client, "streams")) == sorted(batch_ids)
         assert all(redis_client.get(keys.batch_lease(b)) is None for b in batch_ids)
         assert {redis_client.hget(keys.batch_status(b), "status") for b in batch_ids} == {"stopped"}
         assert not redis_client.exists(keys.node_heartbeat(worker.nodename))

@@ -1,7 +1,6 @@
 """The batch consumer on real Redis (and its broker queue), fed by a list of recorded items:
 back-pressure, the explicit drop cap, re-org retractions, and fencing in the alert pool."""
 
-import base64
 import json
 import threading
 import time
@@ -13,6 +12,7 @@ from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
 from kakarot_workers.streams import leases, node
 from kakarot_workers.streams.consumer import BatchConsumer
 from kakarot_workers.streams.handover import HANDOVER_RESEND_S
+from tests.support.scenario import queued_args, task_args
 
 NOW_MS = int(time.time() * 1000)
 
@@ -63,11 +63,6 @@ def run(items: list, client) -> tuple[BatchConsumer, list[dict]]:
     consumer.run(threading.Event())
     messages = [json.loads(m) for m in client.lrange("alerts", 0, -1)]
     return consumer, messages
-
-
-def task_args(message: dict) -> list:
-    """The positional arguments of a Celery message as it sits in its Redis queue."""
-    return json.loads(base64.b64decode(message["body"]))[0]
 
 
 def sent_events(messages: list[dict]) -> list[dict]:
@@ -122,6 +117,7 @@ def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis
     the leaving consumer must send the batch again, hand over to whoever takes it, and stop."""
     use_env(KAKAROT_HANDOVER_TIMEOUT_S="10")
     keys = runtime.keys()
+    other_streams_node(redis_client, "node-b")
     lease = leases.Leases(redis_client, keys).acquire(7, "leaving", ttl_s=30)
     assert lease is not None
     plan = BatchPlan(7, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
@@ -151,6 +147,47 @@ def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis
     assert not thread.is_alive(), "the leaving consumer did not stop once the fence passed it"
     assert consumer.stop_reason == "handed_over"
     assert redis_client.get(keys.handovers_resent) == "1", "sent again although taken"
+
+
+def test_with_no_other_streams_node_a_leaving_consumer_stops_at_once_and_requeues_its_batch(
+    redis_client, use_env
+):
+    """Nobody could take over (the only other node is full, another is leaving): waiting the
+    hand-over timeout would outlast a supervisor's stop timeout for nothing."""
+    use_env(KAKAROT_HANDOVER_TIMEOUT_S="10")
+    keys = runtime.keys()
+    other_streams_node(redis_client, "node-full", batch_count=4, slots=4)
+    other_streams_node(redis_client, "node-leaving", leaving=True)
+    lease = leases.Leases(redis_client, keys).acquire(8, "leaving", ttl_s=30)
+    assert lease is not None
+    plan = BatchPlan(8, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
+    consumer = BatchConsumer(plan, LiveSource(), lease, node.NodeAgent("test-node", "streams"))
+    thread = threading.Thread(target=consumer.run, args=(threading.Event(),), daemon=True)
+    thread.start()
+    consumer.begin_shutdown()
+    thread.join(3.0)
+    assert not thread.is_alive(), "the leaving consumer waited for a successor that cannot come"
+    assert redis_client.get(keys.batch_lease(8)) is None
+    assert queued_args(redis_client, "streams") == [[8]]
+    assert redis_client.hget(keys.batch_status(8), "status") == "stopped"
+    assert redis_client.hget(keys.node_metrics("test-node"), "leaving") == "1"
+
+
+def other_streams_node(
+    client, node_id: str, batch_count: int = 0, slots: int = 4, leaving: bool = False
+) -> None:
+    """Another live node serving `streams`, as its heartbeat and metrics show it."""
+    keys = runtime.keys()
+    client.set(keys.node_heartbeat(node_id), "now", ex=30)
+    client.hset(
+        keys.node_metrics(node_id),
+        mapping={
+            "queues": "streams",
+            "batch_count": batch_count,
+            "slots": slots,
+            "leaving": int(leaving),
+        },
+    )
 
 
 def poll(read, timeout_s: float):

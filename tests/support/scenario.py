@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +17,17 @@ from kakarot_workers.db.models import MonitorAlertLog
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.tools.admin import add_targets, create_config, create_task, target_row
 from kakarot_workers.tools.market import TokenState
+
+
+def task_args(message: dict[str, Any]) -> list[Any]:
+    """The positional arguments of a Celery message as it sits in its Redis queue."""
+    args: list[Any] = json.loads(base64.b64decode(message["body"]))[0]
+    return args
+
+
+def queued_args(client: redis.Redis, queue: str) -> list[list[Any]]:
+    """The positional arguments of every message waiting on `queue`."""
+    return [task_args(json.loads(m)) for m in client.lrange(queue, 0, -1)]
 
 
 def wait_for(
