@@ -11,7 +11,7 @@ DURATION ?= 60
 TOKENS ?= 200
 RATE ?= 50
 
-.PHONY: install demo test faults lint clean evm-node
+.PHONY: install demo test faults chaos lint clean evm-node
 
 install: $(STAMP)
 
@@ -37,9 +37,12 @@ test: $(TEST_STAMP) evm-node
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fleet through real faults (Redis killed, paused, restarted; the database away; workers
-# killed): minutes each, so a suite of its own; `.ci/run` runs it after `make test`.
+# killed): a minute or two each, so a suite of its own (`make chaos` is the same);
+# `.ci/run` runs it after `make test`.
 faults: $(TEST_STAMP)
 	$(BIN)/python -m pytest -o addopts=-ra tests/faults $(PYTEST_ARGS)
+
+chaos: faults
 
 # Test-only: anvil (a local EVM node) and the Uniswap V2 artifacts, from npm at the exact versions
 # of package.json (no lock file: npm writes one without the other platforms' anvil binaries).

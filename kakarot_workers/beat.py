@@ -12,6 +12,7 @@ Redis was away takes the lock once it answers. `celeryconfig` names it as `beat_
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -37,8 +38,10 @@ class Scheduler(RedBeatScheduler):
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
             if self.lock_key and not self._hold_lock():
+                self._beat("standby")
                 return float(self.max_interval)  # a standby: another beat holds the lock
             interval = float(super().tick(*args, **kwargs))
+            self._beat("leader")
             self._warn_of_unserved_queues()
         except LockError:
             log.warning("beat: lost the lock (Redis expired or lost it); taking it again")
@@ -57,6 +60,13 @@ class Scheduler(RedBeatScheduler):
             self._down = False
             log.warning("beat: Redis answers again; scheduling")
         return interval
+
+    def _beat(self, role: str) -> None:
+        """This beat's heartbeat (`kakarot health beat` reads it): alive and reaching Redis."""
+        ttl_ms = int(3 * 1000 * float(self.max_interval))
+        runtime.redis_client().set(
+            runtime.keys().beat_heartbeat(socket.gethostname()), role, px=ttl_ms
+        )
 
     def _warn_of_unserved_queues(self) -> None:
         """Jobs that wait on a queue no live worker consumes never run: say so, naming the

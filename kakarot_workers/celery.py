@@ -18,14 +18,26 @@ import inspect
 import logging
 from typing import Any
 
+import kombu.exceptions
+import redis
 from celery import Celery, Task
 from celery.apps.worker import Worker
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu.utils.objects import cached_property
+from sqlalchemy.exc import SQLAlchemyError
 
 from kakarot_workers import deadletters, queues
+from kakarot_workers.reconnect import backoff, store_unreachable
 from kakarot_workers.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# A failure of a store that is not an outage (see KakarotTask): retried this many times, the
+# back-off capped at this; then the message goes to the dead letters.
+STORE_ERROR_RETRIES = 40
+STORE_ERROR_MAX_BACKOFF_S = 30.0
+STORE_ERRORS = (SQLAlchemyError, redis.RedisError, kombu.exceptions.OperationalError)
 
 TASK_MODULES = (
     "kakarot_workers.streams.tasks",
@@ -97,7 +109,7 @@ class KakarotWorker(Worker):
     def on_consumer_ready(self, consumer: Any) -> None:
         super().on_consumer_ready(consumer)
         if self.plain:
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "no -Q given: this worker serves %s; stream consumers need a worker of their "
                 "own: celery -A kakarot_workers worker -Q streams",
                 ", ".join(PLAIN_QUEUES),
@@ -107,7 +119,21 @@ class KakarotWorker(Worker):
 class KakarotTask(Task):
     """A task of ours: a message whose arguments do not fit the task, or that the task finds
     of the wrong shape (`poison`), goes to the queue's dead letters instead of failing with a
-    traceback or being retried."""
+    traceback or being retried.
+
+    A task declared with `retry_store_errors=True` retries when the database or Redis fails:
+    while the store is away (`reconnect.store_unreachable`: stopped, restarting, locked) without
+    limit, the back-off capped at `KAKAROT_OUTAGE_RETRY_MAX_S`, so that the work catches up
+    within seconds of the store coming back; after any other store error up to `max_retries`
+    times, then the message goes to the dead letters with the error (never dropped).
+
+    A periodic job declared with `skip_while_store_away=True` does nothing while the store is
+    away (beat sends it again at its next tick). Either way a worker says once that a store is
+    away, not once per message, and once that it answers again."""
+
+    retry_store_errors = False
+    skip_while_store_away = False
+    max_retries = STORE_ERROR_RETRIES
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -115,7 +141,31 @@ class KakarotTask(Task):
         except TypeError as exc:
             self.poison(f"arguments that do not fit {self.name}: {exc}", args, kwargs)
             return None
-        return super().__call__(*args, **kwargs)
+        handles = self.retry_store_errors or self.skip_while_store_away
+        if not handles or self.request.called_directly:
+            return super().__call__(*args, **kwargs)
+        try:
+            result = super().__call__(*args, **kwargs)
+        except STORE_ERRORS as exc:
+            return self._after_store_error(exc, args, kwargs)
+        _stores_answer()
+        return result
+
+    def _after_store_error(self, exc: Exception, args: Any, kwargs: Any) -> None:
+        attempts = self.request.retries
+        if store_unreachable(exc):
+            _store_away(exc)
+            if self.skip_while_store_away:
+                return None
+            wait_s = backoff(attempts, get_settings().outage_retry_max_s)
+            raise self.retry(exc=exc, countdown=wait_s, max_retries=attempts + 1)
+        if not self.retry_store_errors:
+            raise exc
+        if attempts >= (self.max_retries or 0):
+            reason = f"gave up after {attempts + 1} attempts: {type(exc).__name__}: {exc}"
+            self.poison(reason[:500], args, kwargs)
+            return None
+        raise self.retry(exc=exc, countdown=backoff(attempts, STORE_ERROR_MAX_BACKOFF_S))
 
     def poison(self, reason: str, args: Any = None, kwargs: Any = None) -> None:
         """Move this message aside (its task, arguments and `reason`)."""
@@ -127,6 +177,32 @@ class KakarotTask(Task):
             args=list(request.args or ()) if args is None else list(args),
             kwargs=dict(request.kwargs or {}) if kwargs is None else dict(kwargs),
         )
+
+
+# The stores this worker process found away ("Redis", "the database"): said once, until a task
+# completes again.
+_away: set[str] = set()
+
+
+def _store_away(exc: Exception) -> None:
+    store = (
+        "Redis"
+        if isinstance(exc, redis.RedisError | kombu.exceptions.OperationalError)
+        else ("the database")
+    )
+    if store not in _away:
+        _away.add(store)
+        log.warning(
+            "%s unreachable (%s); tasks wait and retry until it answers",
+            store,
+            str(exc).splitlines()[0][:200],
+        )
+
+
+def _stores_answer() -> None:
+    if _away:
+        log.warning("%s answer(s) again", " and ".join(sorted(_away)))
+        _away.clear()
 
 
 _signatures: dict[type, inspect.Signature] = {}

@@ -117,6 +117,11 @@ class Keys:
         """Counter of source reconnects, every consumer together."""
         return self._k("kakarot:stats:reconnects")
 
+    # --- beat ---------------------------------------------------------------------------------
+    def beat_heartbeat(self, host: str) -> str:
+        """`leader` or `standby`, rewritten at every tick of the beat on `host` (TTL)."""
+        return self._k(f"kakarot:heartbeat:beat:{host}")
+
     # --- every queue --------------------------------------------------------------------------
     def deadletters(self, queue: str) -> str:
         """List (newest first, capped) of the queue's messages moved aside, JSON each."""

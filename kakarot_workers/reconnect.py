@@ -1,5 +1,6 @@
 """How long-lived connections come back: the jittered back-off every one of them uses (the
-sources, the backend link, the config listener), and a connection kept in a thread of its own."""
+sources, the backend link, the config listener, tasks retried while a store is away), a
+connection kept in a thread of its own, and which errors mean "the store is away"."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import random
 import threading
 from typing import Self
 
+import kombu.exceptions
+import redis
+from sqlalchemy import exc as sa_exc
+
 log = logging.getLogger(__name__)
 
 
@@ -15,6 +20,32 @@ def backoff(failures: int, max_s: float) -> float:
     """The reconnect delay after `failures` failures in a row: exponential from 0.4 s, capped
     at `max_s`, with jitter (50–100 %) so that many consumers do not reconnect in step."""
     return min(max_s, 0.2 * 2.0 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+
+
+# MySQL/MariaDB client and server codes of a server that is away or busy, not of bad content:
+# can't connect (2002, 2003), gone away (2006), lost the connection (2013, 2055), shutting down
+# (1053), too many connections (1040), lock wait timeout (1205), deadlock (1213), read-only (1290)
+_MYSQL_AWAY = {1040, 1053, 1205, 1213, 1290, 2002, 2003, 2006, 2013, 2055}
+_SQLITE_AWAY = ("database is locked", "database table is locked", "unable to open database")
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """The error says the database or Redis is away (stopped, restarting, locked, overloaded),
+    not that what we asked of it is wrong: the work waits and tries again, without limit."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    if isinstance(exc, kombu.exceptions.OperationalError):
+        return True  # the broker away, sending a message
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True  # no connection from the pool in time / a connection found dead
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        args = getattr(exc.orig, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _MYSQL_AWAY:
+            return True
+        return any(text in str(exc.orig) for text in _SQLITE_AWAY)
+    return False
 
 
 class Reconnecting:

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         ge=0,
         description="events a consumer keeps while Redis is away (beyond: dropped, counted)",
     )
+    outage_retry_max_s: float = Field(
+        5.0,
+        gt=0,
+        description="while the database or Redis is away a task retries without limit, at "
+        "least this often",
+    )
     source_idle_timeout_s: float = Field(
         30.0, gt=0, description="a source silent this long is taken for dead and reconnected"
     )

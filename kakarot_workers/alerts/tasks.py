@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from sqlalchemy.exc import SQLAlchemyError
-
 from kakarot_workers import queues, runtime
 from kakarot_workers.alerts.evaluate import configs_in_force, parse_events, process, screen
 from kakarot_workers.celery import app
@@ -17,10 +14,7 @@ from kakarot_workers.celery import app
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=(SQLAlchemyError, redis.RedisError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=40,
+    retry_store_errors=True,
 )
 def evaluate_events(events: list[Any]) -> int:
     """Judge a micro-batch of wire events; record and notify the alerts; return how many are new."""

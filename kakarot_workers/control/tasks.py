@@ -17,9 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from sqlalchemy.exc import SQLAlchemyError
-
 from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.control import configs, reconcile, timeouts
@@ -27,12 +24,8 @@ from kakarot_workers.db import heartbeats
 from kakarot_workers.settings import get_settings
 from kakarot_workers.streams import reporter
 
-_JOB: dict[str, Any] = {
-    "ignore_result": True,
-    "autoretry_for": (SQLAlchemyError, redis.RedisError),
-    "retry_backoff": True,
-    "max_retries": 3,
-}
+# beat sends each job again at its next tick: while a store is away a job does nothing
+_JOB: dict[str, Any] = {"ignore_result": True, "skip_while_store_away": True}
 
 
 @app.task(name=queues.ALLOCATE, **_JOB)

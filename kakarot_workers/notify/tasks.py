@@ -14,8 +14,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertOutbox, utcnow
@@ -52,10 +50,7 @@ _TASK_OPTIONS = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "ignore_result": True,
-    "autoretry_for": (SQLAlchemyError,),
-    "retry_backoff": True,
-    "retry_backoff_max": 30,
-    "max_retries": 40,
+    "retry_store_errors": True,
 }
 
 
@@ -92,7 +87,8 @@ def flush_digest(task_id: int, channel: str) -> int:
     return sum(send(rows) for rows in groups.values())
 
 
-@app.task(name=queues.SWEEP_OUTBOX, **_TASK_OPTIONS)
+# beat sends the sweep again at its next tick: while a store is away it does nothing
+@app.task(name=queues.SWEEP_OUTBOX, ignore_result=True, skip_while_store_away=True)
 def sweep_outbox() -> int:
     """Dispatch every notification that is due (lost tasks, expired claims); return how many."""
     with session_scope() as session:

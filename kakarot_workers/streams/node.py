@@ -287,19 +287,31 @@ def install(agent: NodeAgent) -> NodeAgent:
         return agent
 
 
-def live_nodes(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
-    """The metrics hash of every node whose heartbeat key is present."""
+def reported_nodes(client: redis.Redis, keys: Keys) -> dict[str, tuple[dict[str, str], str | None]]:
+    """Every node that left metrics in Redis: its metrics hash, and its heartbeat (the ISO time
+    of its last beat; None once the key expired, the node gone or stalled)."""
     prefix = len(keys.node_metrics(""))
-    node_ids = [name[prefix:] for name in client.scan_iter(match=keys.node_pattern, count=500)]
+    node_ids = sorted(
+        name[prefix:] for name in client.scan_iter(match=keys.node_pattern, count=500)
+    )
     pipe = client.pipeline(transaction=False)
     for node_id in node_ids:
         pipe.hgetall(keys.node_metrics(node_id))
-        pipe.exists(keys.node_heartbeat(node_id))
+        pipe.get(keys.node_heartbeat(node_id))
     replies = pipe.execute()
     return {
-        node_id: {_text(k): _text(v) for k, v in replies[2 * i].items()}
+        node_id: (replies[2 * i], replies[2 * i + 1])
         for i, node_id in enumerate(node_ids)
-        if replies[2 * i + 1] and replies[2 * i]
+        if replies[2 * i]
+    }
+
+
+def live_nodes(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
+    """The metrics of every node whose heartbeat key is present."""
+    return {
+        node_id: metrics
+        for node_id, (metrics, beat) in reported_nodes(client, keys).items()
+        if beat is not None
     }
 
 
@@ -329,7 +341,3 @@ def queues_without_workers(
         for name, count in zip(names, waiting.execute(), strict=True)
         if name not in served
     }
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

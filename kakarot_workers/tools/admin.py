@@ -30,6 +30,7 @@ from kakarot_workers.keys import Keys
 from kakarot_workers.notify.channels import parse_notify_methods
 from kakarot_workers.sources import SOURCE_KINDS
 from kakarot_workers.status import BatchStatus
+from kakarot_workers.streams.node import reported_nodes
 from kakarot_workers.validation import parse_interval
 
 TASK_TYPES = ("smart", "batch", "block")
@@ -261,19 +262,9 @@ def list_batches(session: Session, task_id: int | None = None) -> list[dict[str,
 
 def list_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     """Every node that left metrics in Redis, online while its heartbeat key lives (TTL)."""
-    prefix = len(keys.node_metrics(""))
-    node_ids = sorted(
-        name[prefix:] for name in client.scan_iter(match=keys.node_pattern, count=500)
-    )
-    pipe = client.pipeline(transaction=False)
-    for node_id in node_ids:
-        pipe.hgetall(keys.node_metrics(node_id))
-        pipe.get(keys.node_heartbeat(node_id))
-    replies = pipe.execute()
     nodes = []
-    for index, node_id in enumerate(node_ids):
-        metrics, beat = replies[2 * index], replies[2 * index + 1]
-        last = metrics.get("updated_at")
+    for node_id, (metrics, beat) in reported_nodes(client, keys).items():
+        last = beat or metrics.get("updated_at")
         nodes.append(
             {
                 "node_id": node_id,
@@ -283,7 +274,7 @@ def list_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
                 "cpu_pct": float(metrics.get("cpu_usage") or 0),
                 "memory_mib": float(metrics.get("memory_usage") or 0),
                 "queues": metrics.get("queues", ""),
-                "last_heartbeat": datetime.fromisoformat(beat or last) if (beat or last) else None,
+                "last_heartbeat": datetime.fromisoformat(last) if last else None,
             }
         )
     return nodes

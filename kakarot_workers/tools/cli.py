@@ -34,7 +34,12 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(config_cli, name="config")
 cli.add_typer(task_cli, name="task")
 cli.add_typer(target_cli, name="target")
+health_cli = typer.Typer(
+    no_args_is_help=True,
+    help="Exit 0 while a process of this host beats in Redis (for container healthchecks).",
+)
 cli.add_typer(deadletter_cli, name="deadletter")
+cli.add_typer(health_cli, name="health")
 
 console = Console()
 EXIT_ERROR = 2
@@ -43,7 +48,10 @@ EXIT_ERROR = 2
 def main() -> None:
     """Console-script entry point: run the CLI, turning our errors into one line."""
     try:
-        cli(standalone_mode=False)
+        # without standalone mode click returns a `typer.Exit`'s code instead of exiting
+        code = cli(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KakarotError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -310,6 +318,35 @@ def nodes_cmd() -> None:
     if unserved:
         listed = ", ".join(f"{name} ({waiting} waiting)" for name, waiting in unserved.items())
         console.print(f"[red]no live worker consumes: {listed}[/red]")
+
+
+# --- health ---------------------------------------------------------------------------------
+@health_cli.command("worker")
+def health_worker(
+    node: Annotated[str, typer.Argument(help="The worker's node name, e.g. streams@$(hostname).")],
+) -> None:
+    """The worker's node heartbeat is fresh (it beats every KAKAROT_NODE_HEARTBEAT_S)."""
+    from kakarot_workers import runtime
+
+    if runtime.redis_client().get(runtime.keys().node_heartbeat(node)) is None:
+        typer.echo(f"unhealthy: worker {node} has not beaten in Redis lately", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"healthy: worker {node}")
+
+
+@health_cli.command("beat")
+def health_beat() -> None:
+    """This host's beat ticked lately (as the leader or as a standby)."""
+    import socket
+
+    from kakarot_workers import runtime
+
+    host = socket.gethostname()
+    role = runtime.redis_client().get(runtime.keys().beat_heartbeat(host))
+    if role is None:
+        typer.echo(f"unhealthy: no beat on {host} has ticked lately", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"healthy: beat on {host} ({role!s})")
 
 
 # --- dead letters ---------------------------------------------------------------------------

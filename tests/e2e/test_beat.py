@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -227,15 +230,10 @@ def test_a_config_change_reaches_the_alert_workers(
 def test_with_no_control_worker_beat_and_kakarot_nodes_say_so(db_url, use_env, workers, beats):
     """A fleet started from the card without `-Q control`: beat's jobs queue up and nothing is
     allocated. Beat says so in its log (within `beat_check_workers_s`), naming the worker to
-    start, and `kakarot nodes` shows it."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    start, and `kakarot nodes` shows it. The container healthchecks see both processes alive."""
     use_env(**FAST, KAKAROT_BEAT_CHECK_WORKERS_S="1")
     create_task_with([f"0x{i:040x}" for i in range(5)])
-    workers("alerts,notify")
+    alerts = workers("alerts,notify")
     beat = beats("beat")
     wait_for(
         lambda: (
@@ -245,15 +243,28 @@ def test_with_no_control_worker_beat_and_kakarot_nodes_say_so(db_url, use_env, w
         20,
         "beat to say no worker consumes control",
     )
-    kakarot = str(Path(sys.executable).with_name("kakarot"))
-    result = subprocess.run(
-        [kakarot, "nodes"],
+    result = _kakarot("nodes")
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("no live worker consumes:")]
+    assert "control (" in line and "streams (0 waiting)" in line
+    assert "alerts" not in line and "notify" not in line
+
+    healthy = _kakarot("health", "worker", alerts.nodename)
+    assert healthy.returncode == 0 and "healthy: worker" in healthy.stdout, healthy.stderr
+    assert "(leader)" in _kakarot("health", "beat").stdout
+    missing = _kakarot("health", "worker", "control@nowhere")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "unhealthy: worker control@nowhere has not beaten in Redis lately"
+    )
+
+
+def _kakarot(*args: str) -> subprocess.CompletedProcess:
+    """The `kakarot` console script as an operator (or a container healthcheck) runs it."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("kakarot")), *args],
         env={**os.environ, "COLUMNS": "200"},
         capture_output=True,
         text=True,
         timeout=30,
-        check=True,
     )
-    (line,) = [x for x in result.stdout.splitlines() if x.startswith("no live worker consumes:")]
-    assert "control (" in line and "streams (0 waiting)" in line
-    assert "alerts" not in line and "notify" not in line

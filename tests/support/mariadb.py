@@ -38,12 +38,11 @@ class MariaDBServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MariaDBServer:
-        data = self.dir / "data"
         subprocess.run(
             [
                 self.install_db,
                 "--no-defaults",
-                f"--datadir={data}",
+                f"--datadir={self.dir / 'data'}",
                 "--user=root",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -52,11 +51,15 @@ class MariaDBServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        return self.launch()
+
+    def launch(self) -> MariaDBServer:
+        """Start the server on its data directory and port (again, after `kill`)."""
         self.process = subprocess.Popen(
             [
                 self.server,
                 "--no-defaults",
-                f"--datadir={data}",
+                f"--datadir={self.dir / 'data'}",
                 "--user=root",
                 "--bind-address=127.0.0.1",
                 f"--port={self.port}",
@@ -86,6 +89,12 @@ class MariaDBServer:
                     self.stop()
                     raise RuntimeError(f"MariaDB did not start: {log}") from None
                 time.sleep(0.1)
+
+    def kill(self) -> None:
+        """kill -9 the server, keeping its data (a crash; `launch` brings it back)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def connect(self, database: str | None = None) -> pymysql.Connection:
         return pymysql.connect(
