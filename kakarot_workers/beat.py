@@ -1,12 +1,16 @@
 """Beat's scheduler: RedBeat, riding out a Redis outage instead of exiting.
 
 RedBeat keeps the schedule in Redis and holds a lock there, so a second beat waits as a
-standby. As it ships, a Redis error in a tick (reading the schedule, extending the lock, sending
-a job) ends the beat process, and a lock lost while Redis was away (expired, or gone with a
-restart that lost the data) ends it at the next tick. This scheduler waits instead: while Redis
-does not answer, each tick sleeps `beat_max_interval_s` and tries again; a lost lock is taken
-again if it is free (or this beat becomes the standby until it is); a beat that started while
-Redis was away takes the lock once it answers. `celeryconfig` names it as `beat_scheduler`.
+standby. As it ships, a beat started while Redis is away exits (its schedule is set up when the
+scheduler is made), the lock is taken by a blocking call at start-up (a standby never ticks),
+a Redis error in a tick (reading the schedule, extending the lock, sending a job) ends the beat
+process, and a lock lost while Redis was away (expired, or gone with a restart that lost the
+data) ends it at the next tick. This scheduler waits instead: the schedule is set up at the
+first tick that reaches Redis; while Redis does not answer, each tick sleeps
+`beat_max_interval_s` and tries again; the lock is tried without blocking at every tick (a
+standby ticks too, and says so in its heartbeat). After an outage or a lost lock the schedule is
+set up again (idempotent; a Redis restarted without its data has lost it, and RedBeat would
+then send nothing). `celeryconfig` names it as `beat_scheduler`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 
 import kombu.exceptions
 import redis
+from celery.signals import beat_init
 from redbeat import RedBeatScheduler
-from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
+from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, acquire_distributed_beat_lock, get_redis
 from redis.exceptions import LockError
 
 from kakarot_workers import queues, runtime
@@ -30,24 +35,37 @@ log = logging.getLogger(__name__)
 
 REDIS_DOWN = (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError, OSError)
 
+# RedBeat takes its lock at start-up with a blocking call; `Scheduler._hold_lock` takes it at
+# each tick without blocking instead.
+beat_init.disconnect(acquire_distributed_beat_lock)
+
 
 class Scheduler(RedBeatScheduler):
     _down = False
     _unserved_checked = 0.0
+    _schedule_ready = False
+
+    def setup_schedule(self) -> None:
+        """Deferred to the first tick that reaches Redis (see the module's docstring)."""
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
             if self.lock_key and not self._hold_lock():
                 self._beat("standby")
                 return float(self.max_interval)  # a standby: another beat holds the lock
+            if not self._schedule_ready:
+                super().setup_schedule()
+                self._schedule_ready = True
             interval = float(super().tick(*args, **kwargs))
             self._beat("leader")
             self._warn_of_unserved_queues()
         except LockError:
             log.warning("beat: lost the lock (Redis expired or lost it); taking it again")
             self.lock = None
+            self._schedule_ready = False  # Redis may have lost the schedule with it
             return float(self.max_interval)
         except REDIS_DOWN as exc:
+            self._schedule_ready = False  # Redis may come back without its data
             if not self._down:
                 self._down = True
                 log.warning(
@@ -60,6 +78,12 @@ class Scheduler(RedBeatScheduler):
             self._down = False
             log.warning("beat: Redis answers again; scheduling")
         return interval
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except REDIS_DOWN as exc:  # the lock lapses by itself
+            log.warning("beat: could not release the lock (%s)", str(exc)[:200])
 
     def _beat(self, role: str) -> None:
         """This beat's heartbeat (`kakarot health beat` reads it): alive and reaching Redis."""

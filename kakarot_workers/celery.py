@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import kombu.exceptions
 import redis
@@ -24,6 +24,7 @@ from celery import Celery, Task
 from celery.apps.worker import Worker
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.exceptions import Reject
 from kombu.utils.objects import cached_property
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -158,14 +159,24 @@ class KakarotTask(Task):
             if self.skip_while_store_away:
                 return None
             wait_s = backoff(attempts, get_settings().outage_retry_max_s)
-            raise self.retry(exc=exc, countdown=wait_s, max_retries=attempts + 1)
+            self._retry(exc, countdown=wait_s, max_retries=attempts + 1)
         if not self.retry_store_errors:
             raise exc
         if attempts >= (self.max_retries or 0):
             reason = f"gave up after {attempts + 1} attempts: {type(exc).__name__}: {exc}"
             self.poison(reason[:500], args, kwargs)
             return None
-        raise self.retry(exc=exc, countdown=backoff(attempts, STORE_ERROR_MAX_BACKOFF_S))
+        self._retry(exc, countdown=backoff(attempts, STORE_ERROR_MAX_BACKOFF_S))
+        return None
+
+    def _retry(self, exc: Exception, **options: Any) -> NoReturn:
+        """`Task.retry`; when the retry cannot be sent (the broker is away too), Celery would
+        reject the message for good: it goes back to its queue instead (and while Redis does not
+        take even that, it stays unacknowledged and comes back after the visibility timeout)."""
+        try:
+            raise self.retry(exc=exc, **options)
+        except Reject as rejected:
+            raise Reject(rejected.reason, requeue=True) from exc
 
     def poison(self, reason: str, args: Any = None, kwargs: Any = None) -> None:
         """Move this message aside (its task, arguments and `reason`)."""

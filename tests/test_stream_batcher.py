@@ -111,3 +111,20 @@ def test_the_emitter_drops_the_newest_beyond_its_cap_and_restamps_what_it_keeps(
         ("0x2", 9),
         ("0x5", 9),
     ]
+
+
+def test_a_retracted_event_the_emitter_keeps_is_never_sent():
+    from kakarot_workers.streams.emitter import Emitter
+
+    clock, broker = Clock(), Broker()
+    broker.down = True
+    emitter = Emitter(broker.send, cap_events=10, clock=clock)
+    emitter.emit(_events(1, 2))
+    emitter.emit(_events(3))
+    assert emitter.keep_only(lambda e: e["tx_hash"] not in ("0x2", "0x3")) == 2
+    assert emitter.keep_only(lambda e: e["tx_hash"] != "0x9") == 0
+    broker.down = False
+    clock.now += 5
+    emitter.resume()
+    emitter.retry()
+    assert broker.sent == [_events(1)] and emitter.unsent_events == 0

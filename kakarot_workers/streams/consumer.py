@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import kombu.exceptions
 import redis
 
 from kakarot_workers import queues, runtime
@@ -41,6 +42,8 @@ STATUS_REFRESH_S = 5.0
 CONTROL_CHECK_S = 1.0
 # While Redis does not answer, the lease is tried again this often.
 OUTAGE_RENEW_S = 0.5
+# What a consumer meets while Redis (its state, and the broker) is away.
+STORE_DOWN = (redis.RedisError, kombu.exceptions.OperationalError)
 
 
 class BatchConsumer:
@@ -139,8 +142,8 @@ class BatchConsumer:
                     self._hand_over()
                 now = time.monotonic()
                 self.handover.fence_when_live(now, self.source.stats.live)
-                if self.emitter.held and self.handover.renewing:
-                    next_renew = min(next_renew, now)  # confirm the lease before sending again
+                if self.emitter.held and next_renew > now + OUTAGE_RENEW_S:
+                    next_renew = now  # confirm the lease soon, before sending again
                 if now >= next_renew and self.handover.renewing:
                     renewed = self._renew()
                     if self.lease_lost:
@@ -175,39 +178,66 @@ class BatchConsumer:
 
     def _count_rejects(self) -> None:
         """Count the events and frames refused since the last time, durably (all, by batch, by
-        reason): the source's and our own."""
+        reason): the source's and our own (kept for the next time if Redis does not answer)."""
         for reason, count in self.source.stats.take_rejects().items():
             self._rejects[f"source:{reason}"] += count
         if self._rejects:
-            rejects, self._rejects = self._rejects, Counter()
-            self.reporter.rejected(rejects)
+            self.reporter.rejected(self._rejects)
+            self._rejects = Counter()
 
     def begin_shutdown(self) -> None:
         """The worker is going down (called from its signal handler): hand over if live."""
         self.handover.shutdown(self.source.stats.live)
 
     def _hand_over(self) -> None:
-        """Flush, then release the lease marked as a hand-over and dispatch the successor."""
-        self.batcher.flush()
-        self._save_checkpoint()
-        self.handover.release()
+        """Send what was read, then release the lease marked as a hand-over and dispatch the
+        successor. With the broker or Redis away there is nothing to hand over to: stop (what
+        could not be sent is not checkpointed, see `_finish`)."""
+        try:
+            self._send_everything()
+            if self.pending:
+                raise kombu.exceptions.OperationalError("the broker does not take our events")
+            self._save_checkpoint()
+            self.handover.release()
+        except STORE_DOWN as exc:
+            log.warning("batch %s: cannot hand over (%s); stopping", self.batch_id, exc)
+            self.handover.stop_now()
+            return
         if self.handover.phase is Phase.HANDING_OVER:
             self._write_status(self.status)
 
+    def _send_everything(self) -> None:
+        """Flush the micro-batch and try what the emitter keeps once more, now (events under
+        our token are safe to send: if the batch is someone else's, the fence refuses them)."""
+        self.batcher.flush()
+        self.emitter.resume()
+        self.emitter.retry()
+
     def _finish(self) -> None:
-        """Flush what is buffered; then, unless the batch is someone else's now, say why we
-        stopped and release the lease."""
-        try:
-            self.batcher.flush()
-            self._save_checkpoint()
-            self._count_rejects()
-        except redis.RedisError as exc:
-            log.error("batch %s: could not flush on stop: %s", self.batch_id, exc)
+        """Send what was read; then, unless the batch is someone else's now, say why we stopped
+        and release the lease. Events the broker would not take are lost with this consumer:
+        the checkpoint stays before them, so a source that resumes from it reads them again."""
         phase = self.handover.phase
+        try:
+            if phase is not Phase.LOST:
+                self._send_everything()
+                if self.pending:
+                    log.error(
+                        "batch %s: stopping with %d events read and not sent (the broker is "
+                        "away); the checkpoint stays before them",
+                        self.batch_id,
+                        self.pending,
+                    )
+                    self.agent.counters.add(dropped_events=self.pending)
+                else:
+                    self._save_checkpoint()
+            self._count_rejects()
+        except STORE_DOWN as exc:
+            log.error("batch %s: could not flush on stop: %s", self.batch_id, exc)
         if phase is Phase.LOST:
             self.stop_reason = BatchStatus.LEASE_LOST
             return  # the batch is someone else's now: touch nothing of it
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*STORE_DOWN):
             if phase is Phase.HANDING_OVER:
                 if self.handover.taken():
                     self.stop_reason = BatchStatus.HANDED_OVER
@@ -249,22 +279,33 @@ class BatchConsumer:
         return retaken
 
     def _retake(self) -> bool:
-        """The lease was not ours any more: take it again if nobody holds it."""
+        """The lease lapsed while Redis was away: take it back if nobody holds it, with the
+        same token if nobody has taken one since (what we sent before the outage and still
+        waits on the queue stays valid), else with a new one (Redis lost its data)."""
         if self.handover.phase not in (Phase.SERVING, Phase.TAKING_OVER):
             return False
-        lease = leases.store().acquire(self.batch_id, self.consumer_id, self.lease.ttl_s)
-        if lease is None:
-            return False
-        log.warning(
-            "batch %s: the lease expired while Redis was away; taken again (token %s → %s)",
-            self.batch_id,
-            self.lease.token,
-            lease.token,
-        )
-        self.lease = self.handover.lease = lease
-        self.handover.phase = Phase.SERVING if lease.fenced else Phase.TAKING_OVER
-        self.batcher.pending = [{**e, "fencing_token": lease.token} for e in self.batcher.pending]
-        self.emitter.restamp(fencing_token=lease.token)
+        if self.lease.reacquire():
+            log.warning(
+                "batch %s: the lease lapsed while Redis was away; taken back (token %s)",
+                self.batch_id,
+                self.lease.token,
+            )
+        else:
+            lease = leases.store().acquire(self.batch_id, self.consumer_id, self.lease.ttl_s)
+            if lease is None:
+                return False
+            log.warning(
+                "batch %s: the lease was lost while Redis was away; taken again (token %s → %s)",
+                self.batch_id,
+                self.lease.token,
+                lease.token,
+            )
+            self.lease = self.handover.lease = lease
+            if self.handover.phase in (Phase.SERVING, Phase.TAKING_OVER):  # not leaving since
+                self.handover.phase = Phase.SERVING if lease.fenced else Phase.TAKING_OVER
+            restamp = {"fencing_token": lease.token}
+            self.batcher.pending = [{**e, **restamp} for e in self.batcher.pending]
+            self.emitter.restamp(**restamp)
         self.emitter.resume()
         self._lease_stale_logged = False
         return True
@@ -336,13 +377,16 @@ class BatchConsumer:
         """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
         record the retraction (`kakarot:retracted`, counter `events_retracted`)."""
         identity = (gone.tx_hash, gone.log_index)
+
+        def other(event: WireEvent) -> bool:
+            return (event["tx_hash"], event["log_index"]) != identity
+
         before = len(self.batcher.pending)
-        self.batcher.pending = [
-            e for e in self.batcher.pending if (e["tx_hash"], e["log_index"]) != identity
-        ]
+        self.batcher.pending = [e for e in self.batcher.pending if other(e)]
+        dropped = before - len(self.batcher.pending) + self.emitter.keep_only(other)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(self.keys.events_retracted)
-        if len(self.batcher.pending) == before:
+        if not dropped:
             pipe.hset(self.keys.retracted, gone.key, gone.block_number or "")
             log.warning(
                 "batch %s: re-org retracted %s after it was emitted", self.batch_id, gone.key

@@ -132,6 +132,14 @@ class Emitter:
             for event in events:
                 event.update(fields)
 
+    def keep_only(self, wanted: Callable[[WireEvent], bool]) -> int:
+        """Drop the kept events that are not `wanted` (a re-org retracted them); how many."""
+        before = self.unsent_events
+        groups = [[e for e in events if wanted(e)] for events in self.unsent]
+        self.unsent = deque(g for g in groups if g)
+        self.unsent_events = sum(len(g) for g in self.unsent)
+        return before - self.unsent_events
+
     def _keep(self, events: list[WireEvent]) -> None:
         if self.unsent_events + len(events) > self.cap_events:
             self.dropped += len(events)

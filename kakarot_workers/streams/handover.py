@@ -118,8 +118,7 @@ class Handover:
         releases the lease and sends the batch back to the queue)."""
         if not self._successor_possible():
             log.info("batch %s: no other streams node can take it; stopping now", self.batch_id)
-            self.phase = Phase.STOPPING
-            self.stop.set()
+            self.stop_now()
             return
         if not self.lease.release(handover_s=self.timeout_s):
             log.warning("batch %s: lease already lost at shutdown", self.batch_id)
@@ -165,6 +164,11 @@ class Handover:
     def taken(self) -> bool:
         """Someone holds the batch's lease (after we released it: our successor)."""
         return leases.store().holders([self.batch_id])[self.batch_id] is not None
+
+    def stop_now(self) -> None:
+        """Stop without handing over (`_finish` releases the lease and requeues the batch)."""
+        self.phase = Phase.STOPPING
+        self.stop.set()
 
     def lose(self) -> None:
         self.phase = Phase.LOST

@@ -34,6 +34,7 @@ _LUA = Path(__file__).with_name("lua")
 ACQUIRE = (_LUA / "lease_acquire.lua").read_text()
 RENEW = (_LUA / "lease_renew.lua").read_text()
 RELEASE = (_LUA / "lease_release.lua").read_text()
+REACQUIRE = (_LUA / "lease_reacquire.lua").read_text()
 RAISE_FENCE = (_LUA / "fence_raise.lua").read_text()
 
 
@@ -63,12 +64,25 @@ class Lease:
         return (time.monotonic() if now is None else now) - self.renewed_at >= self.ttl_s
 
     def renew(self) -> bool:
-        """Extend the lease if it is still ours; False if it is lost. Redis errors propagate:
-        the caller keeps serving until `expired_locally`."""
+        """Extend the lease if it is still ours; False if it is lost (or lapsed). Redis errors
+        propagate: the caller decides (a consumer serves on through an outage)."""
         started = time.monotonic()
         ours = self.store.renew_script(
             keys=[self.store.keys.batch_lease(self.batch_id)],
             args=[self.value, int(self.ttl_s * 1000)],
+        )
+        if ours:
+            self.renewed_at = started
+        return bool(ours)
+
+    def reacquire(self) -> bool:
+        """The lease lapsed (Redis was away): take it back with the same token if nobody has
+        taken the batch since; False otherwise."""
+        started = time.monotonic()
+        keys = self.store.keys
+        ours = self.store.reacquire_script(
+            keys=[keys.batch_lease(self.batch_id), keys.batch_token(self.batch_id)],
+            args=[self.value, self.token, int(self.ttl_s * 1000)],
         )
         if ours:
             self.renewed_at = started
@@ -107,6 +121,7 @@ class Leases:
         self.acquire_script = client.register_script(ACQUIRE)
         self.renew_script = client.register_script(RENEW)
         self.release_script = client.register_script(RELEASE)
+        self.reacquire_script = client.register_script(REACQUIRE)
         self.raise_fence_script = client.register_script(RAISE_FENCE)
 
     def acquire(self, batch_id: int, consumer_id: str, ttl_s: float) -> Lease | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -325,10 +326,17 @@ def nodes_cmd() -> None:
 def health_worker(
     node: Annotated[str, typer.Argument(help="The worker's node name, e.g. streams@$(hostname).")],
 ) -> None:
-    """The worker's node heartbeat is fresh (it beats every KAKAROT_NODE_HEARTBEAT_S)."""
+    """The worker's node heartbeat is fresh (it beats every KAKAROT_NODE_HEARTBEAT_S). While
+    Redis does not answer, nothing is held against the worker (exit 0): restarting the fleet
+    would lose what its consumers keep through the outage."""
     from kakarot_workers import runtime
 
-    if runtime.redis_client().get(runtime.keys().node_heartbeat(node)) is None:
+    beat = _while_redis_answers(
+        lambda: runtime.redis_client().get(runtime.keys().node_heartbeat(node))
+    )
+    if beat is _REDIS_AWAY:
+        return
+    if beat is None:
         typer.echo(f"unhealthy: worker {node} has not beaten in Redis lately", err=True)
         raise typer.Exit(1)
     typer.echo(f"healthy: worker {node}")
@@ -336,17 +344,36 @@ def health_worker(
 
 @health_cli.command("beat")
 def health_beat() -> None:
-    """This host's beat ticked lately (as the leader or as a standby)."""
+    """This host's beat ticked lately (as the leader or as a standby); exit 0 while Redis does
+    not answer (as `health worker`)."""
     import socket
 
     from kakarot_workers import runtime
 
     host = socket.gethostname()
-    role = runtime.redis_client().get(runtime.keys().beat_heartbeat(host))
+    role = _while_redis_answers(
+        lambda: runtime.redis_client().get(runtime.keys().beat_heartbeat(host))
+    )
+    if role is _REDIS_AWAY:
+        return
     if role is None:
         typer.echo(f"unhealthy: no beat on {host} has ticked lately", err=True)
         raise typer.Exit(1)
     typer.echo(f"healthy: beat on {host} ({role!s})")
+
+
+_REDIS_AWAY = object()
+
+
+def _while_redis_answers(read: Callable[[], object]) -> object:
+    """`read()`, or _REDIS_AWAY (said on stderr) when Redis does not answer."""
+    try:
+        return read()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        typer.echo(
+            f"unknown: Redis does not answer ({exc}); not held against the process", err=True
+        )
+        return _REDIS_AWAY
 
 
 # --- dead letters ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from kakarot_workers.control.configs import publish_config
 from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.models import MonitorBatch, MonitorConfig
 from kakarot_workers.db.session import session_scope
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis
 from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
 from kakarot_workers.tools.market import Market
 from kakarot_workers.tools.simulator import SimulatorServer
@@ -82,6 +84,9 @@ def test_two_beats_one_schedule_each_unowned_batch_dispatched_once_and_a_standby
     first, second = beats("beat-a"), beats("beat-b")
     wait_for(lambda: first.active or second.active, 20, "a beat to take the lock")
     active, standby = (first, second) if first.active else (second, first)
+    # the standby ticks too (it tries the lock at each tick, without blocking), and says so
+    beat_key = runtime.keys().beat_heartbeat(socket.gethostname())  # both beats on this host
+    wait_for(lambda: redis_client.get(beat_key) == "standby", 5, "the standby's heartbeat")
     # allocate finds the new task, reconcile dispatches its batches; nobody serves streams
     wait_for(lambda: len(_queued_batches(redis_client)) == 3, 20, "three dispatches")
     # several more reconcile passes: three received after the dispatches, run to their end
@@ -268,3 +273,23 @@ def _kakarot(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=30,
     )
+
+
+def test_a_beat_started_before_redis_waits_and_schedules_once_redis_answers(
+    db_url, use_env, beats, tmp_path
+):
+    """Started while Redis is away (a host booting, Redis still loading), beat waits instead of
+    exiting, then takes the lock, installs its schedule and sends the jobs."""
+    server = EmbeddedRedis(workdir=tmp_path / "late-redis")
+    use_env(**FAST, KAKAROT_REDIS_URL=server.url)
+    beat = beats("beat")
+    time.sleep(3)
+    assert beat.process.poll() is None, beat.log_text()[-2000:]
+    assert "Redis unreachable" in beat.log_text()
+    server.start()
+    try:
+        wait_for(lambda: _sent(beat, "reconcile") >= 2, 20, "beat to schedule once Redis answers")
+        assert beat.active
+    finally:
+        beat.kill()
+        server.stop()

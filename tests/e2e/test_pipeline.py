@@ -107,7 +107,7 @@ def test_malformed_events_are_rejected_and_the_rest_still_alert(db_url, redis_cl
         "ca": market.tokens[0].ca,
         "tx_hash": "0x" + "e" * 64,
         "log_index": 0,
-        "ts_ms": 1,
+        "ts_ms": int(time.time() * 1000),
         "side": "buy",
         "amount_usd": THRESHOLD_USD * 2,
         "price_usd": 1.0,

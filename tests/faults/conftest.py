@@ -101,6 +101,20 @@ class Fleet:
             for s in statuses
         )
 
+    def jobs_sent(self) -> int:
+        """How many jobs the beats have sent so far (reconcile, allocate, …)."""
+        return sum(
+            p.log_text().count("Sending due task ")
+            for p in self.processes
+            if isinstance(p, BeatProcess)
+        )
+
+    def wait_beat_schedules(self, what: str) -> None:
+        """Until the beat sends jobs again: a reconcile pass runs at least every second, so two
+        more jobs mean beat is scheduling."""
+        sent = self.jobs_sent()
+        wait_for(lambda: self.jobs_sent() >= sent + 2, LIVE_WITHIN_S, what)
+
     def wait_live_since(self, moment_ms: int, what: str) -> float:
         """Seconds until every batch is live again after `moment_ms` (at most LIVE_WITHIN_S)."""
         started = time.monotonic()
@@ -166,6 +180,18 @@ def judged(fleet: Fleet, wait_s: float = 60) -> Outcome:
     client.close()
     time.sleep(1)  # a late duplicate would show up now
     return Outcome(expected, alert_keys(fleet.task_id), deliveries())
+
+
+def assert_exact_after_more_traffic(
+    fleet: Fleet, may_miss: AbstractSet[tuple[str, int]] = frozenset(), wait_s: float = 60
+) -> Outcome:
+    """A few more seconds of traffic, then: no process exited that was not killed, and the
+    alerts and deliveries are exact (see `Outcome.assert_exact`)."""
+    time.sleep(3)
+    outcome = judged(fleet, wait_s)
+    assert not fleet.exited(), fleet.exited()
+    outcome.assert_exact(may_miss)
+    return outcome
 
 
 @pytest.fixture

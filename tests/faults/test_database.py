@@ -16,7 +16,12 @@ import pytest
 from sqlalchemy import make_url
 
 from kakarot_workers.settings import get_settings
-from tests.faults.conftest import Fleet, Shape, caught_up_s, judged
+from tests.faults.conftest import (
+    Fleet,
+    Shape,
+    assert_exact_after_more_traffic,
+    caught_up_s,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -32,10 +37,7 @@ def test_mariadb_killed_and_restarted_after_a_minute(fleet: Fleet):
     recovered_s = caught_up_s(fleet, "the alert pool to catch up")
     print(f"caught up {recovered_s:.1f}s after MariaDB came back")
     assert fleet.batches_live_since(0)
-    time.sleep(3)
-    outcome = judged(fleet)
-    assert not fleet.exited(), fleet.exited()
-    outcome.assert_exact()
+    assert_exact_after_more_traffic(fleet)
 
 
 def test_sqlite_locked_for_30s(fleet: Fleet):
@@ -52,7 +54,4 @@ def test_sqlite_locked_for_30s(fleet: Fleet):
     recovered_s = caught_up_s(fleet, "the alert pool to catch up")
     print(f"caught up {recovered_s:.1f}s after the lock was released")
     assert fleet.batches_live_since(0)
-    time.sleep(3)
-    outcome = judged(fleet)
-    assert not fleet.exited(), fleet.exited()
-    outcome.assert_exact()
+    assert_exact_after_more_traffic(fleet)

@@ -5,7 +5,7 @@ For each: the fleet is live again within 10 s of the kill (the killed consumer's
 by the other streams worker, the standby beat scheduling, alerts judged), no alert row and no
 delivery is doubled, and every trade the simulator delivered at or above the threshold alerts
 once, but for the trades a killed stream consumer had read and not yet sent (it sends every
-50 ms; such a gap is issue #16's).
+50 ms; a feed consumer's successor does not replay them: a known limit, in the README).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from tests.faults.conftest import (
     LIVE_WITHIN_S,
     Fleet,
     Shape,
-    caught_up_s,
-    judged,
+    assert_exact_after_more_traffic,
     must_alert,
 )
-from tests.support.scenario import wait_for
+from tests.support.scenario import alert_keys, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -61,29 +60,30 @@ def test_kill_9_a_streams_worker(fleet: Fleet):
     recovered_s = fleet.wait_live_since(killed_ms, "the other streams worker to serve")
     print(f"every batch live again {recovered_s:.1f}s after the kill")
     assert all(f"-{victim.pid}-" not in c for c in _holders(fleet))
-    time.sleep(3)
-    outcome = judged(fleet)
-    assert not fleet.exited(), fleet.exited()
+    outcome = assert_exact_after_more_traffic(fleet, may_miss=must_alert(gap))
     print(f"lost in the gap: {len(outcome.missing)} alert(s)")
-    outcome.assert_exact(may_miss=must_alert(gap))
 
 
 @pytest.mark.parametrize("fleet", [SPARES], indirect=True, ids=str)
 def test_kill_9_an_alerts_worker(fleet: Fleet):
     time.sleep(3)
+    client = fleet.client()
     fleet.kill("alerts-a")
     killed_at = time.monotonic()
+    print(f"{client.hlen('unacked')} message(s) taken and unacknowledged at the kill")
     # new alerts keep coming from the other alerts worker at once
-    recovered_s = caught_up_s(fleet, "alerts judged by the other alerts worker")
-    # the killed worker's unacknowledged messages come back after the visibility timeout
-    visibility_s = float(FAST["KAKAROT_BROKER_VISIBILITY_TIMEOUT_S"])
-    outcome = judged(fleet, wait_s=visibility_s + LIVE_WITHIN_S)
-    print(
-        f"alerts caught up {recovered_s:.1f}s after the kill; everything judged "
-        f"{time.monotonic() - killed_at:.1f}s after"
+    rows_at_kill = len(alert_keys(fleet.task_id))
+    wait_for(
+        lambda: len(alert_keys(fleet.task_id)) > rows_at_kill,
+        LIVE_WITHIN_S,
+        "new alerts from the other alerts worker",
     )
-    assert not fleet.exited(), fleet.exited()
-    outcome.assert_exact()
+    print(f"new alerts {time.monotonic() - killed_at:.1f}s after the kill")
+    # what the killed worker had taken and not acknowledged comes back after the visibility
+    # timeout
+    visibility_s = float(FAST["KAKAROT_BROKER_VISIBILITY_TIMEOUT_S"])
+    assert_exact_after_more_traffic(fleet, wait_s=visibility_s + LIVE_WITHIN_S)
+    print(f"everything judged {time.monotonic() - killed_at:.1f}s after the kill")
 
 
 @pytest.mark.parametrize("fleet", [SPARES], indirect=True, ids=str)
@@ -99,10 +99,7 @@ def test_kill_9_a_control_worker(fleet: Fleet):
         "the other control worker to run beat's jobs",
     )
     print(f"the other control worker ran a job {time.monotonic() - killed_at:.1f}s after the kill")
-    time.sleep(3)
-    outcome = judged(fleet)
-    assert not fleet.exited(), fleet.exited()
-    outcome.assert_exact()
+    assert_exact_after_more_traffic(fleet)
 
 
 @pytest.mark.parametrize("fleet", [SPARES], indirect=True, ids=str)
@@ -120,7 +117,4 @@ def test_kill_9_the_active_beat(fleet: Fleet):
         "the standby to schedule",
     )
     print(f"the standby scheduled {time.monotonic() - killed_at:.1f}s after the kill")
-    time.sleep(3)
-    outcome = judged(fleet)
-    assert not fleet.exited(), fleet.exited()
-    outcome.assert_exact()
+    assert_exact_after_more_traffic(fleet)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,15 @@ def test_config_reference_prints_the_settings_table_of_the_readme(run):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert out.strip() in readme
     assert "`KAKAROT_LEASE_TTL_S` | 6 |" in out
+
+
+def test_health_is_not_held_against_a_process_while_redis_does_not_answer(run):
+    """A liveness probe that failed while Redis is away would restart the whole fleet, and with
+    it what its consumers keep through the outage."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    for args in (("health", "worker", "streams@host"), ("health", "beat")):
+        result = run(*args, KAKAROT_REDIS_URL=closed)
+        assert result.stderr.startswith("unknown: Redis does not answer")
+        assert "Traceback" not in result.stderr

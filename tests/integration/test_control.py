@@ -52,6 +52,25 @@ def test_an_expired_lease_is_lost_to_whoever_takes_it(redis_client):
     assert not zombie.renew()
 
 
+def test_a_lapsed_lease_is_taken_back_with_its_token_only_if_nobody_took_the_batch(redis_client):
+    """After an outage longer than the TTL, the holder takes its lease back with the same token
+    (what it sent before still passes the fence); not once anyone else has taken a token."""
+    keys = runtime.keys()
+    store = leases.Leases(redis_client, keys)
+    holder = store.acquire(4, "holder", ttl_s=5)
+    assert holder is not None
+    redis_client.delete(keys.batch_lease(4))  # lapsed while Redis was away
+    assert not holder.renew()
+    assert holder.reacquire()
+    assert holder.renew() and store.fences([4]) == {4: holder.token}
+    redis_client.delete(keys.batch_lease(4))
+    other = store.acquire(4, "other", ttl_s=5)
+    assert other is not None and other.release()
+    assert not holder.reacquire(), "a token was taken since: the holder needs a new one"
+    taken = store.acquire(4, "taken", ttl_s=5)
+    assert taken is not None and not holder.reacquire()  # and never while someone holds it
+
+
 def test_a_graceful_hand_over_keeps_the_old_token_valid_until_the_successor_is_live(redis_client):
     keys = runtime.keys()
     leaving = leases.Leases(redis_client, keys).acquire(9, "leaving", ttl_s=5)
