@@ -8,9 +8,10 @@ process, and a lock lost while Redis was away (expired, or gone with a restart t
 data) ends it at the next tick. This scheduler waits instead: the schedule is set up at the
 first tick that reaches Redis; while Redis does not answer, each tick sleeps
 `beat_max_interval_s` and tries again; the lock is tried without blocking at every tick (a
-standby ticks too, and says so in its heartbeat). After an outage or a lost lock the schedule is
-set up again (idempotent; a Redis restarted without its data has lost it, and RedBeat would
-then send nothing). `celeryconfig` names it as `beat_scheduler`.
+standby ticks too, and says so in its heartbeat; `worker` disconnects RedBeat's start-up
+lock). After an outage or a lost lock the schedule is set up again (idempotent; a Redis
+restarted without its data has lost it, and RedBeat would then send nothing). `celeryconfig`
+names it as `beat_scheduler`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from typing import Any
 
 import kombu.exceptions
 import redis
-from celery.signals import beat_init
 from redbeat import RedBeatScheduler
-from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, acquire_distributed_beat_lock, get_redis
+from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
 from kakarot_workers import queues, runtime
@@ -34,10 +34,6 @@ from kakarot_workers.streams.node import queues_without_workers
 log = logging.getLogger(__name__)
 
 REDIS_DOWN = (redis.RedisError, kombu.exceptions.OperationalError, ConnectionError, OSError)
-
-# RedBeat takes its lock at start-up with a blocking call; `Scheduler._hold_lock` takes it at
-# each tick without blocking instead.
-beat_init.disconnect(acquire_distributed_beat_lock)
 
 
 class Scheduler(RedBeatScheduler):

@@ -11,10 +11,12 @@ main process:
 no task header, a task we do not have, an invalid task message) moved to the dead letters.
 
 Signals: logging set-up; a forked pool child forgets its parent's sockets; a worker that serves
-`notify` sweeps the outbox when ready; on SIGTERM every stream consumer starts its hand-over.
+`notify` sweeps the outbox when ready; on SIGTERM every stream consumer starts its hand-over;
+beat does not take RedBeat's lock at start-up (blocking: a standby would never tick), as
+`beat.Scheduler` tries it at every tick.
 
 `kakarot_workers.celery` lists this module in `include`, so a worker imports it before it builds
-its blueprint.
+its blueprint, and beat before it makes its scheduler.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from celery import bootsteps, signals
 from celery.worker.consumer import Consumer
+from redbeat.schedulers import acquire_distributed_beat_lock
 
 from kakarot_workers import backend, deadletters, logs, queues, runtime
 from kakarot_workers.celery import app
@@ -167,6 +170,9 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
     # complete and another worker can take their batches at once.
     log.info("worker shutting down (%s %s): stopping stream consumers", how, sig)
     runtime.request_shutdown()
+
+
+signals.beat_init.disconnect(acquire_distributed_beat_lock)
 
 
 @signals.worker_shutdown.connect
