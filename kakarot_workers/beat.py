@@ -85,7 +85,7 @@ class Scheduler(RedBeatScheduler):
         """This beat's heartbeat (`kakarot health beat` reads it): alive and reaching Redis."""
         ttl_ms = int(3 * 1000 * float(self.max_interval))
         runtime.redis_client().set(
-            runtime.keys().beat_heartbeat(socket.gethostname()), role, px=ttl_ms
+            runtime.keys().beat_heartbeat(socket.gethostname(), role), int(time.time()), px=ttl_ms
         )
 
     def _warn_of_unserved_queues(self) -> None:

@@ -118,9 +118,10 @@ class Keys:
         return self._k("kakarot:stats:reconnects")
 
     # --- beat ---------------------------------------------------------------------------------
-    def beat_heartbeat(self, host: str) -> str:
-        """`leader` or `standby`, rewritten at every tick of the beat on `host` (TTL)."""
-        return self._k(f"kakarot:heartbeat:beat:{host}")
+    def beat_heartbeat(self, host: str, role: str) -> str:
+        """Rewritten (with a TTL) at every tick of a beat on `host` acting as `role` (`leader`
+        or `standby`): one key per role, so two beats on one host do not overwrite each other."""
+        return self._k(f"kakarot:heartbeat:beat:{host}:{role}")
 
     # --- every queue --------------------------------------------------------------------------
     def deadletters(self, queue: str) -> str:

@@ -351,15 +351,17 @@ def health_beat() -> None:
     from kakarot_workers import runtime
 
     host = socket.gethostname()
-    role = _while_redis_answers(
-        lambda: runtime.redis_client().get(runtime.keys().beat_heartbeat(host))
+    roles = ("leader", "standby")
+    beats = _while_redis_answers(
+        lambda: runtime.redis_client().mget([runtime.keys().beat_heartbeat(host, r) for r in roles])
     )
-    if role is _REDIS_AWAY:
+    if not isinstance(beats, list):  # _REDIS_AWAY
         return
-    if role is None:
+    ticking = [role for role, beat in zip(roles, beats, strict=True) if beat is not None]
+    if not ticking:
         typer.echo(f"unhealthy: no beat on {host} has ticked lately", err=True)
         raise typer.Exit(1)
-    typer.echo(f"healthy: beat on {host} ({role!s})")
+    typer.echo(f"healthy: beat on {host} ({' and '.join(ticking)})")
 
 
 _REDIS_AWAY = object()

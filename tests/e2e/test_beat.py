@@ -85,8 +85,9 @@ def test_two_beats_one_schedule_each_unowned_batch_dispatched_once_and_a_standby
     wait_for(lambda: first.active or second.active, 20, "a beat to take the lock")
     active, standby = (first, second) if first.active else (second, first)
     # the standby ticks too (it tries the lock at each tick, without blocking), and says so
-    beat_key = runtime.keys().beat_heartbeat(socket.gethostname())  # both beats on this host
-    wait_for(lambda: redis_client.get(beat_key) == "standby", 5, "the standby's heartbeat")
+    standby_key = runtime.keys().beat_heartbeat(socket.gethostname(), "standby")
+    wait_for(lambda: redis_client.exists(standby_key), 10, "the standby's heartbeat")
+    assert "(leader and standby)" in _kakarot("health", "beat").stdout
     # allocate finds the new task, reconcile dispatches its batches; nobody serves streams
     wait_for(lambda: len(_queued_batches(redis_client)) == 3, 20, "three dispatches")
     # several more reconcile passes: three received after the dispatches, run to their end
