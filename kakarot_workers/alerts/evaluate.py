@@ -145,8 +145,9 @@ def screen(
 
 def window_stats(
     judged: Sequence[tuple[TaskProfile, SwapEvent]],
-) -> list[dict[int, WindowStats]]:
-    """Each event's windows (by length), after adding it to them."""
+) -> list[dict[int, WindowStats] | None]:
+    """Each event's windows (by length), after adding it to them; None for a copy of a trade
+    already counted with other values (`windows`: the first copy wins, this one is not judged)."""
     observations = [
         Observation(profile.rules.task_id, profile.rules.window_lengths, event)
         for profile, event in judged
@@ -196,6 +197,18 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
     per_event = window_stats(judged)
     candidates = []
     for (profile, event), windows in zip(judged, per_event, strict=True):
+        if windows is None:
+            stats["window_conflicts"] += 1
+            log.warning(
+                "trade %s (task %s) came again with other values (%s $%.2f at $%g); the first "
+                "copy counts, this one is not judged",
+                event.key,
+                profile.rules.task_id,
+                event.side,
+                event.amount_usd,
+                event.price_usd,
+            )
+            continue
         verdict = judge(profile.rules, event, windows)
         if verdict.alert:
             candidates.append((profile, event, verdict, windows))

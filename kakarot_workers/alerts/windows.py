@@ -3,9 +3,12 @@
 One Lua script call per micro-batch updates every window its events touch, atomically, so any
 number of alert workers may feed the same token. A window covers (head − W, head], head being the
 newest trade seen: a late trade still inside it counts, one older is ignored. A trade is added
-once (its id is the sorted-set member), and what it first saw is stored beside it (`seen`), so a
-re-delivered message judges its events exactly as the first pass did. Sums are integer cents:
-exact, whatever the order of additions and expiries. The scripts are `lua/window_*.lua`.
+once, by its identity (chain, tx hash, log index), whatever values a later copy carries, and what
+it first saw is stored beside it (`seen`): a re-delivered message judges its events exactly as
+the first pass did, and a copy with other values (a back-fill that priced it differently) is a
+*conflict*: the first copy wins, the other is not judged (`observe` gives None for it). Sums
+are integer cents: exact, whatever the order of additions and expiries. The scripts are
+`lua/window_*.lua`.
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ class Windows:
         reply = self._snapshot(keys=[self.keys.window_state(task_id, ca)], args=[seconds * 1000])
         return _stats(seconds, reply)
 
-    def observe(self, observations: Sequence[Observation]) -> list[dict[int, WindowStats]]:
-        """Add each trade to its token's windows (once, ever) and return, per trade, each
-        window (by length in seconds) as the trade saw it."""
+    def observe(self, observations: Sequence[Observation]) -> list[dict[int, WindowStats] | None]:
+        """Add each trade to its token's windows (once, ever, by identity) and return, per
+        trade, each window (by length in seconds) as the trade saw it; None for a copy of a
+        trade already counted with other values (a conflict: the first copy wins)."""
         if not observations:
             return []
         slots: dict[tuple[int, str], int] = {}
@@ -86,9 +90,15 @@ class Windows:
                 event.key,
             ]
         batch = msgpack.packb([list(specs), spec_of, trades])
-        replies = msgpack.unpackb(self._raw(self._observe, keys, [int(time.time() * 1000), batch]))
-        results = []
-        for obs, reply in zip(observations, replies, strict=True):
+        *replies, conflicts = msgpack.unpackb(
+            self._raw(self._observe, keys, [int(time.time() * 1000), batch])
+        )
+        conflicting = {position - 1 for position in conflicts}
+        results: list[dict[int, WindowStats] | None] = []
+        for i, (obs, reply) in enumerate(zip(observations, replies, strict=True)):
+            if i in conflicting:
+                results.append(None)
+                continue
             ordered = sorted(obs.seconds)
             results.append({s: _stats(s, reply[6 * j : 6 * j + 6]) for j, s in enumerate(ordered)})
         return results

@@ -98,6 +98,25 @@ def test_a_late_trade_inside_the_window_counts_one_outside_does_not(redis_client
     assert too_old.volume_usd == 30.0 and too_old.trades == 2
 
 
+def test_a_trade_sent_three_times_with_different_values_counts_once(redis_client):
+    # a back-fill re-sends a trade priced otherwise: identity (chain, tx, log index) decides
+    windows = _windows()
+    t0 = 2_000_000
+    first = _seen(windows, [Observation(1, (W,), _trade(1, t0, 100.0, price=2.0))])[0]
+    copies = [
+        _trade(1, t0, 130.0, price=2.6),  # other amount and price
+        _trade(1, t0 + 5_000, 100.0, price=2.0, side="sell"),  # another time and side
+        _trade(1, t0, 100.0, price=2.0),  # the very same values: a re-delivery
+    ]
+    seen = windows.observe([Observation(1, (W,), c) for c in copies])
+    assert seen[0] is None and seen[1] is None, "a copy with other values is a conflict"
+    assert seen[2] == {W: first}, "an identical copy is judged as the first one was"
+    after = _seen(windows, [Observation(1, (W,), _trade(2, t0 + 10_000, 1.0, price=3.0))])[0]
+    assert (after.trades, after.volume_usd, after.buy_usd) == (2, 101.0, 101.0)
+    assert (after.open_price, after.last_price) == (2.0, 3.0)
+    assert _final(windows) == after
+
+
 def test_windows_of_different_tasks_and_lengths_are_separate(redis_client):
     windows = _windows()
     trade = _trade(1, 1_000, 10.0)

@@ -2,13 +2,16 @@
 -- (window_state.lua is prepended: decode/encode of a token's state.)
 -- KEYS: per token k, KEYS[3k-2] trades (zset of "id|cents|price|side" by ts ms, kept for the
 -- longest window), KEYS[3k-1] its state (window_state.lua), KEYS[3k] what each trade first saw (hash
--- id → msgpack of its result).
+-- id → its member, a newline, and the msgpack of its result).
 -- ARGV: the time now (ms), and one msgpack array [sets, set of each token, trades]: the window-
 -- length sets (each ms, ascending), per token k the index of its set, then six per trade: k, ts
 -- ms, cents, price, side ('b' or 's'), trade id. One packed argument costs the server far less
 -- than six per trade, and msgpack numbers need no parsing.
+-- A trade counts once by its id (chain:tx:log index), whatever values a later copy carries: a copy
+-- gets the result stored for the first one, as it is; a copy whose values differ is a conflict.
 -- Returns a msgpack array with, per trade, a flat array, per window: volume, buys, sells (cents),
--- trades, first price, last price (a re-delivered trade gets the one stored for it, as it is).
+-- trades, first price, last price; then one more element: the positions (1-based) of the trades
+-- that were conflicting copies.
 -- Each token's state is read and written once per call; a new trade costs one ZADD and one HSET,
 -- and the zset is read only when trades leave a window. The TTLs (twice the longest window, plus
 -- a minute) are renewed at most every 10 s. Ties on ts are broken by member, so results do not
@@ -66,7 +69,7 @@ local function result_of(k, st)
   end
   return out
 end
-local out = {}
+local out, conflicts = {}, {}
 for i = 1, #trades, 6 do
   local k, ts, cents, price, side, id =
     trades[i], trades[i + 1], trades[i + 2], trades[i + 3], trades[i + 4], trades[i + 5]
@@ -76,9 +79,17 @@ for i = 1, #trades, 6 do
   local fresh = st.head == nil or ts > st.head - ws[#ws]
   local member = id .. '|' .. cents .. '|' .. price .. '|' .. side
   local result = nil
-  if fresh and redis.call('ZADD', z, 'NX', ts, member) == 0 then
-    local saved = redis.call('HGET', seen, id)  -- seen before: judged as it was then
-    if saved then result = saved end
+  local saved = redis.call('HGET', seen, id)
+  if saved then  -- seen before: judged as it was then
+    local cut = string.find(saved, '\n', 1, true)
+    if cut then
+      if string.sub(saved, 1, cut - 1) ~= member then conflicts[#conflicts + 1] = (i + 5) / 6 end
+      result = string.sub(saved, cut + 1)
+    else
+      result = saved  -- stored before members were kept beside results
+    end
+  elseif fresh and redis.call('ZADD', z, 'NX', ts, member) == 0 then
+    result = nil  -- in the window without a record of what it saw: judged against it as it is
   elseif fresh then
     if st.head == nil or ts > st.head or (ts == st.head and member > st.hm) then
       st.head, st.hm, st.hp = ts, member, price
@@ -113,7 +124,7 @@ for i = 1, #trades, 6 do
       end
     end
     result = cmsgpack.pack(result_of(k, st))
-    redis.call('HSET', seen, id, result)
+    redis.call('HSET', seen, id, member .. '\n' .. result)
     dirty[k] = true
   end
   out[#out + 1] = result or cmsgpack.pack(result_of(k, st))
@@ -129,6 +140,7 @@ for k, st in pairs(states) do
     end
   end
 end
+out[#out + 1] = cmsgpack.pack(conflicts)
 local n = #out  -- the reply: a msgpack array of the packed results, as they are
 local header
 if n < 16 then header = string.char(0x90 + n)
