@@ -37,11 +37,13 @@ class SwapEvent:
     pair: str = ""
     market_cap_usd: float | None = None
     top10_holders_pct: float | None = None
-    # Routing: which task/batch/epoch saw it, and the consumer's fencing token.
+    # Routing: which task/batch/epoch saw it, the consumer's fencing token, and when the
+    # consumer sent it, by Redis's clock (ms; the fence acts at that moment, see `leases`).
     task_id: int = 0
     batch_id: int = 0
     epoch: int = 0
     fencing_token: int = 0
+    sent_ms: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +91,7 @@ _INT_FIELDS = (
     "batch_id",
     "epoch",
     "fencing_token",
+    "sent_ms",
     "block_number",
 )
 _NUMBER_FIELDS = ("amount_usd", "price_usd", "amount_token", "market_cap_usd", "top10_holders_pct")

@@ -49,6 +49,11 @@ class Keys:
         """The oldest fencing token the alert pool still accepts for the batch."""
         return self._k(f"kakarot:batch:{batch_id}:fence")
 
+    def batch_fence_log(self, batch_id: int) -> str:
+        """Hash token → the server's time (ms) the fence was raised to it, the last 16: an event
+        of an older token counts if it left its consumer before the first raise above it."""
+        return self._k(f"kakarot:batch:{batch_id}:fence_log")
+
     def batch_handover(self, batch_id: int) -> str:
         """Marker with a TTL: the last holder released the batch gracefully and serves on until
         its successor is live."""

@@ -106,8 +106,11 @@ def screen(
     force for these events), read in one round trip. An event is judged if it is:
 
     - not fenced: an event whose fencing token is below its batch's fence comes from a consumer
-      that lost its lease to a successor (a zombie, or a hand-over that is complete); it is
-      dropped and counted in `events_fenced`. Events with no token (tools, tests) pass;
+      that has lost its lease to a successor since. It is still judged if it was sent (`sent_ms`,
+      Redis's clock) before the fence was first raised above its token: its consumer held the
+      lease then (a dead owner's last events, a hand-over's overlap). Else it comes from a
+      zombie (or a hand-over that was complete) and is dropped and counted in `events_fenced`.
+      Events with no token (tools, tests) pass;
     - not retracted: a chain re-org withdrew it (`kakarot:retracted`, written by sources).
     """
     if not events:
@@ -127,9 +130,15 @@ def screen(
         if config_ids
         else {}
     )
+    below = {
+        e.batch_id
+        for e in events
+        if e.batch_id and e.fencing_token and e.fencing_token < current[e.batch_id]
+    }
+    raised = _fence_raises(client, keys, sorted(below)) if below else {}
     kept, stale, withdrawn = [], 0, 0
     for event, block in zip(events, replies[-1], strict=True):
-        if event.batch_id and event.fencing_token and event.fencing_token < current[event.batch_id]:
+        if event.batch_id in below and _fenced_off(event, current, raised):
             stale += 1
         elif block is not None:
             withdrawn += 1
@@ -141,6 +150,28 @@ def screen(
     if withdrawn:
         log.info("%d retracted event(s) not judged", withdrawn)
     return kept, versions
+
+
+def _fence_raises(client: Any, keys: Any, batch_ids: list[int]) -> dict[int, list[tuple[int, int]]]:
+    """Per batch, the fence's logged raises (token, Redis ms), by token."""
+    pipe = client.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        pipe.hgetall(keys.batch_fence_log(batch_id))
+    return {
+        batch_id: sorted((int(t), int(ms)) for t, ms in log.items())
+        for batch_id, log in zip(batch_ids, pipe.execute(), strict=True)
+    }
+
+
+def _fenced_off(
+    event: SwapEvent, current: dict[int, int], raised: dict[int, list[tuple[int, int]]]
+) -> bool:
+    """Whether an event below its batch's fence was sent after the fence first rose above its
+    token (or that raise is no longer logged, or the event carries no send time)."""
+    if not event.fencing_token or event.fencing_token >= current[event.batch_id]:
+        return False
+    first_above = next((ms for t, ms in raised[event.batch_id] if t > event.fencing_token), None)
+    return first_above is None or not 0 < event.sent_ms < first_above
 
 
 def window_stats(

@@ -366,8 +366,12 @@ class BatchConsumer:
             self._dropped_seen = self.emitter.dropped
 
     def _send(self, events: list[WireEvent]) -> None:
-        """One message to the alert pool; raises while the broker is away (no retries here:
-        the emitter keeps the events and tries again)."""
+        """One message to the alert pool, each event dated by Redis's clock as it leaves (the
+        fence acts at that moment, see `leases`); raises while the broker is away (no retries
+        here: the emitter keeps the events and tries again)."""
+        sent_ms = self.lease.server_now_ms()
+        for event in events:
+            event["sent_ms"] = sent_ms
         app.send_task(queues.EVALUATE_EVENTS, args=[events], retry=False)
         self.events_emitted += len(events)
         self.agent.counters.add(total_events=len(events))

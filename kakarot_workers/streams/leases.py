@@ -6,9 +6,14 @@ batch's token counter, atomically, in one script. The holder renews it with comp
 a renewal that finds someone else's value (or none) means the lease is lost and the consumer must
 stop.
 
-Every event carries its consumer's token, and the alert pool drops events whose token is below
-the batch's *fence*. Normally an acquisition raises the fence to the new token at once: a paused
-or partitioned consumer that lost its lease can never alert again. A graceful hand-over (warm
+Every event carries its consumer's token and the moment it was sent, by Redis's clock (the
+consumer reads that clock at each renewal and counts on with its own monotonic clock). The alert
+pool refuses an event whose token is below the batch's *fence* unless it was sent before the
+fence was first raised above its token (the raises are logged with Redis's time): the fence acts
+at emit, not at judging. So what a dead owner sent while its lease was valid is judged even when
+its successor is live before the pool reaches it, and a paused or partitioned consumer that lost
+its lease can never alert again. Normally an acquisition raises the fence to the new token at
+once. A graceful hand-over (warm
 shutdown) is the one exception: the leaving consumer releases the lease with a hand-over marker
 and keeps serving; its successor raises the fence only once its own source is live, and the
 leaving consumer stops when it sees the fence pass its token. The overlap delivers some events
@@ -31,11 +36,12 @@ from kakarot_workers.keys import Keys
 log = logging.getLogger(__name__)
 
 _LUA = Path(__file__).with_name("lua")
-ACQUIRE = (_LUA / "lease_acquire.lua").read_text()
+_FENCE_LOG = (_LUA / "fence_log.lua").read_text()
+ACQUIRE = _FENCE_LOG + (_LUA / "lease_acquire.lua").read_text()
 RENEW = (_LUA / "lease_renew.lua").read_text()
 RELEASE = (_LUA / "lease_release.lua").read_text()
 REACQUIRE = (_LUA / "lease_reacquire.lua").read_text()
-RAISE_FENCE = (_LUA / "fence_raise.lua").read_text()
+RAISE_FENCE = _FENCE_LOG + (_LUA / "fence_raise.lua").read_text()
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Lease:
     ttl_s: float
     renewed_at: float  # time.monotonic() of the last confirmed acquisition or renewal
     fenced: bool = False  # whether the fence has been raised to our token
+    server_ms: int = 0  # Redis's clock (ms) at the last confirmation, read at `renewed_at`
 
     @property
     def value(self) -> str:
@@ -57,6 +64,17 @@ class Lease:
     @property
     def renew_interval_s(self) -> float:
         return self.ttl_s / 3
+
+    def server_now_ms(self) -> int:
+        """Redis's clock now, from its reading at the last confirmation and our monotonic clock
+        since (a little ahead of it, never behind: `renewed_at` is taken before the call)."""
+        return self.server_ms + int((time.monotonic() - self.renewed_at) * 1000)
+
+    def _confirmed(self, started: float, server_ms: object) -> bool:
+        if not server_ms:
+            return False
+        self.renewed_at, self.server_ms = started, int(server_ms)  # type: ignore[call-overload]
+        return True
 
     def expired_locally(self, now: float | None = None) -> bool:
         """True once a full TTL has passed since the last confirmed renewal: whatever Redis
@@ -67,32 +85,30 @@ class Lease:
         """Extend the lease if it is still ours; False if it is lost (or lapsed). Redis errors
         propagate: the caller decides (a consumer serves on through an outage)."""
         started = time.monotonic()
-        ours = self.store.renew_script(
+        server_ms = self.store.renew_script(
             keys=[self.store.keys.batch_lease(self.batch_id)],
             args=[self.value, int(self.ttl_s * 1000)],
         )
-        if ours:
-            self.renewed_at = started
-        return bool(ours)
+        return self._confirmed(started, server_ms)
 
     def reacquire(self) -> bool:
         """The lease lapsed (Redis was away): take it back with the same token if nobody has
         taken the batch since; False otherwise."""
         started = time.monotonic()
         keys = self.store.keys
-        ours = self.store.reacquire_script(
+        server_ms = self.store.reacquire_script(
             keys=[keys.batch_lease(self.batch_id), keys.batch_token(self.batch_id)],
             args=[self.value, self.token, int(self.ttl_s * 1000)],
         )
-        if ours:
-            self.renewed_at = started
-        return bool(ours)
+        return self._confirmed(started, server_ms)
 
     def raise_fence(self) -> None:
         """We are live: from now on, events of earlier holders are refused."""
         if not self.fenced:
+            keys = self.store.keys
             self.store.raise_fence_script(
-                keys=[self.store.keys.batch_fence(self.batch_id)], args=[self.token]
+                keys=[keys.batch_fence(self.batch_id), keys.batch_fence_log(self.batch_id)],
+                args=[self.token],
             )
             self.fenced = True
 
@@ -134,13 +150,16 @@ class Leases:
                 keys.batch_token(batch_id),
                 keys.batch_fence(batch_id),
                 keys.batch_handover(batch_id),
+                keys.batch_fence_log(batch_id),
             ],
             args=[consumer_id, int(ttl_s * 1000)],
         )
         if taken is None:
             return None
-        token, fenced = taken
-        return Lease(self, batch_id, consumer_id, int(token), ttl_s, started, bool(fenced))
+        token, fenced, server_ms = taken
+        return Lease(
+            self, batch_id, consumer_id, int(token), ttl_s, started, bool(fenced), int(server_ms)
+        )
 
     def holders(self, batch_ids: list[int]) -> dict[int, str | None]:
         """The lease value (`consumer:token`) of each batch, None where nobody holds it."""

@@ -12,7 +12,7 @@ from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
 from kakarot_workers.streams import leases, node
 from kakarot_workers.streams.consumer import BatchConsumer
 from kakarot_workers.streams.handover import HANDOVER_RESEND_S
-from tests.support.scenario import queued_args, task_args
+from tests.support.scenario import queued_args, task_args, wait_for
 
 NOW_MS = int(time.time() * 1000)
 
@@ -215,6 +215,35 @@ def test_the_alert_pool_drops_events_of_a_superseded_token(redis_client):
     unfenced = trade(10)
     assert screen([*stale, fresh, unfenced])[0] == [fresh, unfenced]
     assert redis_client.get(keys.events_fenced) == "3"
+
+
+def test_the_fence_acts_at_emit_a_dead_owners_events_count_a_zombies_do_not(redis_client):
+    """Events sent under a lease that was valid then are judged even after a successor took
+    the batch; events a paused owner sends after the successor's fence rose are refused."""
+    keys = runtime.keys()
+    store = leases.Leases(redis_client, keys)
+    old = store.acquire(5, "old", ttl_s=0.3)
+    assert old is not None and old.server_ms > 0
+
+    def sent_by(lease, n: int, sent_ms: int):
+        wire = {**trade(n).to_wire(), "batch_id": 5, "fencing_token": lease.token}
+        return trade(n).__class__(**{**wire, "sent_ms": sent_ms})
+
+    before = sent_by(old, 1, old.server_now_ms())  # sent, then the owner died (kill -9)
+    wait_for(lambda: redis_client.get(keys.batch_lease(5)) is None, 5, "the lease to lapse")
+    new = store.acquire(5, "new", ttl_s=5)
+    assert new is not None and new.token > old.token
+    time.sleep(0.01)
+    zombie = sent_by(old, 2, old.server_now_ms())  # the old owner woke up and sent this
+    undated = sent_by(old, 3, 0)  # an old token with no send time
+    fresh = sent_by(new, 4, new.server_now_ms())
+    assert screen([before, zombie, undated, fresh])[0] == [before, fresh]
+    assert redis_client.get(keys.events_fenced) == "2"
+    # a third owner: an event of the first is judged by the first raise above its token
+    redis_client.delete(keys.batch_lease(5))
+    third = store.acquire(5, "third", ttl_s=5)
+    assert third is not None
+    assert screen([before, zombie])[0] == [before]
 
 
 def test_each_status_change_of_a_consumer_is_queued_once_for_the_backend(redis_client, use_env):
