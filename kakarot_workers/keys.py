@@ -54,6 +54,11 @@ class Keys:
         of an older token counts if it left its consumer before the first raise above it."""
         return self._k(f"kakarot:batch:{batch_id}:fence_log")
 
+    def batch_since(self, batch_id: int) -> str:
+        """Since when (ms) the batch is monitored: set once, by its first consumer, when its
+        source first covered it (a feed's subscription, a back-fill's first block)."""
+        return self._k(f"kakarot:batch:{batch_id}:since")
+
     def batch_handover(self, batch_id: int) -> str:
         """Marker with a TTL: the last holder released the batch gracefully and serves on until
         its successor is live."""

@@ -9,6 +9,7 @@ picks the adapter of a batch (`feed`, `evm`).
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class BatchPlan:
     task_type: str = "batch"
     # CA → its pair address, where the target names one (EVM sources)
     pairs: dict[str, str] = field(default_factory=dict)
+    # when the batch was created (ms): a first consumer covers it from there where it can
+    created_ms: int | None = None
 
 
 @dataclass
@@ -39,8 +42,17 @@ class SourceStats:
     frames_rejected: int = 0
     reconnects: int = 0
     live: bool = False  # subscribed and receiving: the batch is covered
+    # from when (ms) the source covers the batch: set once, at the first subscription (a feed)
+    # or the first block it reads (a back-fill)
+    since_ms: int | None = None
     # frames refused since the consumer last took them, by reason (a field, `frame`, `log`)
     rejects: Counter[str] = field(default_factory=Counter)
+
+    def went_live(self) -> None:
+        """Subscribed and receiving; the first time, the batch is covered from now on."""
+        self.live = True
+        if self.since_ms is None:
+            self.since_ms = int(time.time() * 1000)
 
     def reject(self, reason: str) -> None:
         self.frames_rejected += 1

@@ -13,6 +13,12 @@ A swap becomes an event like this, the batch's token T traded against a quote to
 - Q's USD price: the chain's `quotes` map (1.0 for a stablecoin), or, for the wrapped native
   token (`null` there), `native_usd` if set, else the reference pair (wrapped native/stablecoin)
   reserves, kept current from its `Sync` logs;
+- prices are those *as of the trade's place in the chain*, on every path (live, back-fill,
+  re-org replay): a back-fill starts from every reserve as it stood at the end of the block
+  before it (the last `Sync` at or before that block, found with `eth_getLogs`, which pruned
+  nodes answer too; `eth_call` at a block tag needs an archive node) and replays the `Sync` logs
+  in order with the swaps. A `Sync` at or before the last one applied to its pair (the live
+  subscription repeats what the back-fill read) is ignored;
 - amount_usd: the Q amount × Q's USD price; market cap: `totalSupply` × price (cached).
 
 The decoding and the price math are pure functions in `uniswap_v2`; this module does the I/O
@@ -21,8 +27,12 @@ and keeps the state (the pairs' facts and reserves).
 Checkpoint and back-fill: the consumer saves `progress_block` (every log up to it has been
 emitted) in Redis; a new owner starts from it minus `evm_backfill_overlap_blocks`, fetches the
 gap with `eth_getLogs` in ranges of `evm_backfill_chunk` blocks (at most
-`evm_backfill_max_blocks`), subscribing first so nothing falls between back-fill and live. Logs
-seen twice are emitted once. A log with `removed: true` (a re-org) yields a `Retraction`.
+`evm_backfill_max_blocks`), subscribing first so nothing falls between back-fill and live. A
+batch's first consumer (no checkpoint) starts from the first block at or after the batch was
+created (`since_ms`, found by bisecting block timestamps; within the same bound), so swaps
+between allocation and subscription alert too; `stats.since_ms` says from when the batch is
+covered. Logs seen twice are emitted once. A log with `removed: true` (a re-org) yields a
+`Retraction`.
 """
 
 from __future__ import annotations
@@ -111,12 +121,20 @@ class HttpRpc:
             raise RpcError(f"{method} at {self.url}: {answer['error'].get('message')}")
         return answer.get("result")
 
-    def eth_call(self, to: str, data: str) -> bytes:
-        result = self.call("eth_call", [{"to": to, "data": data}, "latest"])
+    def eth_call(self, to: str, data: str, block: int | None = None) -> bytes:
+        tag = "latest" if block is None else hex(block)
+        result = self.call("eth_call", [{"to": to, "data": data}, tag])
         return bytes.fromhex((result or "0x")[2:])
 
     def block_number(self) -> int:
         return int(self.call("eth_blockNumber", []), 16)
+
+    def block_timestamp(self, block: int) -> int:
+        """The block's timestamp (seconds)."""
+        found = self.call("eth_getBlockByNumber", [hex(block), False])
+        if not found:
+            raise RpcError(f"eth_getBlockByNumber at {self.url}: no block {block}")
+        return int(found["timestamp"], 16)
 
     def get_logs(
         self, first: int, last: int, addresses: list[str] | None, topics: list[Any]
@@ -142,6 +160,7 @@ class EvmSource:
         *,
         radar: bool = False,
         checkpoint: int | None = None,
+        since_ms: int | None = None,
         idle_timeout_s: float = 30.0,
         max_backoff_s: float = 10.0,
         backfill_chunk: int = 2_000,
@@ -169,6 +188,9 @@ class EvmSource:
         # every log up to this block has been yielded (the consumer saves it as the checkpoint)
         self.progress_block: int | None = None
         self._resume_from = None if checkpoint is None else max(0, checkpoint - backfill_overlap)
+        self._since_ms = since_ms  # the batch's creation: a first start back-fills from there
+        # per pair (and the reference), where its last applied `Sync` stands: (block, log index)
+        self._synced_at: dict[str, tuple[int, int]] = {}
         self._recent: deque[tuple[str, int]] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[tuple[str, int]] = set()
         self._reference_reserves: tuple[int, int] | None = None
@@ -325,10 +347,15 @@ class EvmSource:
         already buffers what comes next."""
         head = self.rpc.block_number()
         start = self._resume_from
-        if start is None:  # first start of this batch: live from here
+        if start is None and self._since_ms is not None:  # first start: from the creation
+            start = self._first_block_since(self._since_ms // 1000, head)
+        if start is None:  # no creation time known: live from here
             self.progress_block = head
+            self._covered_from(head)
             return
-        start = max(start, head - self.backfill_max_blocks + 1)
+        start = max(start, head - self.backfill_max_blocks + 1, 0)
+        self._covered_from(start)
+        self._reserves_as_of(start - 1)
         addresses, topics = self._filter()
         for first in range(start, head + 1, self.backfill_chunk):
             last = min(head, first + self.backfill_chunk - 1)
@@ -339,6 +366,57 @@ class EvmSource:
             self.progress_block = last
             yield None
         log.info("evm %s: back-filled blocks %d–%d", self.chain_name, start, head)
+
+    def _covered_from(self, block: int) -> None:
+        """Say from when the batch is covered (the first time only): the block's timestamp."""
+        if self.stats.since_ms is None:
+            self.stats.since_ms = self.rpc.block_timestamp(block) * 1000
+
+    def _first_block_since(self, since_s: int, head: int) -> int:
+        """The first block with a timestamp at or after `since_s` (bisecting the block
+        timestamps, at most `evm_backfill_max_blocks` back); head + 1 when none is."""
+        low, high = max(0, head - self.backfill_max_blocks + 1), head + 1
+        while low < high:
+            middle = (low + high) // 2
+            if self.rpc.block_timestamp(middle) >= since_s:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _reserves_as_of(self, block: int) -> None:
+        """Every watched pair's reserves, and the reference pair's, as they stood at the end of
+        `block`: a back-fill from `block + 1` replays the `Sync` logs from there."""
+        for pair in self.pairs.values():
+            pair.reserves = None  # read when its first swap needs it (a `Sync` comes first)
+            self._synced_at[pair.address] = (block, 1 << 62)
+        if self.reference and self.chain.native_usd is None:
+            self._reference_reserves = self._reserves_at(self.reference, block)
+            self._synced_at[self.reference] = (block, 1 << 62)
+
+    def _reserves_at(self, address: str, block: int) -> tuple[int, int]:
+        """The pair's reserves at the end of `block`: its last `Sync` log at or before it, found
+        going back `evm_backfill_chunk` blocks at a time (at most `evm_backfill_max_blocks`);
+        failing that, `eth_call` at the block (an archive node), then at the head."""
+        floor = max(0, block - self.backfill_max_blocks + 1)
+        last = block
+        while last >= floor:
+            first = max(floor, last - self.backfill_chunk + 1)
+            logs = self.rpc.get_logs(first, last, [address], [SYNC_TOPIC])
+            if logs:
+                return decode_sync(log_data(logs[-1]))
+            last = first - 1
+        try:
+            return decode_reserves(self.rpc.eth_call(address, GET_RESERVES, block))
+        except RpcError as exc:
+            log.warning(
+                "evm %s: reserves of %s at block %d unknown (%s); using the latest",
+                self.chain_name,
+                address,
+                block,
+                exc,
+            )
+            return self._reserves(address)
 
     def _read(
         self, conn: websocket.WebSocket, stop: threading.Event
@@ -404,6 +482,10 @@ class EvmSource:
             return retraction(entry, self.chain_name)
         data = log_data(entry)
         if topic == SYNC_TOPIC:
+            position = (block, identity[1])
+            if position <= self._synced_at.get(address, (-1, -1)):
+                return None  # the subscription repeats a `Sync` the back-fill applied
+            self._synced_at[address] = position
             reserves = decode_sync(data)
             if address == self.reference:
                 self._reference_reserves = reserves
@@ -445,7 +527,8 @@ class EvmSource:
     def _swap_event(self, pair: Pair, entry: dict[str, Any]) -> SwapEvent | None:
         quote_usd = pair.quote_usd if pair.quote_usd is not None else self._native_usd()
         if pair.reserves is None and is_priceable(entry, pair, quote_usd):
-            pair.reserves = self._reserves(pair.address)
+            # no `Sync` of it seen yet (one precedes each swap): as of the swap's block
+            pair.reserves = self._reserves_at(pair.address, int(entry["blockNumber"], 16))
         event = decode_swap(
             entry,
             pair,
@@ -473,6 +556,7 @@ def open_evm_source(plan: BatchPlan, settings: Settings, checkpoint: int | None)
         plan.pairs,
         radar=plan.task_type == "block",
         checkpoint=checkpoint,
+        since_ms=plan.created_ms,
         idle_timeout_s=settings.source_idle_timeout_s,
         max_backoff_s=settings.reconnect_max_backoff_s,
         backfill_chunk=settings.evm_backfill_chunk,

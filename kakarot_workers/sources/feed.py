@@ -184,11 +184,11 @@ class FeedSource:
                 raise EventError("frame is not a JSON object")
             kind = message.get("type")
             if kind == "trade":
-                self.stats.live = True
+                self.stats.went_live()
                 event = parse_trade(message, self.chain, self.plausible)
                 return event if event.ca in self._wanted else None
             if kind == "subscribed":
-                self.stats.live = True
+                self.stats.went_live()
             elif kind == "error":
                 log.warning("feed %s says: %s", self.url, excerpt(str(message.get("message"))))
             return None

@@ -93,6 +93,7 @@ class BatchConsumer:
         self._dropped_seen = 0
         self._lease_stale_logged = False
         self._redis_down_logged = False
+        self._since_noted = False
 
     # --- what the node agent reads ------------------------------------------------------
     @property
@@ -397,6 +398,11 @@ class BatchConsumer:
             )
         pipe.execute()
 
+    def _note_since(self, since_ms: int) -> None:
+        """Since when the batch is monitored (its first consumer's word stands)."""
+        self.redis.set(self.keys.batch_since(self.batch_id), since_ms, nx=True)
+        self._since_noted = True
+
     def _save_checkpoint(self) -> None:
         """Everything the source has yielded is emitted: its progress is the checkpoint."""
         block = getattr(self.source, "progress_block", None)
@@ -407,6 +413,9 @@ class BatchConsumer:
     def _write_status(self, status: BatchStatus) -> None:
         if self.lease_lost:
             return
+        since = self.source.stats.since_ms
+        if since is not None and not self._since_noted:
+            self._quietly(self._note_since, since)
         self._quietly(
             self.reporter.write,
             status,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,4 +37,5 @@ def load_batch_plan(session: Session, batch_id: int) -> BatchPlan:
         status=batch.status,
         task_type=task.task_type,
         pairs={ca: pair for ca, pair in rows if pair},
+        created_ms=int(batch.create_time.replace(tzinfo=UTC).timestamp() * 1000),
     )

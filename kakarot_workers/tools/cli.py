@@ -458,14 +458,28 @@ def deadletter_purge(queue: Annotated[str, typer.Argument(help="The queue.")]) -
 def batches_cmd(
     task_id: Annotated[int | None, typer.Option(help="Only this task's batches.")] = None,
 ) -> None:
-    """Batches that are not retired: epoch, size, status, consumer, last heartbeat."""
+    """Batches that are not retired: epoch, size, status, consumer, last heartbeat, and since
+    when each is monitored (when its source first covered it; UTC)."""
+    from datetime import UTC, datetime
+
+    from kakarot_workers import runtime
     from kakarot_workers.db.session import session_scope
     from kakarot_workers.tools.admin import ago, list_batches
 
     with session_scope() as session:
         rows = list_batches(session, task_id)
+    since = _while_redis_answers(
+        lambda: runtime.redis_client().mget(
+            [runtime.keys().batch_since(b["id"]) for b in rows] or ["-"]
+        )
+    )
+    covered = since if isinstance(since, list) else [None] * len(rows)
     table = Table("id", "task", "no", "epoch", "items", "status", "worker", "last heartbeat")
-    for b in rows:
+    table.add_column("since", no_wrap=True)
+    for b, ms in zip(rows, covered, strict=False):
+        started = (
+            datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
+        )
         table.add_row(
             str(b["id"]),
             str(b["task_id"]),
@@ -475,6 +489,7 @@ def batches_cmd(
             b["status"],
             b["worker_id"] or "-",
             ago(b["last_heartbeat"]),
+            started,
         )
     console.print(table)
 

@@ -221,8 +221,10 @@ def test_nodes_batches_tasks_and_config_publish(run, task_id, tmp_path, redis_se
     )
     run("target", "import", str(tmp_path / "t.csv"), "--task-id", task_id)
     run("allocate", "--task-id", task_id, **redis_env)
-    batches = run("batches", "--task-id", task_id).stdout
+    client.set(keys.batch_since(1), 1_767_323_045_000)  # its first consumer covered it then
+    batches = run("batches", "--task-id", task_id, COLUMNS="160", **redis_env).stdout
     assert "pending" in batches and " 3 " in batches  # one batch of three targets
+    assert "2026-01-02 03:04:05" in batches
     assert "no such" not in run("batches", "--task-id", "99").stdout
     tasks = run("tasks").stdout
     assert " t " in tasks and "batch" in tasks

@@ -158,6 +158,70 @@ def test_a_restart_back_fills_from_the_checkpoint_and_emits_each_swap_once(anvil
     assert len(items) == 8
 
 
+def test_back_filled_swaps_are_priced_at_their_own_block_when_the_reference_moved(anvil):
+    """WETH moves between the checkpoint, the swaps of the outage and the restart: each
+    back-filled WETH-quoted swap is priced with WETH as it stood at the swap, not at the restart
+    (anvil keeps no old state: the reserves come from the `Sync` logs)."""
+    uni = Uniswap.deploy(anvil)
+    token, weth, usd = uni.token(), uni.token(), uni.token()
+    reference = uni.pair(weth, usd, 1_000 * E18, 3_000_000 * E18)
+    pair = uni.pair(token, weth, 500_000 * E18, 100 * E18)
+    chain = EvmChain(
+        ws_url=anvil.ws_url,
+        quotes={usd: 1.0, weth: None},
+        wrapped_native=weth,
+        reference_pair=reference,
+    )
+    weth_is_0 = uni.token0(reference) == weth
+
+    def weth_usd() -> float:  # the chain's own figure, now
+        r0, r1 = uni.reserves(reference)
+        return r1 / r0 if weth_is_0 else r0 / r1
+
+    uni.swap(reference, usd, 100_000 * E18)  # the reference moves before the checkpoint too
+    uni.transfer(token, uni.factory, 1)  # a block of no interest: the checkpoint
+    checkpoint = int(anvil.rpc("eth_blockNumber"), 16)
+    expected = []
+    for i in range(4):  # the outage: WETH moves after each swap
+        swap = uni.swap(pair, weth, (i + 1) * E18)
+        expected.append((swap, weth_usd()))
+        uni.swap(reference, usd if i % 2 == 0 else weth, (200_000 if i % 2 == 0 else 40) * E18)
+    uni.swap(reference, weth, 150 * E18)  # and once more before the restart: WETH falls ~20 %
+    source = EvmSource(
+        "eth", chain, [token], {token: pair}, checkpoint=checkpoint, backfill_overlap=0
+    )
+    with Collector(source) as seen:
+        items = seen.wait(4)
+    token_is_0 = uni.token0(pair) == token
+    for event, (swap, rate) in zip(items, expected, strict=True):
+        assert event.tx_hash == swap.tx_hash
+        r_token, r_weth = swap.reserves_after if token_is_0 else swap.reserves_after[::-1]
+        assert event.amount_usd == pytest.approx(swap.amount_in / E18 * rate, rel=1e-9)
+        assert event.price_usd == pytest.approx(r_weth / r_token * rate, rel=1e-9)
+    assert abs(weth_usd() / expected[-1][1] - 1) > 0.1, "the restart's price differs"
+
+
+def test_a_new_batch_is_covered_from_its_creation_not_from_its_first_subscription(anvil):
+    uni = Uniswap.deploy(anvil)
+    token, usd = uni.token(), uni.token()
+    pair = uni.pair(token, usd, 1_000_000 * E18, 1_000_000 * E18)
+    chain = EvmChain(ws_url=anvil.ws_url, quotes={usd: 1.0})
+    before = uni.swap(pair, usd, 1 * E18)
+    time.sleep(1.1)  # block timestamps are in seconds
+    created_ms = int(time.time() * 1000)
+    time.sleep(1.1)
+    between = [uni.swap(pair, usd, (i + 2) * E18) for i in range(3)]  # before any consumer
+    source = EvmSource("eth", chain, [token], {token: pair}, since_ms=created_ms)
+    with Collector(source) as seen:
+        live = uni.swap(pair, token, 1 * E18)
+        seen.wait(4)
+        time.sleep(0.3)
+    got = [e.tx_hash for e in seen.items]
+    assert got == [s.tx_hash for s in [*between, live]] and before.tx_hash not in got
+    first = anvil.rpc("eth_getBlockByNumber", hex(between[0].block), False)
+    assert created_ms // 1000 <= source.stats.since_ms // 1000 <= int(first["timestamp"], 16)
+
+
 class RecordedNode:
     """A WebSocket JSON-RPC peer that answers `eth_subscribe` and then plays recorded frames."""
 
