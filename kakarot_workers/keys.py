@@ -54,6 +54,19 @@ class Keys:
         of an older token counts if it left its consumer before the first raise above it."""
         return self._k(f"kakarot:batch:{batch_id}:fence_log")
 
+    def batch_standby(self, batch_id: int) -> str:
+        """String `{consumer_id}` with a TTL: the batch's hot standby (KAKAROT_STANDBY)."""
+        return self._k(f"kakarot:batch:{batch_id}:standby")
+
+    def batch_standby_dispatch(self, batch_id: int) -> str:
+        """Marker with a TTL: a `stand_by` for the batch is on its way."""
+        return self._k(f"kakarot:batch:{batch_id}:standby_dispatch")
+
+    def batch_sent_mark(self, batch_id: int) -> str:
+        """`tx_hash|log_index|ts_ms` of the last trade the batch's owner sent (with a standby:
+        the standby takes over after it)."""
+        return self._k(f"kakarot:batch:{batch_id}:sent_mark")
+
     def batch_since(self, batch_id: int) -> str:
         """Since when (ms) the batch is monitored: set once, by its first consumer, when its
         source first covered it (a feed's subscription, a back-fill's first block)."""

@@ -14,8 +14,9 @@ NOTIFY: Final = "notify"
 CONTROL: Final = "control"
 ALL: Final = (STREAMS, ALERTS, NOTIFY, CONTROL)
 
-# queue `streams`: one long-lived consumer per batch
+# queue `streams`: one long-lived consumer per batch, and its hot standby (KAKAROT_STANDBY)
 CONSUME_BATCH: Final = "kakarot.streams.consume_batch"
+STAND_BY: Final = "kakarot.streams.stand_by"
 # queue `alerts`: a micro-batch of swap events to judge
 EVALUATE_EVENTS: Final = "kakarot.alerts.evaluate_events"
 # queue `notify`: the outbox's deliveries

@@ -164,6 +164,17 @@ class Settings(BaseSettings):
         description="a consumer's batch lease, renewed every third of it: a dead consumer's "
         "batch is free after this",
     )
+    standby: bool = Field(
+        False,
+        description="a hot standby per feed batch on another node: it takes over from the "
+        "owner's last sent trade, with nothing lost on kill -9 or a pause",
+    )
+    standby_buffer_s: float = Field(
+        30.0, gt=0, description="how many seconds of trades a standby keeps to take over from"
+    )
+    standby_check_s: float = Field(
+        0.2, gt=0, description="how often a standby looks whether the batch's lease is free"
+    )
     handover_timeout_s: float = Field(
         10.0,
         ge=0,

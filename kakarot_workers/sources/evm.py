@@ -191,6 +191,7 @@ class EvmSource:
         self._since_ms = since_ms  # the batch's creation: a first start back-fills from there
         # per pair (and the reference), where its last applied `Sync` stands: (block, log index)
         self._synced_at: dict[str, tuple[int, int]] = {}
+        self._block_times: dict[int, int] = {}
         self._recent: deque[tuple[str, int]] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[tuple[str, int]] = set()
         self._reference_reserves: tuple[int, int] | None = None
@@ -517,6 +518,17 @@ class EvmSource:
         self._recent.append(identity)
         self._recent_set.add(identity)
 
+    def _block_time_ms(self, entry: dict[str, Any]) -> int:
+        """The log's block time (ms), for a node whose logs carry no `blockTimestamp`: a
+        back-filled swap is dated by its block, not by when it was read (cached per block)."""
+        block = int(entry["blockNumber"], 16)
+        found = self._block_times.get(block)
+        if found is None:
+            if len(self._block_times) >= 4096:
+                self._block_times.clear()
+            found = self._block_times[block] = self.rpc.block_timestamp(block) * 1000
+        return found
+
     def _native_usd(self) -> float | None:
         if self.chain.native_usd is not None:
             return self.chain.native_usd
@@ -535,7 +547,7 @@ class EvmSource:
             quote_usd=quote_usd,
             reserves=pair.reserves,
             chain=self.chain_name,
-            now_ms=int(time.time() * 1000),
+            now_ms=0 if entry.get("blockTimestamp") else self._block_time_ms(entry),
         )
         if event is None:
             self.unpriced += 1

@@ -29,7 +29,7 @@ from kakarot_workers.events import SwapEvent, check
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources import BatchPlan, Retraction, Source
 from kakarot_workers.status import BatchStatus
-from kakarot_workers.streams import leases, node
+from kakarot_workers.streams import leases, node, standby
 from kakarot_workers.streams.dispatch import redispatch
 from kakarot_workers.streams.emitter import Emitter, EventBatcher, WireEvent
 from kakarot_workers.streams.handover import Handover, Phase
@@ -94,6 +94,9 @@ class BatchConsumer:
         self._lease_stale_logged = False
         self._redis_down_logged = False
         self._since_noted = False
+        # a hot standby for a feed batch (an EVM successor back-fills instead)
+        self.standby = settings.standby and (plan.source or "").lower() != "evm"
+        self._standby_asked = 0.0
 
     # --- what the node agent reads ------------------------------------------------------
     @property
@@ -341,11 +344,24 @@ class BatchConsumer:
             log.info("batch %s: told to stop (%s)", self.batch_id, control["stop"])
             stop.set()
         self._count_rejects()
+        if self.standby:
+            self._ensure_standby()
         reconnects = self.source.stats.reconnects
         if reconnects != self._reconnects_seen:
             self.agent.counters.add(reconnects=reconnects - self._reconnects_seen)
             self.reporter.reconnected(reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
+
+    def _ensure_standby(self) -> None:
+        """While we serve a live feed batch, see that it has a hot standby (`standby`)."""
+        now = time.monotonic()
+        if now - self._standby_asked < standby.ENSURE_EVERY_S:
+            return
+        if self.handover.phase is not Phase.SERVING or not self.source.stats.live:
+            return
+        self._standby_asked = now
+        with contextlib.suppress(*STORE_DOWN):  # asked again later
+            standby.ensure(self.redis, self.keys, self.batch_id, self.agent.node_id)
 
     def _emit(self, events: list[WireEvent]) -> None:
         counters = self.agent.counters
@@ -374,6 +390,9 @@ class BatchConsumer:
         for event in events:
             event["sent_ms"] = sent_ms
         app.send_task(queues.EVALUATE_EVENTS, args=[events], retry=False)
+        if self.standby:  # right after the send: a standby takes over after this trade
+            mark = standby.mark_of(events[-1]).encode()
+            self._quietly(self.redis.set, self.keys.batch_sent_mark(self.batch_id), mark, ex=86_400)
         self.events_emitted += len(events)
         self.agent.counters.add(total_events=len(events))
         self._quietly(self.reporter.emitted, len(events), events[-1]["ts_ms"])

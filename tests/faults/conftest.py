@@ -4,7 +4,8 @@ the tests kill, pause and restart.
 
 `fleet` takes its shape from the test's parameter (`indirect=True`), a `Shape`: Redis with or
 without persistence, SQLite or MariaDB, and with `spares` two of every process (two streams,
-two alerts, two control workers and two beats) so that one of each can be killed.
+two alerts, two control workers and two beats) so that one of each can be killed; with
+`standby`, a hot standby per batch (KAKAROT_STANDBY).
 """
 
 from __future__ import annotations
@@ -54,9 +55,14 @@ class Shape:
     redis: str = "none"  # "aof": append-only file; "none": no persistence
     database: str = "sqlite"  # or "mariadb"
     spares: bool = False
+    standby: bool = False  # KAKAROT_STANDBY: a hot standby per batch
 
     def __str__(self) -> str:
-        return f"redis-{self.redis}-{self.database}" + ("-spares" if self.spares else "")
+        return (
+            f"redis-{self.redis}-{self.database}"
+            + ("-spares" if self.spares else "")
+            + ("-standby" if self.standby else "")
+        )
 
 
 @dataclass
@@ -215,6 +221,7 @@ def fleet(request, use_env, tmp_path: Path) -> Iterator[Fleet]:
                 KAKAROT_REDIS_URL=server.url,
                 KAKAROT_WEBHOOK_URL=f"{hooks.url}/hook",
                 KAKAROT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                KAKAROT_STANDBY="true" if shape.standby else "false",
                 **FAST,
             )
             market = Market.with_tokens(seed=21, count=TOKENS)
