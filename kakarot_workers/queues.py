@@ -17,8 +17,9 @@ ALL: Final = (STREAMS, ALERTS, NOTIFY, CONTROL)
 # queue `streams`: one long-lived consumer per batch, and its hot standby (KAKAROT_STANDBY)
 CONSUME_BATCH: Final = "kakarot.streams.consume_batch"
 STAND_BY: Final = "kakarot.streams.stand_by"
-# queue `alerts`: a micro-batch of swap events to judge
+# queue `alerts`: a micro-batch of swap events to judge; a trade a chain re-org withdrew
 EVALUATE_EVENTS: Final = "kakarot.alerts.evaluate_events"
+RETRACT_TRADE: Final = "kakarot.alerts.retract_trade"
 # queue `notify`: the outbox's deliveries
 DELIVER: Final = "kakarot.notify.deliver"
 FLUSH_DIGEST: Final = "kakarot.notify.flush_digest"

@@ -35,6 +35,7 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"  # claimed by a worker until `claimed_until`
     SENT = "sent"
     FAILED = "failed"  # permanently, or after the last attempt (`last_error`)
+    RETRACTED = "retracted"  # not sent: a chain re-org withdrew the alert's trade
 
 
 class NotifyStatus(StrEnum):

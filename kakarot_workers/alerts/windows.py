@@ -32,6 +32,7 @@ _LUA = Path(__file__).with_name("lua")
 _STATE = (_LUA / "window_state.lua").read_text()
 OBSERVE = _STATE + (_LUA / "window_observe.lua").read_text()
 SNAPSHOT = _STATE + (_LUA / "window_snapshot.lua").read_text()
+RETRACT = _STATE + (_LUA / "window_retract.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +52,22 @@ class Windows:
         self.keys = keys
         self._observe = client.register_script(OBSERVE)
         self._snapshot = client.register_script(SNAPSHOT)
+        self._retract = client.register_script(RETRACT)
 
     def snapshot(self, task_id: int, ca: str, seconds: int) -> WindowStats:
         """The window as it stands now (read-only; for tools and tests)."""
         reply = self._snapshot(keys=[self.keys.window_state(task_id, ca)], args=[seconds * 1000])
         return _stats(seconds, reply)
+
+    def retract(self, task_id: int, ca: str, key: str) -> bool:
+        """Take the trade `key` (`chain:tx_hash:log_index`) out of its token's windows (a chain
+        re-org withdrew it); False when it was not in them."""
+        keys = [
+            self.keys.window_entries(task_id, ca),
+            self.keys.window_state(task_id, ca),
+            self.keys.window_seen(task_id, ca),
+        ]
+        return bool(self._retract(keys=keys, args=[key]))
 
     def observe(self, observations: Sequence[Observation]) -> list[dict[int, WindowStats] | None]:
         """Add each trade to its token's windows (once, ever, by identity) and return, per

@@ -197,6 +197,8 @@ class MonitorAlertLog(Base):
     price_usd: Mapped[Decimal | None] = mapped_column(Usd)
     amount_usd: Mapped[Decimal | None] = mapped_column(Usd)
     incomplete_data: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    # 1 once a chain re-org withdrew the trade (its notifications not yet sent are not sent)
+    retracted: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     notify_status: Mapped[str] = mapped_column(
         String(16), default="pending", server_default="pending"
     )

@@ -72,6 +72,7 @@ class Retraction:
     tx_hash: str
     log_index: int
     block_number: int | None
+    ca: str = ""  # the batch's token it traded, where the source knows it
 
     @property
     def key(self) -> str:

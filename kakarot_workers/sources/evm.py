@@ -43,6 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -480,7 +481,12 @@ class EvmSource:
         block = int(entry["blockNumber"], 16)
         identity = (entry["transactionHash"], int(entry["logIndex"], 16))
         if entry.get("removed"):
-            return retraction(entry, self.chain_name)
+            gone = retraction(entry, self.chain_name)
+            pair = self.pairs.get(address)
+            if gone is not None and pair is not None:
+                self._forget(identity)  # a later inclusion of it is a new trade
+                return replace(gone, ca=pair.target)
+            return gone
         data = log_data(entry)
         if topic == SYNC_TOPIC:
             position = (block, identity[1])
@@ -511,6 +517,11 @@ class EvmSource:
         event = self._swap_event(pair, entry)
         self._remember(identity)
         return event
+
+    def _forget(self, identity: tuple[str, int]) -> None:
+        if identity in self._recent_set:
+            self._recent_set.discard(identity)
+            self._recent = deque((i for i in self._recent if i != identity), maxlen=RECENT_IDS)
 
     def _remember(self, identity: tuple[str, int]) -> None:
         if len(self._recent) == self._recent.maxlen:

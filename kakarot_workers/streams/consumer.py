@@ -416,6 +416,12 @@ class BatchConsumer:
                 "batch %s: re-org retracted %s after it was emitted", self.batch_id, gone.key
             )
         pipe.execute()
+        if not dropped and gone.ca:  # out of its windows; its alerts marked (alerts.retract)
+            args = [self.task_id, gone.ca, gone.chain, gone.tx_hash, gone.log_index]
+            try:
+                app.send_task(queues.RETRACT_TRADE, args=args, retry=False)
+            except kombu.exceptions.OperationalError as exc:
+                log.error("batch %s: retraction of %s not sent: %s", self.batch_id, gone.key, exc)
 
     def _note_since(self, since_ms: int) -> None:
         """Since when the batch is monitored (its first consumer's word stands)."""

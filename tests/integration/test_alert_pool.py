@@ -317,6 +317,60 @@ def test_malformed_and_retracted_events_are_counted_and_skipped(db_url, redis_cl
     assert [r.tx_hash for r in _alerts(task_id)] == [good["tx_hash"]]
 
 
+# every trade of $1,000 or more alerts; a 5-minute window is kept (its rule never fires)
+RADAR = {
+    "large_trade": {"min_usd": 1000},
+    "volume": {"min_usd": 1e12, "window": "5m"},
+    "cooldown": {"seconds": 0},
+}
+
+
+def test_a_copy_with_other_values_is_not_judged_again_one_row_per_rule(db_url, redis_client):
+    # a back-fill re-sends a trade priced otherwise: judged again it would alert
+    task_id = create_task_with(CAS[:1], events_config=RADAR)
+    now = int(time.time() * 1000)
+    first = wire_event(task_id, CAS[0], 1, amount_usd=500.0, ts_ms=now)
+    second = wire_event(task_id, CAS[0], 2, amount_usd=2000.0, ts_ms=now + 1)
+    assert evaluate_events.run([first, second]) == 1  # the large trade
+    copies = [{**first, "amount_usd": 6000.0}, {**first, "amount_usd": 9000.0, "side": "sell"}]
+    assert evaluate_events.run(copies) == 0  # a conflict: the first copy counts
+    assert evaluate_events.run([first, second]) == 0  # identical copies: judged as before
+    assert [r.tx_hash for r in _alerts(task_id)] == [second["tx_hash"]]
+    keys = runtime.keys()
+    assert redis_client.get(keys.alert_stat("window_conflicts")) == "2"
+    window = Windows(redis_client, keys).snapshot(task_id, CAS[0], 300)
+    assert (window.trades, window.volume_usd) == (2, 2500.0)
+
+
+def test_a_retracted_trade_leaves_its_windows_and_its_alert_is_marked(
+    db_url, redis_client, services
+):
+    from kakarot_workers.alerts.retract import retract
+
+    task_id = create_task_with(CAS[:1], events_config=RADAR, notify_methods={"webhook": {}})
+    now = int(time.time() * 1000)
+    trades = [
+        wire_event(task_id, CAS[0], i, amount_usd=1500.0 + i, ts_ms=now + i) for i in range(3)
+    ]
+    assert evaluate_events.run(trades) == 3
+    assert retract(task_id, CAS[0], "bsc", trades[1]["tx_hash"], 0) == (True, 1)
+    window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
+    assert (window.trades, window.volume_usd) == (2, 1500.0 + 1502.0)
+    # the newest withdrawn too: the head moves back to the first trade
+    assert retract(task_id, CAS[0], "bsc", trades[2]["tx_hash"], 0) == (True, 1)
+    window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
+    assert (window.trades, window.volume_usd, window.last_price) == (1, 1500.0, 1.0)
+    marked = {r.tx_hash: r.retracted for r in _alerts(task_id)}
+    assert marked == {trades[0]["tx_hash"]: 0, trades[1]["tx_hash"]: 1, trades[2]["tx_hash"]: 1}
+    statuses = {r.alert_id: r.status for r in _outbox(task_id)}
+    assert sorted(statuses.values()) == ["pending", "retracted", "retracted"]
+    assert retract(task_id, CAS[0], "bsc", "0x" + "9" * 64, 0) == (False, 0)
+    # included again later (another block): a new trade
+    assert evaluate_events.run([trades[1]]) == 0  # its row exists: no second one
+    window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
+    assert window.trades == 2
+
+
 def test_bad_fields_beside_valid_trades_are_rejected_alone_and_counted_by_reason_and_batch(
     db_url, redis_client
 ):

@@ -5,7 +5,7 @@ import json
 import threading
 import time
 
-from kakarot_workers import runtime
+from kakarot_workers import queues, runtime
 from kakarot_workers.alerts.evaluate import screen
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.sources import BatchPlan, Retraction, SourceStats
@@ -66,7 +66,13 @@ def run(items: list, client) -> tuple[BatchConsumer, list[dict]]:
 
 
 def sent_events(messages: list[dict]) -> list[dict]:
-    return [e for m in messages for e in task_args(m)[0]]
+    """The events of the `evaluate_events` messages among `messages`."""
+    return [
+        e
+        for m in messages
+        if m.get("headers", {}).get("task") == queues.EVALUATE_EVENTS
+        for e in task_args(m)[0]
+    ]
 
 
 def test_a_deep_alerts_queue_counts_back_pressure_and_drops_nothing(redis_client, use_env):
@@ -101,7 +107,7 @@ def test_a_retracted_swap_still_buffered_is_never_sent_and_a_sent_one_is_recorde
         third,  # a full micro-batch: sent
         fourth,
         Retraction("bsc", fourth.tx_hash, 0, fourth.block_number),  # still buffered
-        Retraction("bsc", first.tx_hash, 0, first.block_number),  # already sent
+        Retraction("bsc", first.tx_hash, 0, first.block_number, ca=first.ca),  # already sent
     ]
     _, messages = run(items, redis_client)
     sent = [e["tx_hash"] for e in sent_events(messages)]
@@ -109,6 +115,9 @@ def test_a_retracted_swap_still_buffered_is_never_sent_and_a_sent_one_is_recorde
     keys = runtime.keys()
     assert redis_client.get(keys.events_retracted) == "2"
     assert redis_client.hkeys(keys.retracted) == [f"bsc:{first.tx_hash}:0"]
+    # the alert pool takes it out of its windows and marks its alerts (`retract_trade`)
+    retractions = [task_args(m) for m in messages if m["headers"]["task"] == queues.RETRACT_TRADE]
+    assert retractions == [[1, first.ca, "bsc", first.tx_hash, 0]]
 
 
 def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis_client, use_env):

@@ -299,7 +299,7 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
             event, retraction = seen.wait(2)
             time.sleep(0.2)  # a quiet period: anything extra would show up within it
     assert (event.tx_hash, event.log_index) == (swap.tx_hash, swap.log_index)
-    assert retraction == Retraction("eth", swap.tx_hash, swap.log_index, swap.block)
+    assert retraction == Retraction("eth", swap.tx_hash, swap.log_index, swap.block, ca=token)
     assert source.stats.frames_rejected == 4
     assert dict(source.stats.take_rejects()) == {"log": 2, "frame": 2}
     assert len(seen.items) == 2

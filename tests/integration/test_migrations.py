@@ -10,7 +10,7 @@ from kakarot_workers.db.session import (
     upgrade_schema,
 )
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def test_upgrade_creates_every_table_with_its_columns(empty_db_url):
