@@ -10,6 +10,11 @@
    real Redis), in this process. Baseline in the same run: `json.loads` of the same frames alone,
    the least any consumer must do. Prints events/s and the ratio.
 
+3. The hot standby's cost (`KAKAROT_STANDBY=true`): two streams worker processes, one owning
+   `--standby-batches` live batches and the other holding their standbys (each subscribed to the
+   same tokens, keeping the last 30 s of trades); RSS per batch over each process idle, and CPU
+   per batch over 10 s of traffic, the standby's beside the owner's.
+
 Everything runs on 127.0.0.1: an embedded Redis, a temporary SQLite database, the simulator.
 """
 
@@ -67,6 +72,70 @@ def rss_per_batch(batches: int, workdir: Path) -> tuple[float, float, float]:
             time.sleep(3)
             live = process.memory_info().rss / 2**20
     return idle, live, (live - idle) / batches
+
+
+def standby_cost(batches: int, workdir: Path, rate: float) -> dict[str, tuple[float, float]]:
+    """Per role (owner, standby): (MB per batch over the idle process, CPU % per batch)."""
+    import psutil
+
+    from kakarot_workers import runtime
+    from kakarot_workers.control.reconcile import ensure_allocated, reconcile
+    from kakarot_workers.db.session import upgrade_schema
+    from kakarot_workers.settings import get_settings
+    from kakarot_workers.tools.fleet import WorkerProcess
+    from kakarot_workers.tools.simulator import SimulatorServer
+    from tests.support.scenario import create_task_for
+
+    # a database and a Redis of its own: the batches of the first part must not be served
+    os.environ["KAKAROT_DATABASE_URL"] = f"sqlite:///{workdir}/standby.db"
+    os.environ["KAKAROT_STANDBY"] = "true"
+    get_settings.cache_clear()
+    upgrade_schema(os.environ["KAKAROT_DATABASE_URL"])
+    client, keys = runtime.redis_client(), runtime.keys()
+    client.flushall()
+    market = Market.with_tokens(seed=5, count=batches * 10)
+    with SimulatorServer(market, rate=rate) as sim:
+        os.environ["KAKAROT_SIMULATOR_URL"] = sim.url
+        task_id = create_task_for(market.tokens, threshold_usd=10**12)
+        batch_ids = ensure_allocated(task_id)
+        owner = WorkerProcess(
+            "bench-owner", "streams", concurrency=batches + 2, log_path=workdir / "owner.log"
+        )
+        keeper = WorkerProcess(
+            "bench-standby", "streams", concurrency=batches + 2, log_path=workdir / "standby.log"
+        )
+        with owner:
+            time.sleep(2)
+            idle = {"owner": psutil.Process(owner.pid).memory_info().rss}
+            reconcile()
+            deadline = time.monotonic() + 60
+            while len(sim.subscribed_tokens()) < batches * 10:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the batches never all went live")
+                time.sleep(0.2)
+            with keeper:
+                time.sleep(2)
+                idle["standby"] = psutil.Process(keeper.pid).memory_info().rss
+                deadline = time.monotonic() + 60
+                standby_keys = [keys.batch_standby(b) for b in batch_ids]
+                while sum(v is not None for v in client.mget(standby_keys)) < batches:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the standbys never all came")
+                    time.sleep(0.2)
+                time.sleep(32)  # the standbys' buffers full (30 s of trades)
+                processes = {
+                    "owner": psutil.Process(owner.pid),
+                    "standby": psutil.Process(keeper.pid),
+                }
+                cpu = {role: sum(p.cpu_times()[:2]) for role, p in processes.items()}
+                time.sleep(10)
+                result = {}
+                for role, p in processes.items():
+                    used = (sum(p.cpu_times()[:2]) - cpu[role]) / 10 * 100
+                    mb = (p.memory_info().rss - idle[role]) / 2**20
+                    result[role] = (mb / batches, used / batches)
+    os.environ["KAKAROT_STANDBY"] = "false"
+    return result
 
 
 class ReplaySource:
@@ -127,12 +196,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--standby-batches", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=200.0, help="simulated trades/s (standby)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kakarot-bench-"))
     with EmbeddedRedis() as redis_server:
         use_local_services(workdir, redis_server.url, batch_cap=10)
         idle, live, per_batch = rss_per_batch(args.batches, workdir)
         rate, baseline = decode_and_emit(args.events)
+        cost = standby_cost(args.standby_batches, workdir, args.rate)
     print(f"RSS, one streams worker process holding {args.batches} live batches (10 tokens each)")
     print(f"  idle {idle:7.1f} MB   live {live:7.1f} MB   per batch {per_batch:5.2f} MB")
     verdict = "PASS" if per_batch <= RSS_GOAL_MB else "FAIL"
@@ -141,6 +213,18 @@ def main() -> None:
     print(f"  consumer (parse, stamp, micro-batch, send to Redis)  {rate:10,.0f} events/s")
     print(f"  baseline (json.loads only, same frames)               {baseline:10,.0f} events/s")
     print(f"  ratio consumer / baseline                              {rate / baseline:10.2f}")
+    print(
+        f"Hot standby (KAKAROT_STANDBY), {args.standby_batches} batches of 10 tokens, "
+        f"{args.rate:.0f} trades/s in all, 30 s kept"
+    )
+    for role, (mb, cpu) in cost.items():
+        print(f"  {role:8} {mb:6.2f} MB per batch   {cpu:6.2f} % CPU per batch")
+    owner_mb, owner_cpu = cost["owner"]
+    standby_mb, standby_cpu = cost["standby"]
+    print(
+        f"  standby / owner: memory {standby_mb / owner_mb:5.2f}   CPU "
+        f"{standby_cpu / max(owner_cpu, 1e-9):5.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ For each: the fleet is live again within 10 s of the kill (the killed consumer's
 by the other streams worker, the standby beat scheduling, alerts judged), no alert row and no
 delivery is doubled, and every trade the simulator delivered at or above the threshold alerts
 once, but for the trades a killed stream consumer had read and not yet sent (it sends every
-50 ms; a feed consumer's successor does not replay them: a known limit, in the README).
+50 ms; a feed cannot replay them: without a standby a known limit, in the README; with one,
+`test_standby` loses nothing).
 """
 
 from __future__ import annotations
