@@ -351,6 +351,11 @@ class EvmSource:
         start = self._resume_from
         if start is None and self._since_ms is not None:  # first start: from the creation
             start = self._first_block_since(self._since_ms // 1000, head)
+            if start > head:  # created after the newest block: nothing to back-fill
+                self.progress_block = head
+                if self.stats.since_ms is None:
+                    self.stats.since_ms = self._since_ms
+                return
         if start is None:  # no creation time known: live from here
             self.progress_block = head
             self._covered_from(head)
@@ -392,6 +397,8 @@ class EvmSource:
         for pair in self.pairs.values():
             pair.reserves = None  # read when its first swap needs it (a `Sync` comes first)
             self._synced_at[pair.address] = (block, 1 << 62)
+        if block < 0:  # from the genesis: every `Sync` is replayed
+            return
         if self.reference and self.chain.native_usd is None:
             self._reference_reserves = self._reserves_at(self.reference, block)
             self._synced_at[self.reference] = (block, 1 << 62)

@@ -222,6 +222,21 @@ def test_a_new_batch_is_covered_from_its_creation_not_from_its_first_subscriptio
     assert created_ms // 1000 <= source.stats.since_ms // 1000 <= int(first["timestamp"], 16)
 
 
+def test_a_batch_created_after_the_newest_block_goes_live_at_once_on_a_quiet_chain(anvil):
+    uni = Uniswap.deploy(anvil)
+    token, usd = uni.token(), uni.token()
+    pair = uni.pair(token, usd, 1_000_000 * E18, 1_000_000 * E18)
+    chain = EvmChain(ws_url=anvil.ws_url, quotes={usd: 1.0})
+    time.sleep(1.1)  # no block at or after the creation: nothing to back-fill
+    created_ms = int(time.time() * 1000)
+    source = EvmSource("eth", chain, [token], {token: pair}, since_ms=created_ms)
+    with Collector(source) as seen:  # live without waiting for a block
+        swap = uni.swap(pair, usd, 1 * E18)
+        seen.wait(1)
+    assert [e.tx_hash for e in seen.items] == [swap.tx_hash]
+    assert source.stats.since_ms == created_ms and source.stats.reconnects == 0
+
+
 class RecordedNode:
     """A WebSocket JSON-RPC peer that answers `eth_subscribe` and then plays recorded frames."""
 
