@@ -18,7 +18,9 @@ A swap becomes an event like this, the batch's token T traded against a quote to
   before it (the last `Sync` at or before that block, found with `eth_getLogs`, which pruned
   nodes answer too; `eth_call` at a block tag needs an archive node) and replays the `Sync` logs
   in order with the swaps. A `Sync` at or before the last one applied to its pair (the live
-  subscription repeats what the back-fill read) is ignored;
+  subscription repeats what the back-fill read) is ignored; a re-org that removes an applied
+  one puts the pair's reserves back to the end of the block before, and the replacement
+  block's `Sync` logs apply;
 - amount_usd: the Q amount × Q's USD price; market cap: `totalSupply` × price (cached).
 
 The decoding and the price math are pure functions in `uniswap_v2`; this module does the I/O
@@ -488,6 +490,7 @@ class EvmSource:
         block = int(entry["blockNumber"], 16)
         identity = (entry["transactionHash"], int(entry["logIndex"], 16))
         if entry.get("removed"):
+            self._unapply(address, block, identity[1])
             gone = retraction(entry, self.chain_name)
             pair = self.pairs.get(address)
             if gone is not None and pair is not None:
@@ -524,6 +527,22 @@ class EvmSource:
         event = self._swap_event(pair, entry)
         self._remember(identity)
         return event
+
+    def _unapply(self, address: str, block: int, log_index: int) -> None:
+        """A re-org removed a log at (block, log index): if a `Sync` of its pair at or after it
+        was applied, the pair's reserves go back to the end of the block before (read again),
+        and the replacement block's `Sync` logs are applied when they come."""
+        applied = self._synced_at.get(address)
+        if applied is None or applied < (block, log_index):
+            return
+        if address != self.reference and address not in self.pairs:
+            return
+        self._synced_at[address] = (block - 1, 1 << 62)
+        reserves = self._reserves_at(address, block - 1)
+        if address == self.reference:
+            self._reference_reserves = reserves
+        if address in self.pairs:
+            self.pairs[address].reserves = reserves
 
     def _forget(self, identity: tuple[str, int]) -> None:
         if identity in self._recent_set:

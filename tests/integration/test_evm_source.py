@@ -320,6 +320,60 @@ def test_removed_logs_retract_and_bad_frames_are_counted_and_skipped(anvil):
     assert len(seen.items) == 2
 
 
+def test_after_a_re_org_the_replacement_blocks_swap_is_priced_at_its_own_reserves(anvil):
+    """Recorded frames (anvil sends no `removed` logs): a swap and its `Sync`, both removed by a
+    re-org, then another swap in the replacement block with another `Sync` at the same place.
+    The new swap is priced at the new reserves, not at the removed ones."""
+    from eth_abi.abi import encode
+
+    uni = Uniswap.deploy(anvil)
+    token, usd = uni.token(), uni.token()
+    pair = uni.pair(token, usd, 1_000_000 * E18, 1_000_000 * E18)
+    swap = uni.swap(pair, usd, 5 * E18)
+    sync, log = anvil.rpc(
+        "eth_getLogs", {"fromBlock": hex(swap.block), "toBlock": hex(swap.block), "address": pair}
+    )
+
+    def note(entry: dict) -> str:
+        return json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "eth_subscription",
+                "params": {"subscription": "0x1", "result": entry},
+            }
+        )
+
+    token_is_0 = uni.token0(pair) == token
+    # the replacement block: the token at twice the price (reserves token 500k, USD 1M)
+    doubled = (500_000 * E18, 1_000_000 * E18) if token_is_0 else (1_000_000 * E18, 500_000 * E18)
+    other_tx = "0x" + "ab" * 32
+    frames = [
+        note(sync),
+        note(log),
+        note({**log, "removed": True}),
+        note({**sync, "removed": True}),
+        note(
+            {
+                **sync,
+                "transactionHash": other_tx,
+                "data": "0x" + encode(["uint112", "uint112"], list(doubled)).hex(),
+            }
+        ),
+        note({**log, "transactionHash": other_tx}),
+    ]
+    with RecordedNode(frames) as node:
+        chain = EvmChain(ws_url=node.url, http_url=anvil.http_url, quotes={usd: 1.0})
+        source = EvmSource("eth", chain, [token], {token: pair})
+        with Collector(source) as seen:
+            first, gone, second = seen.wait(3)
+            time.sleep(0.2)
+    r_token, r_usd = swap.reserves_after if token_is_0 else swap.reserves_after[::-1]
+    assert first.price_usd == pytest.approx(r_usd / r_token, rel=1e-12)
+    assert isinstance(gone, Retraction) and gone.tx_hash == swap.tx_hash
+    assert second.tx_hash == other_tx
+    assert second.price_usd == pytest.approx(2.0, rel=1e-12)
+
+
 def test_the_block_radar_sees_every_pair_with_a_quote_token_and_no_other(anvil):
     uni = Uniswap.deploy(anvil)
     usd = uni.token()
