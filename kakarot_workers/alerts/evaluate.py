@@ -153,14 +153,17 @@ def screen(
 
 
 def _fence_raises(client: Any, keys: Any, batch_ids: list[int]) -> dict[int, list[tuple[int, int]]]:
-    """Per batch, the fence's logged raises (token, Redis ms), by token."""
+    """Per batch, the fence's logged raises (token, Redis ms), by token; a raise trimmed from
+    the log (`fence_log.lua`) shows as (its token, 0): nothing below it can be placed."""
     pipe = client.pipeline(transaction=False)
     for batch_id in batch_ids:
         pipe.hgetall(keys.batch_fence_log(batch_id))
-    return {
-        batch_id: sorted((int(t), int(ms)) for t, ms in log.items())
-        for batch_id, log in zip(batch_ids, pipe.execute(), strict=True)
-    }
+    raises = {}
+    for batch_id, log in zip(batch_ids, pipe.execute(), strict=True):
+        trimmed = log.pop("trimmed", None)
+        found = sorted((int(t), int(ms)) for t, ms in log.items())
+        raises[batch_id] = ([(int(trimmed), 0)] if trimmed else []) + found
+    return raises
 
 
 def _fenced_off(

@@ -195,6 +195,8 @@ class EvmSource:
         # per pair (and the reference), where its last applied `Sync` stands: (block, log index)
         self._synced_at: dict[str, tuple[int, int]] = {}
         self._block_times: dict[int, int] = {}
+        # pairs (or the reference) whose applied `Sync` a re-org removed: → the block before
+        self._stale: dict[str, int] = {}
         self._recent: deque[tuple[str, int]] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[tuple[str, int]] = set()
         self._reference_reserves: tuple[int, int] | None = None
@@ -499,10 +501,13 @@ class EvmSource:
             return gone
         data = log_data(entry)
         if topic == SYNC_TOPIC:
+            if address != self.reference and address not in self.pairs:
+                return None  # the radar's: a pair becomes watched at its first swap
             position = (block, identity[1])
             if position <= self._synced_at.get(address, (-1, -1)):
                 return None  # the subscription repeats a `Sync` the back-fill applied
             self._synced_at[address] = position
+            self._stale.pop(address, None)
             reserves = decode_sync(data)
             if address == self.reference:
                 self._reference_reserves = reserves
@@ -530,19 +535,25 @@ class EvmSource:
 
     def _unapply(self, address: str, block: int, log_index: int) -> None:
         """A re-org removed a log at (block, log index): if a `Sync` of its pair at or after it
-        was applied, the pair's reserves go back to the end of the block before (read again),
-        and the replacement block's `Sync` logs are applied when they come."""
+        was applied, the pair's reserves go back to the end of the block before (read when a
+        swap needs them, `_stale`), and the replacement block's `Sync` logs apply."""
         applied = self._synced_at.get(address)
         if applied is None or applied < (block, log_index):
             return
-        if address != self.reference and address not in self.pairs:
-            return
         self._synced_at[address] = (block - 1, 1 << 62)
-        reserves = self._reserves_at(address, block - 1)
-        if address == self.reference:
-            self._reference_reserves = reserves
-        if address in self.pairs:
-            self.pairs[address].reserves = reserves
+        self._stale[address] = block - 1
+
+    def _fresh_reserves(self, address: str) -> tuple[int, int] | None:
+        """The reserves of a pair (or the reference) a re-org made stale, read again as of the
+        block before it; None when they are not stale."""
+        block = self._stale.pop(address, None)
+        if block is None:
+            return None
+        try:
+            return self._reserves_at(address, block)
+        except BaseException:
+            self._stale[address] = block  # read again at the next swap (or after a reconnect)
+            raise
 
     def _forget(self, identity: tuple[str, int]) -> None:
         if identity in self._recent_set:
@@ -574,6 +585,13 @@ class EvmSource:
         return native_usd_price(self._reference_reserves, *self._reference_facts)
 
     def _swap_event(self, pair: Pair, entry: dict[str, Any]) -> SwapEvent | None:
+        if self._stale:
+            for address in (pair.address, self.reference):
+                reserves = self._fresh_reserves(address) if address else None
+                if reserves is not None and address == self.reference:
+                    self._reference_reserves = reserves
+                elif reserves is not None:
+                    pair.reserves = reserves
         quote_usd = pair.quote_usd if pair.quote_usd is not None else self._native_usd()
         if pair.reserves is None and is_priceable(entry, pair, quote_usd):
             # no `Sync` of it seen yet (one precedes each swap): as of the swap's block

@@ -31,7 +31,13 @@ from kakarot_workers.sources import BatchPlan, Retraction, Source
 from kakarot_workers.status import BatchStatus
 from kakarot_workers.streams import leases, node, standby
 from kakarot_workers.streams.dispatch import redispatch
-from kakarot_workers.streams.emitter import Emitter, EventBatcher, WireEvent
+from kakarot_workers.streams.emitter import (
+    BROKER_DOWN,
+    Emitter,
+    EventBatcher,
+    LeaseUnconfirmed,
+    WireEvent,
+)
 from kakarot_workers.streams.handover import Handover, Phase
 from kakarot_workers.streams.leases import Lease
 from kakarot_workers.streams.reporter import StatusReporter
@@ -44,6 +50,9 @@ CONTROL_CHECK_S = 1.0
 OUTAGE_RENEW_S = 0.5
 # What a consumer meets while Redis (its state, and the broker) is away.
 STORE_DOWN = (redis.RedisError, kombu.exceptions.OperationalError)
+# A retraction reaches the pool this long after it: an evaluation of the trade under way then
+# has recorded what it will (`alerts.retract`).
+RETRACT_DELAY_S = 5.0
 
 
 class BatchConsumer:
@@ -94,6 +103,9 @@ class BatchConsumer:
         self._lease_stale_logged = False
         self._redis_down_logged = False
         self._since_noted = False
+        # re-org retractions (and reinstatements) not yet recorded; keys retracted after emission
+        self._retractions: list[tuple[Retraction | str, bool]] = []
+        self._retracted_keys: set[str] = set()
         # a hot standby for a feed batch (an EVM successor back-fills instead)
         self.standby = settings.standby and (plan.source or "").lower() != "evm"
         self._standby_asked = 0.0
@@ -129,8 +141,10 @@ class BatchConsumer:
         try:
             for event in self.source.events(stop):
                 if isinstance(event, Retraction):
-                    self._quietly(self._retract, event)
+                    self._retract(event)
                 elif event is not None and self._plausible(event):
+                    if self._retracted_keys and event.key in self._retracted_keys:
+                        self._reinstate(event.key)
                     self.batcher.add(
                         replace(
                             event,
@@ -142,6 +156,8 @@ class BatchConsumer:
                     )
                 self.batcher.flush_if_due()
                 self.emitter.retry()
+                if self._retractions:
+                    self._send_retractions()
                 if self.handover.phase is Phase.LEAVING:
                     self._hand_over()
                 now = time.monotonic()
@@ -360,7 +376,7 @@ class BatchConsumer:
         if self.handover.phase is not Phase.SERVING or not self.source.stats.live:
             return
         self._standby_asked = now
-        with contextlib.suppress(*STORE_DOWN):  # asked again later
+        with contextlib.suppress(*STORE_DOWN, *BROKER_DOWN):  # asked again later
             standby.ensure(self.redis, self.keys, self.batch_id, self.agent.node_id)
 
     def _emit(self, events: list[WireEvent]) -> None:
@@ -386,6 +402,8 @@ class BatchConsumer:
         """One message to the alert pool, each event dated by Redis's clock as it leaves (the
         fence acts at that moment, see `leases`); raises while the broker is away (no retries
         here: the emitter keeps the events and tries again)."""
+        if self.lease.expired_locally():  # kept until the lease is confirmed (or lost)
+            raise LeaseUnconfirmed(f"lease of batch {self.batch_id} not confirmed for a full TTL")
         sent_ms = self.lease.server_now_ms()
         for event in events:
             event["sent_ms"] = sent_ms
@@ -399,7 +417,7 @@ class BatchConsumer:
 
     def _retract(self, gone: Retraction) -> None:
         """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
-        record the retraction (`kakarot:retracted`, counter `events_retracted`)."""
+        record the retraction (`_send_retractions`)."""
         identity = (gone.tx_hash, gone.log_index)
 
         def other(event: WireEvent) -> bool:
@@ -408,20 +426,51 @@ class BatchConsumer:
         before = len(self.batcher.pending)
         self.batcher.pending = [e for e in self.batcher.pending if other(e)]
         dropped = before - len(self.batcher.pending) + self.emitter.keep_only(other)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(self.keys.events_retracted)
         if not dropped:
-            pipe.hset(self.keys.retracted, gone.key, gone.block_number or "")
             log.warning(
                 "batch %s: re-org retracted %s after it was emitted", self.batch_id, gone.key
             )
-        pipe.execute()
-        if not dropped and gone.ca:  # out of its windows; its alerts marked (alerts.retract)
-            args = [self.task_id, gone.ca, gone.chain, gone.tx_hash, gone.log_index]
+            self._retracted_keys.add(gone.key)
+        self._retractions.append((gone, not dropped))
+        self._send_retractions()
+
+    def _reinstate(self, key: str) -> None:
+        """A trade retracted after it was emitted is in the chain again (a re-org mined it
+        again): the pool must judge it (`kakarot:retracted` loses it before it is sent)."""
+        self._retracted_keys.discard(key)
+        self._retractions.append((key, False))
+        self._send_retractions()
+
+    def _send_retractions(self) -> None:
+        """Record the retractions (and reinstatements) in order; what Redis or the broker does
+        not take now is tried again at the next turn of the loop. An emitted trade's retraction
+        is written to `kakarot:retracted` (the pool does not judge it from then on) and sent to
+        the pool (`retract_trade`: out of its windows, its alerts marked), `RETRACT_DELAY_S`
+        later, so that an evaluation of it already under way has recorded what it will."""
+        while self._retractions:
+            item, emitted = self._retractions[0]
             try:
-                app.send_task(queues.RETRACT_TRADE, args=args, retry=False)
-            except kombu.exceptions.OperationalError as exc:
-                log.error("batch %s: retraction of %s not sent: %s", self.batch_id, gone.key, exc)
+                if isinstance(item, str):
+                    self.redis.hdel(self.keys.retracted, item)
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.incr(self.keys.events_retracted)
+                    if emitted:
+                        pipe.hset(self.keys.retracted, item.key, item.block_number or "")
+                    pipe.execute()
+                    if emitted and item.ca:
+                        args = [self.task_id, item.ca, item.chain, item.tx_hash, item.log_index]
+                        app.send_task(
+                            queues.RETRACT_TRADE, args=args, countdown=RETRACT_DELAY_S, retry=False
+                        )
+            except (*STORE_DOWN, *BROKER_DOWN) as exc:
+                if not self._redis_down_logged:
+                    self._redis_down_logged = True
+                    log.warning(
+                        "batch %s: retraction kept until Redis answers (%s)", self.batch_id, exc
+                    )
+                return
+            self._retractions.pop(0)
 
     def _note_since(self, since_ms: int) -> None:
         """Since when the batch is monitored (its first consumer's word stands)."""

@@ -24,7 +24,15 @@ import redis
 log = logging.getLogger(__name__)
 
 WireEvent = dict[str, Any]
-# What a send raises while the broker is away (kombu wraps redis-py's connection errors).
+
+
+class LeaseUnconfirmed(ConnectionError):
+    """Not sent: the consumer has not confirmed its lease for a full TTL (it was paused, or Redis
+    is away), so it cannot prove the batch is still its own; kept until it has."""
+
+
+# What a send raises while the broker is away (kombu wraps redis-py's connection errors), or
+# the consumer may not send.
 BROKER_DOWN = (kombu.exceptions.OperationalError, redis.RedisError, ConnectionError, OSError)
 RETRY_S = 1.0
 

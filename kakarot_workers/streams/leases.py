@@ -36,6 +36,18 @@ from kakarot_workers.keys import Keys
 log = logging.getLogger(__name__)
 
 _LUA = Path(__file__).with_name("lua")
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def clock() -> float:
+    """Seconds on a clock that never goes back and, unlike `time.monotonic`, keeps counting
+    while the host is suspended (Linux `CLOCK_BOOTTIME`): what a lease's expiry is measured
+    with, so a consumer frozen with its VM knows its lease may have lapsed."""
+    if _BOOTTIME is None:
+        return time.monotonic()
+    return time.clock_gettime(_BOOTTIME)
+
+
 _FENCE_LOG = (_LUA / "fence_log.lua").read_text()
 ACQUIRE = _FENCE_LOG + (_LUA / "lease_acquire.lua").read_text()
 RENEW = (_LUA / "lease_renew.lua").read_text()
@@ -53,7 +65,7 @@ class Lease:
     consumer_id: str
     token: int
     ttl_s: float
-    renewed_at: float  # time.monotonic() of the last confirmed acquisition or renewal
+    renewed_at: float  # `clock()` at the last confirmed acquisition or renewal
     fenced: bool = False  # whether the fence has been raised to our token
     server_ms: int = 0  # Redis's clock (ms) at the last confirmation, read at `renewed_at`
 
@@ -66,9 +78,9 @@ class Lease:
         return self.ttl_s / 3
 
     def server_now_ms(self) -> int:
-        """Redis's clock now, from its reading at the last confirmation and our monotonic clock
-        since (a little ahead of it, never behind: `renewed_at` is taken before the call)."""
-        return self.server_ms + int((time.monotonic() - self.renewed_at) * 1000)
+        """Redis's clock now, from its reading at the last confirmation and `clock()` since (a
+        little ahead of it, never behind: `renewed_at` is taken before the call)."""
+        return self.server_ms + int((clock() - self.renewed_at) * 1000)
 
     def _confirmed(self, started: float, server_ms: object) -> bool:
         if not server_ms:
@@ -79,12 +91,12 @@ class Lease:
     def expired_locally(self, now: float | None = None) -> bool:
         """True once a full TTL has passed since the last confirmed renewal: whatever Redis
         says, we can no longer prove we own the batch."""
-        return (time.monotonic() if now is None else now) - self.renewed_at >= self.ttl_s
+        return (clock() if now is None else now) - self.renewed_at >= self.ttl_s
 
     def renew(self) -> bool:
         """Extend the lease if it is still ours; False if it is lost (or lapsed). Redis errors
         propagate: the caller decides (a consumer serves on through an outage)."""
-        started = time.monotonic()
+        started = clock()
         server_ms = self.store.renew_script(
             keys=[self.store.keys.batch_lease(self.batch_id)],
             args=[self.value, int(self.ttl_s * 1000)],
@@ -94,7 +106,7 @@ class Lease:
     def reacquire(self) -> bool:
         """The lease lapsed (Redis was away): take it back with the same token if nobody has
         taken the batch since; False otherwise."""
-        started = time.monotonic()
+        started = clock()
         keys = self.store.keys
         server_ms = self.store.reacquire_script(
             keys=[keys.batch_lease(self.batch_id), keys.batch_token(self.batch_id)],
@@ -142,7 +154,7 @@ class Leases:
 
     def acquire(self, batch_id: int, consumer_id: str, ttl_s: float) -> Lease | None:
         """Take the batch's lease and a new fencing token, or None if someone holds it."""
-        started = time.monotonic()
+        started = clock()
         keys = self.keys
         taken = self.acquire_script(
             keys=[

@@ -115,16 +115,27 @@ class Buffer:
 
 class Continued:
     """A source that is already running, as a new owner's consumer reads it: first the
-    buffered trades to send, then the live subscription, on."""
+    buffered trades to send, then the live subscription, on. The subscription runs under the
+    standby's stop event (`source_stop`); the consumer's stop sets it too."""
 
-    def __init__(self, stats: SourceStats, first: list[SwapEvent], rest: Iterator[object]) -> None:
+    def __init__(
+        self,
+        stats: SourceStats,
+        first: list[SwapEvent],
+        rest: Iterator[object],
+        source_stop: threading.Event,
+    ) -> None:
         self.stats = stats
         self._first = first
         self._rest = rest
+        self._source_stop = source_stop
 
     def events(self, stop: threading.Event) -> Iterator[SwapEvent | Retraction | None]:
         yield from self._first
-        yield from self._rest  # type: ignore[misc]
+        for item in self._rest:  # a source yields at least every tick, stopped or not
+            if stop.is_set():
+                self._source_stop.set()
+            yield item  # type: ignore[misc]
 
 
 def ensure(client: redis.Redis, keys: Keys, batch_id: int, node_id: str) -> bool:
@@ -215,7 +226,8 @@ class Standby:
                     log.warning("batch %s standby: Redis unreachable (%s)", self.batch_id, exc)
                     continue
                 if lease is not None:
-                    return lease, Continued(self.source.stats, self._replay(lease), stream)
+                    replay = self._replay(lease)
+                    return lease, Continued(self.source.stats, replay, stream, stop)
         except (_GiveUp, BaseException) as exc:
             _close(stream)
             self._quietly_unclaim()

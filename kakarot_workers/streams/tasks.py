@@ -92,9 +92,16 @@ def consume_batch(self: Any, batch_id: int) -> int:
     )
 
 
-def _serve(request: Any, plan: BatchPlan, lease: Lease, source_of: Callable[[], Source]) -> int:
+def _serve(
+    request: Any,
+    plan: BatchPlan,
+    lease: Lease,
+    source_of: Callable[[], Source],
+    stop: threading.Event | None = None,
+) -> int:
     """Serve the batch under `lease` with the source `source_of()` opens, until the consumer
-    stops; keep its row's status; return the events emitted."""
+    stops; keep its row's status; return the events emitted. `stop`: the event the source
+    already runs under (a standby's), so that the consumer's stop ends it."""
     batch_id, cid = plan.batch_id, lease.consumer_id
     agent = node.current()
     worker = getattr(request, "hostname", None) or agent.node_id
@@ -116,7 +123,7 @@ def _serve(request: Any, plan: BatchPlan, lease: Lease, source_of: Callable[[], 
         cid,
         lease.token,
     )
-    stop = threading.Event()
+    stop = stop or threading.Event()
     consumer: BatchConsumer | None = None
     try:
         consumer = BatchConsumer(plan, source_of(), lease, agent)
@@ -180,7 +187,7 @@ def stand_by(self: Any, batch_id: int, owner_node: str, passes: int = 0) -> int:
         log.info("batch %s: standby %s stops", batch_id, cid)
         return 0
     lease, source = taken
-    return _serve(self.request, plan, lease, lambda: source)
+    return _serve(self.request, plan, lease, lambda: source, stop)
 
 
 def _is_count(value: Any) -> bool:

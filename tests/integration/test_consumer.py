@@ -255,6 +255,27 @@ def test_the_fence_acts_at_emit_a_dead_owners_events_count_a_zombies_do_not(redi
     assert screen([before, zombie])[0] == [before]
 
 
+def test_an_event_whose_first_raise_above_left_the_fence_log_is_refused(redis_client):
+    keys = runtime.keys()
+    store = leases.Leases(redis_client, keys)
+    tokens = []
+    for i in range(20):  # 20 owners in turn: the log keeps the newest 16 raises
+        lease = store.acquire(6, f"owner-{i}", ttl_s=5)
+        assert lease is not None
+        tokens.append((lease.token, lease.server_now_ms()))
+        redis_client.delete(keys.batch_lease(6))
+        time.sleep(0.003)  # the raises a few ms apart
+    assert len(redis_client.hgetall(keys.batch_fence_log(6))) == 17  # 16 and `trimmed`
+
+    def sent(token: int, sent_ms: int) -> SwapEvent:
+        wire = {**trade(token % 1000).to_wire(), "batch_id": 6, "fencing_token": token}
+        return trade(0).__class__(**{**wire, "sent_ms": sent_ms})
+
+    early = sent(tokens[1][0], tokens[1][1])  # sent before the raise to tokens[2], trimmed
+    late = sent(tokens[10][0], tokens[10][1])  # its next raise is still logged
+    assert screen([early, late])[0] == [late]
+
+
 def test_each_status_change_of_a_consumer_is_queued_once_for_the_backend(redis_client, use_env):
     use_env(KAKAROT_BACKEND_WS_URL="ws://127.0.0.1:9/unused")  # queued; nobody sends it here
     run([trade(i) for i in range(30)], redis_client)
@@ -295,3 +316,56 @@ def test_an_implausible_event_from_a_source_is_dropped_alone_and_counted_durably
         "source:chain": "1",
         "source:frame": "1",
     }
+
+
+class TradingSource:
+    """A live source that yields a trade every few milliseconds until stopped."""
+
+    def __init__(self) -> None:
+        self.stats = SourceStats(live=True)
+
+    def events(self, stop: threading.Event):
+        n = 0
+        while not stop.wait(0.005):
+            n += 1
+            yield trade(n)
+
+
+def test_a_standby_takes_over_after_the_owners_mark_and_stops_when_told(redis_client, use_env):
+    """The standby buffers the batch's trades; when the owner's lease lapses it takes the
+    batch, sends the trades after the owner's mark, serves on, and stops like any owner when
+    the control plane tells it to (its subscription runs under its own stop event)."""
+    from kakarot_workers.streams.standby import Mark, Standby
+
+    use_env(KAKAROT_STANDBY="true", KAKAROT_STANDBY_CHECK_S="0.05", KAKAROT_LEASE_TTL_S="1")
+    keys = runtime.keys()
+    owner = leases.Leases(redis_client, keys).acquire(8, "owner", ttl_s=1)
+    assert owner is not None
+    keeper = Standby(8, "standby", TradingSource())
+    assert keeper.claim() and not Standby(8, "another", TradingSource()).claim()
+    stop = threading.Event()
+    taken: list = []
+    thread = threading.Thread(target=lambda: taken.append(keeper.wait(stop)), daemon=True)
+    thread.start()
+    time.sleep(0.3)  # trades 1.. buffered; the owner sent up to trade 5 and died
+    redis_client.set(keys.batch_sent_mark(8), Mark(trade(5).tx_hash, 0, trade(5).ts_ms).encode())
+    thread.join(5)
+    ((lease, source),) = taken
+    assert lease.token > owner.token and lease.fenced
+    assert redis_client.get(keys.batch_standby(8)) is None, "no longer a standby"
+    plan = BatchPlan(8, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
+    consumer = BatchConsumer(plan, source, lease, node.NodeAgent("test-node"))
+    serving = threading.Thread(target=consumer.run, args=(threading.Event(),), daemon=True)
+    serving.start()
+    wait_for(lambda: len(sent_events(_messages(redis_client))) > 20, 5, "the new owner to send")
+    redis_client.hset(keys.batch_control(8), "stop", "retired")
+    serving.join(5)
+    assert not serving.is_alive(), "told to stop, the new owner stopped"
+    sent = [e["tx_hash"] for e in sent_events(_messages(redis_client))]
+    assert sent[0] == trade(6).tx_hash and len(sent) == len(set(sent))
+    assert sent == [trade(n).tx_hash for n in range(6, 6 + len(sent))]
+
+
+def _messages(client) -> list[dict]:
+    """The messages on the `alerts` queue, oldest first (Celery pushes on the left)."""
+    return [json.loads(m) for m in reversed(client.lrange("alerts", 0, -1))]
