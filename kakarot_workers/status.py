@@ -45,6 +45,7 @@ class NotifyStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"  # every notification sent
     FAILED = "failed"  # none left to try, and one failed
+    RETRACTED = "retracted"  # none sent: a chain re-org withdrew the trade before
 
 
 class Health(StrEnum):

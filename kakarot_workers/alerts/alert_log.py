@@ -96,6 +96,35 @@ def _insert_ignoring_duplicates(session: Session, model: Any, key: str) -> Inser
     return mysql.insert(table).prefix_with("IGNORE")
 
 
+def _revive(session: Session, keys: set[str]) -> None:
+    """Alerts judged again whose trade a re-org had withdrawn: it is in the chain again (the
+    pool does not judge a trade while it is withdrawn), so the alert stands, and its retracted
+    notifications are pending again."""
+    ids = list(
+        session.scalars(
+            select(MonitorAlertLog.id).where(
+                MonitorAlertLog.dedup_key.in_(keys), MonitorAlertLog.retracted == 1
+            )
+        )
+    )
+    if not ids:
+        return
+    session.execute(update(MonitorAlertLog).where(MonitorAlertLog.id.in_(ids)).values(retracted=0))
+    session.execute(
+        update(MonitorAlertOutbox)
+        .where(
+            MonitorAlertOutbox.alert_id.in_(ids),
+            MonitorAlertOutbox.status == OutboxStatus.RETRACTED,
+        )
+        .values(status=OutboxStatus.PENDING, next_attempt_at=None)
+    )
+    session.execute(
+        update(MonitorAlertLog)
+        .where(MonitorAlertLog.id.in_(ids), MonitorAlertLog.notify_status == NotifyStatus.RETRACTED)
+        .values(notify_status=NotifyStatus.PENDING)
+    )
+
+
 def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
     """Insert the alert rows and their outbox rows (duplicates skipped), in the caller's
     transaction; return the rows inserted now and the pending notifications of all of them."""
@@ -109,6 +138,8 @@ def record_alerts(session: Session, drafts: Sequence[AlertDraft]) -> Recorded:
     )
     fresh = [d for d in drafts if d.row["dedup_key"] not in existing]
     now = utcnow()
+    if existing:
+        _revive(session, existing)
     if fresh:
         rows = [{**d.row, "create_time": now} for d in fresh]
         session.execute(_insert_ignoring_duplicates(session, MonitorAlertLog, "dedup_key"), rows)

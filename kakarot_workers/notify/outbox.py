@@ -104,14 +104,17 @@ def mark_sent(session: Session, rows: Sequence[Claimed], message_ref: str | None
             update_time=now,
         )
     )
-    _roll_up(session, {r.alert_id for r in rows})
+    roll_up(session, {r.alert_id for r in rows})
 
 
 def mark_retry(session: Session, rows: Sequence[Claimed], error: str, wait_s: float) -> None:
     now = utcnow()
     session.execute(
         update(MonitorAlertOutbox)
-        .where(MonitorAlertOutbox.id.in_([r.id for r in rows]))
+        .where(
+            MonitorAlertOutbox.id.in_([r.id for r in rows]),
+            MonitorAlertOutbox.status == OutboxStatus.SENDING,  # not if retracted meanwhile
+        )
         .values(
             status=OutboxStatus.PENDING,
             claimed_until=None,
@@ -126,26 +129,32 @@ def mark_failed(session: Session, rows: Sequence[Claimed], error: str) -> None:
     now = utcnow()
     session.execute(
         update(MonitorAlertOutbox)
-        .where(MonitorAlertOutbox.id.in_([r.id for r in rows]))
+        .where(
+            MonitorAlertOutbox.id.in_([r.id for r in rows]),
+            MonitorAlertOutbox.status == OutboxStatus.SENDING,  # not if retracted meanwhile
+        )
         .values(
             status=OutboxStatus.FAILED, claimed_until=None, last_error=error[:500], update_time=now
         )
     )
-    _roll_up(session, {r.alert_id for r in rows})
+    roll_up(session, {r.alert_id for r in rows})
 
 
-def _roll_up(session: Session, alert_ids: set[int]) -> None:
-    """An alert's notify_status: `sent` once every notification is sent, `failed` once none is
-    left to try and one failed, `pending` otherwise."""
+def roll_up(session: Session, alert_ids: set[int]) -> None:
+    """An alert's notify_status: `sent` once every notification is sent (or retracted, one
+    sent), `failed` once none is left to try and one failed, `retracted` when a re-org withdrew
+    the trade before any was sent, `pending` otherwise."""
     for alert_id in alert_ids:
         statuses = set(
             session.scalars(
                 select(MonitorAlertOutbox.status).where(MonitorAlertOutbox.alert_id == alert_id)
             )
         )
-        if statuses <= {OutboxStatus.SENT}:
+        if statuses and statuses <= {OutboxStatus.RETRACTED}:
+            status = NotifyStatus.RETRACTED
+        elif statuses <= {OutboxStatus.SENT, OutboxStatus.RETRACTED}:
             status = NotifyStatus.SENT
-        elif statuses <= {OutboxStatus.SENT, OutboxStatus.FAILED}:
+        elif statuses <= {OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.RETRACTED}:
             status = NotifyStatus.FAILED
         else:
             continue

@@ -356,7 +356,15 @@ def test_a_retracted_trade_leaves_its_windows_and_its_alert_is_marked(
     assert retract(task_id, CAS[0], "bsc", trades[1]["tx_hash"], 0) == (True, 1)
     window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
     assert (window.trades, window.volume_usd) == (2, 1500.0 + 1502.0)
-    # the newest withdrawn too: the head moves back to the first trade
+    # the newest withdrawn too, while a worker is sending its notification: the head moves
+    # back to the first trade, and the notification is not tried again
+    newest = next(r for r in _alerts(task_id) if r.tx_hash == trades[2]["tx_hash"])
+    with session_scope() as session:
+        session.execute(
+            update(MonitorAlertOutbox)
+            .where(MonitorAlertOutbox.alert_id == newest.id)
+            .values(status="sending")
+        )
     assert retract(task_id, CAS[0], "bsc", trades[2]["tx_hash"], 0) == (True, 1)
     window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
     assert (window.trades, window.volume_usd, window.last_price) == (1, 1500.0, 1.0)
@@ -364,11 +372,18 @@ def test_a_retracted_trade_leaves_its_windows_and_its_alert_is_marked(
     assert marked == {trades[0]["tx_hash"]: 0, trades[1]["tx_hash"]: 1, trades[2]["tx_hash"]: 1}
     statuses = {r.alert_id: r.status for r in _outbox(task_id)}
     assert sorted(statuses.values()) == ["pending", "retracted", "retracted"]
+    assert {r.tx_hash: r.notify_status for r in _alerts(task_id)}[trades[1]["tx_hash"]] == (
+        "retracted"
+    )
     assert retract(task_id, CAS[0], "bsc", "0x" + "9" * 64, 0) == (False, 0)
-    # included again later (another block): a new trade
+    # mined again later (its consumer took it out of `kakarot:retracted`): judged again, it
+    # counts in its windows and its alert stands again, its notification pending
     assert evaluate_events.run([trades[1]]) == 0  # its row exists: no second one
     window = Windows(redis_client, runtime.keys()).snapshot(task_id, CAS[0], 300)
     assert window.trades == 2
+    again = {r.tx_hash: (r.retracted, r.notify_status) for r in _alerts(task_id)}
+    assert again[trades[1]["tx_hash"]] == (0, "pending")
+    assert sorted(r.status for r in _outbox(task_id)) == ["pending", "pending", "retracted"]
 
 
 def test_bad_fields_beside_valid_trades_are_rejected_alone_and_counted_by_reason_and_batch(

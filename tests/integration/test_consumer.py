@@ -120,6 +120,17 @@ def test_a_retracted_swap_still_buffered_is_never_sent_and_a_sent_one_is_recorde
     assert retractions == [[1, first.ca, "bsc", first.tx_hash, 0]]
 
 
+def test_a_retracted_swap_mined_again_is_sent_and_judged_again(redis_client, use_env):
+    use_env(KAKAROT_EMIT_MAX_EVENTS="1")
+    first, second = trade(0), trade(1)
+    gone = Retraction("bsc", first.tx_hash, 0, first.block_number, ca=first.ca)
+    _, messages = run([first, gone, second, first], redis_client)  # a re-org, then mined again
+    sent = [e["tx_hash"] for e in sent_events(messages)]
+    assert sorted(sent) == sorted([first.tx_hash, second.tx_hash, first.tx_hash])
+    keys = runtime.keys()
+    assert redis_client.hkeys(keys.retracted) == [], "the pool judges it again"
+
+
 def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis_client, use_env):
     """A warm-shutting-down worker's last BRPOP can pop its own hand-over message and hold it
     until the worker exits (celery/celery#4354). Here the test pops it, as that BRPOP would:
