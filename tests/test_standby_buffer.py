@@ -1,4 +1,5 @@
-"""The standby's buffer: which trades it sends when it takes over from the owner's mark."""
+"""The hot standby: which trades it sends when it takes over from the owner's mark, and the slot
+it holds."""
 
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.sources import Retraction
@@ -43,3 +44,11 @@ def test_a_mark_survives_its_text_form():
     mark = mark_of(_trade(7, 123).to_wire())
     assert Mark.decode(mark.encode()) == mark
     assert Mark.decode("") is None and Mark.decode("junk") is None
+
+
+def test_a_standby_holds_a_slot_as_a_batch_does():
+    from kakarot_workers.streams.node import could_take_a_batch
+
+    node = {"queues": "streams", "slots": "4", "batch_count": "2"}
+    assert could_take_a_batch({**node, "standby_count": "1"})
+    assert not could_take_a_batch({**node, "standby_count": "2"})

@@ -102,6 +102,7 @@ class NodeAgent:
         self.db_heartbeat_s = settings.db_heartbeat_s
         self.counters = NodeCounters()
         self._held: dict[int, Held] = {}
+        self.standbys = 0  # hot standbys this process runs (each holds a slot)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -121,6 +122,11 @@ class NodeAgent:
     def held(self) -> list[Held]:
         with self._lock:
             return list(self._held.values())
+
+    def standing_by(self, change: int) -> None:
+        """A hot standby starts (+1) or ends (-1) in this process (`standby`)."""
+        with self._lock:
+            self.standbys += change
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -224,6 +230,7 @@ class NodeAgent:
             "reconnects": str(c.reconnects),
             "queues": self.queues,
             "slots": str(self.slots),
+            "standby_count": str(self.standbys),
             "leaving": "1" if self.leaving else "0",
             "hostname": socket.gethostname(),
             "pid": str(os.getpid()),
@@ -317,11 +324,12 @@ def live_nodes(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
 
 def could_take_a_batch(metrics: dict[str, str]) -> bool:
     """A node (by its metrics) that serves `streams`, is not going down and has a free slot
-    (or does not say how many it has)."""
+    (or does not say how many it has): a batch and a hot standby each hold one."""
     if STREAMS not in metrics.get("queues", "").split(",") or metrics.get("leaving") == "1":
         return False
     slots = int(metrics.get("slots") or 0)
-    return slots == 0 or int(metrics.get("batch_count") or 0) < slots
+    used = int(metrics.get("batch_count") or 0) + int(metrics.get("standby_count") or 0)
+    return slots == 0 or used < slots
 
 
 def queues_without_workers(

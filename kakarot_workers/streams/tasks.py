@@ -179,9 +179,11 @@ def stand_by(self: Any, batch_id: int, owner_node: str, passes: int = 0) -> int:
     log.info("batch %s: standby %s on %s for owner %s", batch_id, cid, agent.node_id, owner_node)
     stop = threading.Event()
     hook = runtime.on_shutdown(stop.set)
+    agent.standing_by(+1)
     try:
         taken = keeper.wait(stop)
     finally:
+        agent.standing_by(-1)
         runtime.forget_shutdown_hook(hook)
     if taken is None:
         log.info("batch %s: standby %s stops", batch_id, cid)
