@@ -13,16 +13,22 @@ from kakarot_workers.errors import ConfigError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
-_INTERVAL = re.compile(r"^(\d+)([smhd])$")
+_INTERVAL = re.compile(r"^(\d{1,7})([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest window or interval: a window keeps its trades in Redis for as long, and no trade
+# older than a week is judged (`events.Plausible.max_age_ms`).
+MAX_INTERVAL_S = 7 * 86400
 
 
 def parse_interval(text: str) -> int:
-    """`'5m'` → 300. Accepts s, m, h, d; raises ValueError otherwise."""
-    match = _INTERVAL.match(text.strip())
+    """`'5m'` → 300. Accepts s, m, h, d, up to 7 days; raises ValueError otherwise."""
+    match = _INTERVAL.match(text.strip()) if isinstance(text, str) else None
     if not match or int(match.group(1)) == 0:
-        raise ValueError(f"expected a duration like 30s, 1m, 5m, 1h, got {text!r}")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
+        raise ValueError(f"expected a duration like 30s, 1m, 5m, 1h, got {str(text)[:40]!r}")
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds > MAX_INTERVAL_S:
+        raise ValueError(f"{text.strip()!r} is longer than the 7d a window can be")
+    return seconds
 
 
 def _check_window(value: str) -> str:

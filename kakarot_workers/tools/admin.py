@@ -37,6 +37,15 @@ TASK_TYPES = ("smart", "batch", "block")
 MAX_REPORTED_ROWS = 10
 
 
+MAX_USD = 1e12  # as `events.Plausible.max_usd`: no trade is worth more
+MAX_NAME = 128  # the name columns
+
+
+def _check_name(label: str, name: str) -> None:
+    if not name.strip() or len(name) > MAX_NAME:
+        raise InputError(f"{label}: 1 to {MAX_NAME} characters, got {len(name.strip()):,}")
+
+
 def create_config(
     session: Session,
     *,
@@ -60,12 +69,13 @@ def create_config(
         parse_interval(time_interval)
     except ValueError as exc:
         raise InputError(f"time_interval: {exc}") from None
+    _check_name("config name", name)
     for label, value in (
         ("min_transaction_usd", min_transaction_usd),
         ("cumulative_min_amount_usd", cumulative_min_amount_usd),
     ):
-        if value is not None and value < 0:
-            raise InputError(f"{label}: must not be negative, got {value}")
+        if value is not None and not 0 <= value <= MAX_USD:
+            raise InputError(f"{label}: expected a number from 0 to {MAX_USD:g}, got {value}")
     events = parse_events_config(events_config)
     notify = parse_notify_methods(notify_methods)
     config = MonitorConfig(
@@ -101,6 +111,7 @@ def create_task(
 ) -> MonitorTask:
     if task_type not in TASK_TYPES:
         raise InputError(f"task type {task_type!r}: expected one of {', '.join(TASK_TYPES)}")
+    _check_name("task name", name)
     get_config(session, config_id)
     task = MonitorTask(task_name=name, task_type=task_type, chain_type=check_chain(chain))
     session.add(task)

@@ -46,6 +46,33 @@ console = Console()
 EXIT_ERROR = 2
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"kakarot-workers {version('kakarot-workers')}")
+        except PackageNotFoundError:
+            typer.echo("kakarot-workers (not installed as a package)")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    shown: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Kakarot Workers: watch DEX trading for configured tokens and alert."""
+    # Fail early, with the variable named, if the settings are invalid.
+    from kakarot_workers.settings import get_settings
+
+    get_settings()
+
+
 def main() -> None:
     """Console-script entry point: run the CLI, turning our errors into one line."""
     try:
@@ -76,13 +103,12 @@ def main() -> None:
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and the like
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors (typer bundles its own click)
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()  # the usage, the help hint and one line saying what is wrong
+        sys.exit(getattr(exc, "exit_code", EXIT_ERROR))
 
 
 # --- db -------------------------------------------------------------------------------------
@@ -594,11 +620,3 @@ def demo_cmd(
         DemoOptions(tokens=tokens, rate=rate, duration=duration, seed=seed, min_usd=min_usd),
         console,
     )
-
-
-@cli.callback()
-def _root(ctx: typer.Context) -> None:
-    # Fail early, with the variable named, if the settings are invalid.
-    from kakarot_workers.settings import get_settings
-
-    get_settings()

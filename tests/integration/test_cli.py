@@ -124,6 +124,36 @@ def test_unknown_task_and_config(run):
     assert "config 9 does not exist" in _one_error_line(run("config", "show", "9", ok=False))
 
 
+def test_usage_errors_are_the_usage_and_one_line_exit_2_and_nothing_written(run, task_id):
+    version = run("--version")
+    assert version.stdout.startswith("kakarot-workers ") and not version.stderr
+    for args, said in (
+        (("nodesx",), "No such command 'nodesx'. Did you mean 'nodes'?"),
+        (("task", "create", "--name", "x"), "Missing option '--config-id'."),
+        (("batches", "--task-id", "abc"), "Invalid value for '--task-id'"),
+    ):
+        result = run(*args, ok=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr
+        assert lines[0].startswith("Usage: kakarot") and "--help" in lines[1], result.stderr
+        assert said in lines[-1] and "Traceback" not in result.stderr, result.stderr
+    create = ("config", "create", "--chain", "bsc")
+    for args, said in (
+        (("--name", "a", "--min-usd", "nan"), "min_transaction_usd: expected a number from 0"),
+        (("--name", "a", "--min-usd", "inf"), "min_transaction_usd: expected a number from 0"),
+        (("--name", "a", "--cumulative-usd", "1e400"), "cumulative_min_amount_usd: expected"),
+        (("--name", "a", "--interval", "1000d"), "longer than the 7d a window can be"),
+        (("--name", "n" * 10_000), "config name: 1 to 128 characters, got 10,000"),
+    ):
+        result = run(*create, *args, ok=False)
+        assert result.returncode == 2 and said in _one_error_line(result), result.stderr
+    assert "task name: 1 to 128" in _one_error_line(
+        run("task", "create", "--name", " ", "--config-id", "1", "--chain", "bsc", ok=False)
+    )
+    assert '"id": 1' in run("config", "show", "1").stdout
+    assert "config 2 does not exist" in _one_error_line(run("config", "show", "2", ok=False))
+
+
 def test_bad_address_and_chain(run, task_id):
     assert "expected 0x followed by 40 hex digits" in _one_error_line(
         run("target", "add", "--task-id", task_id, "--ca", "0x1", ok=False)
