@@ -81,13 +81,13 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except KakarotError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _error(f"error: {exc}")
         sys.exit(EXIT_ERROR)
     except (redis.ConnectionError, kombu.exceptions.OperationalError) as exc:
         from kakarot_workers.settings import get_settings
 
         url = get_settings().safe_dump()["redis_url"]
-        typer.echo(f"error: cannot reach Redis at {url} (KAKAROT_REDIS_URL): {exc}", err=True)
+        _error(f"error: cannot reach Redis at {url} (KAKAROT_REDIS_URL): {exc}")
         sys.exit(EXIT_ERROR)
     except sqlalchemy.exc.OperationalError as exc:
         from kakarot_workers.settings import get_settings
@@ -96,7 +96,7 @@ def main() -> None:
         reason = str(exc.orig)
         if "no such table" in reason or "doesn't exist" in reason:
             reason += " (create the schema with `kakarot db upgrade`)"
-        typer.echo(f"error: database {url} (KAKAROT_DATABASE_URL): {reason}", err=True)
+        _error(f"error: database {url} (KAKAROT_DATABASE_URL): {reason}")
         sys.exit(EXIT_ERROR)
     except typer.Abort:
         typer.echo("aborted", err=True)
@@ -109,6 +109,16 @@ def main() -> None:
             raise
         show()  # the usage, the help hint and one line saying what is wrong
         sys.exit(getattr(exc, "exit_code", EXIT_ERROR))
+
+
+def _error(line: str) -> None:
+    """An error line on stderr, with every secret this process knows masked (`logs.Redact`)."""
+    from kakarot_workers.logs import Redact, secrets_of
+    from kakarot_workers.settings import get_settings
+
+    with contextlib.suppress(KakarotError):  # invalid settings: the line names the variable
+        line = Redact(secrets_of(get_settings())).clean(line)
+    typer.echo(line, err=True)
 
 
 # --- db -------------------------------------------------------------------------------------

@@ -45,9 +45,23 @@ def services(use_env):
             KAKAROT_WEBHOOK_URL=f"{server.url}/hook",
             KAKAROT_WEBHOOK_SECRET=WEBHOOK_SECRET,
             KAKAROT_BACKEND_WS_URL=backend.url,
+            KAKAROT_BACKEND_TOKEN=BACKEND_TOKEN,
             KAKAROT_NOTIFY_MAX_BACKOFF_S="1",
         )
         yield server, backend
+
+
+BACKEND_TOKEN = "backend-test-token"
+SECRETS = (BOT_TOKEN, WECOM_KEY, WEBHOOK_SECRET, BACKEND_TOKEN)
+
+
+def _no_secret_in_the_logs(*processes) -> None:
+    """The worker logs (INFO) hold none of the secrets configured, in any form."""
+    for process in processes:
+        text = process.log_text()
+        assert text, "no log to check"
+        for secret in SECRETS:
+            assert secret not in text and secret.replace(":", "%3A") not in text, secret
 
 
 def _outbox(task_id):
@@ -78,8 +92,7 @@ def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, s
         events_config={"cooldown": {"seconds": 0}},
         notify_methods=ALL_CHANNELS,
     )
-    workers("alerts,notify", pool="threads", concurrency=2)
-    workers("alerts,notify", pool="threads", concurrency=2)
+    pool = [workers("alerts,notify", pool="threads", concurrency=2) for _ in range(2)]
 
     # When 5 trades above the threshold and 5 below arrive, one message twice
     events = [wire_event(task_id, CAS[i % 5], i, amount_usd=5000.0) for i in range(5)]
@@ -107,6 +120,7 @@ def test_every_alert_reaches_every_channel_once(db_url, redis_client, workers, s
     assert {f["type"] for f in backend.frames} == {"alert"}
     assert {f["data"]["alertId"] for f in backend.frames} == {r.id for r in rows}
     assert int(redis_client.get(runtime.keys().notify_stat("telegram", "sent"))) == 5
+    _no_secret_in_the_logs(*pool)
 
 
 def test_rate_limits_and_outages_are_retried_then_recorded(
@@ -126,7 +140,7 @@ def test_rate_limits_and_outages_are_retried_then_recorded(
     server.fail_next("wecom", 1, "wecom_limit")
     server.fail_next("webhook", 100, "500")
     use_env(KAKAROT_NOTIFY_MAX_BACKOFF_S="0.2")
-    workers("alerts,notify", concurrency=2)
+    worker = workers("alerts,notify", concurrency=2)
     app.send_task(
         "kakarot.alerts.evaluate_events",
         args=[[wire_event(task_id, CAS[0], 1, amount_usd=5000.0)]],
@@ -141,6 +155,7 @@ def test_rate_limits_and_outages_are_retried_then_recorded(
     assert hook.status == "failed" and hook.attempts == 3
     assert "HTTP 503" in hook.last_error and server.attempts["webhook"] == 3
     assert _alerts(task_id)[0].notify_status == "failed"
+    _no_secret_in_the_logs(worker)  # the failed attempts' lines too
 
 
 def test_a_permanent_error_fails_at_once_with_the_reason(db_url, redis_client, workers, services):

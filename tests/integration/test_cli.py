@@ -154,6 +154,13 @@ def test_usage_errors_are_the_usage_and_one_line_exit_2_and_nothing_written(run,
     assert "config 2 does not exist" in _one_error_line(run("config", "show", "2", ok=False))
 
 
+def test_a_password_cut_by_an_unescaped_at_never_shows(run):
+    # the `@` in "p@ssw0rd" is not escaped: the driver takes "ssw0rd@127.0.0.1" for the host
+    url = "mysql+pymysql://kakarot:p@ssw0rd@127.0.0.1:9/kakarot"
+    line = _one_error_line(run("tasks", ok=False, KAKAROT_DATABASE_URL=url))
+    assert "ssw0rd" not in line and "error: database" in line
+
+
 def test_bad_address_and_chain(run, task_id):
     assert "expected 0x followed by 40 hex digits" in _one_error_line(
         run("target", "add", "--task-id", task_id, "--ca", "0x1", ok=False)
