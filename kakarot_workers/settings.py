@@ -210,6 +210,12 @@ class Settings(BaseSettings):
     node_heartbeat_s: float = Field(
         10.0, gt=0, description="node heartbeat (TTL 3×) and metrics interval"
     )
+    node_forget_s: float = Field(
+        3600.0,
+        ge=60,
+        description="a node that stopped beating without a clean shutdown (kill -9) leaves "
+        "`kakarot nodes` this long after its last beat",
+    )
     db_heartbeat_s: float = Field(
         10.0, gt=0, description="interval of a node's batch rows, with `heartbeat_writer=node`"
     )

@@ -6,7 +6,8 @@ One `NodeAgent` per worker process, created and started by the worker's `Node` b
 - `node:metrics:{node_id}`: a hash with the notes' fields (`portfolio_count` = batches held,
   `queue_size` = events buffered in this node's consumers, `cpu_usage` %, `memory_usage` MiB RSS,
   `total_events`, `backpressure_count`, `dropped_events`) plus `batch_count`, `reconnects`,
-  `pid`, `hostname`, `updated_at`. No TTL: removed on a clean shutdown;
+  `pid`, `hostname`, `updated_at`. Removed on a clean shutdown; a node killed without one
+  shows `offline` in `kakarot nodes` until the hash expires, `node_forget_s` after its last beat;
 - with `heartbeat_writer=node`, the `monitor_batch_v2` rows of the batches it serves (status,
   consumer, worker, pid, last_heartbeat) and their tasks' `last_heartbeat`, written in bulk every
   `db_heartbeat_s`, never once per event (by default beat's sync_heartbeats writes them).
@@ -99,6 +100,7 @@ class NodeAgent:
         self.reconcile = reconcile
         self.handover_timeout_s = settings.handover_timeout_s
         self.heartbeat_s = settings.node_heartbeat_s
+        self.forget_s = settings.node_forget_s
         self.db_heartbeat_s = settings.db_heartbeat_s
         self.counters = NodeCounters()
         self._held: dict[int, Held] = {}
@@ -247,6 +249,7 @@ class NodeAgent:
             ex=max(1, round(self.heartbeat_s * 3)),
         )
         pipe.hset(keys.node_metrics(self.node_id), mapping=self.metrics())
+        pipe.expire(keys.node_metrics(self.node_id), max(1, round(self.forget_s)))
         pipe.execute()
 
     def write_rows(self) -> None:

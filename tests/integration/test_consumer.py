@@ -380,3 +380,15 @@ def test_a_standby_takes_over_after_the_owners_mark_and_stops_when_told(redis_cl
 def _messages(client) -> list[dict]:
     """The messages on the `alerts` queue, oldest first (Celery pushes on the left)."""
     return [json.loads(m) for m in reversed(client.lrange("alerts", 0, -1))]
+
+
+def test_a_node_killed_without_a_clean_shutdown_leaves_kakarot_nodes_by_itself(
+    redis_client, use_env
+):
+    use_env(KAKAROT_NODE_FORGET_S="120")
+    keys = runtime.keys()
+    agent = node.NodeAgent("gone-node", "streams")
+    agent.beat()  # … then kill -9: no clean shutdown removes its keys
+    assert redis_client.hget(keys.node_metrics("gone-node"), "queues") == "streams"
+    assert 110 <= redis_client.ttl(keys.node_metrics("gone-node")) <= 120
+    assert 0 < redis_client.ttl(keys.node_heartbeat("gone-node")) <= 30
