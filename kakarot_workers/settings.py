@@ -320,6 +320,12 @@ class Settings(BaseSettings):
     hub_token: SecretStr | None = Field(
         None, description="`kakarot hub`: the bearer token it requires (none: open)"
     )
+    flower_user: str | None = Field(
+        None, description="`kakarot flower`: its basic-auth user (it refuses to start without)"
+    )
+    flower_password: SecretStr | None = Field(
+        None, description="`kakarot flower`: its basic-auth password"
+    )
     hub_epoch_poll_s: float = Field(
         2.0, gt=0, description="`kakarot hub` reads the tasks' epochs this often"
     )

@@ -560,6 +560,35 @@ def tasks_cmd() -> None:
     console.print(table)
 
 
+@cli.command("flower")
+def flower_cmd(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5555,
+    address: Annotated[
+        str, typer.Option(help="Address to bind (behind a reverse proxy to go further).")
+    ] = "127.0.0.1",
+) -> None:
+    """Flower, the Celery dashboard, with basic auth from KAKAROT_FLOWER_USER and
+    KAKAROT_FLOWER_PASSWORD: it refuses to start without them (the dashboard can revoke tasks
+    and shut workers down). The credentials reach Flower through its environment, never its
+    command line; its `/metrics` and `/healthcheck` stay open, so it binds 127.0.0.1 unless
+    told otherwise."""
+    import os
+
+    from kakarot_workers.settings import get_settings
+
+    settings = get_settings()
+    user, password = settings.flower_user, settings.flower_password
+    if not user or password is None or not password.get_secret_value():
+        _error(
+            "error: Flower needs KAKAROT_FLOWER_USER and KAKAROT_FLOWER_PASSWORD (basic auth); "
+            "it does not start without them"
+        )
+        raise typer.Exit(EXIT_ERROR)
+    env = {**os.environ, "FLOWER_BASIC_AUTH": f"{user}:{password.get_secret_value()}"}
+    command = [sys.executable, "-m", "celery", "-A", "kakarot_workers", "flower"]
+    os.execvpe(sys.executable, [*command, f"--address={address}", f"--port={port}"], env)
+
+
 @cli.command("hub")
 def hub_cmd(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8780,
