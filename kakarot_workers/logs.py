@@ -23,6 +23,10 @@ from pydantic import SecretStr
 from kakarot_workers.settings import Settings, get_settings
 
 MASK = "***"
+# Celery logs two INFO lines per task message (received, succeeded); for these tasks, thousands a
+# minute, they go to DEBUG, and `Summary` says at INFO every minute what they did.
+HOT_TASKS = ("kakarot.alerts.evaluate_events", "kakarot.notify.deliver")
+TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 # Environment variables whose values are secrets, by name.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|(^|_)KEY($|_)|APIKEY|CREDENTIAL", re.I)
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words
@@ -78,6 +82,16 @@ class Redact(logging.Filter):
         return True
 
 
+class HotTasksToDebug(logging.Filter):
+    """Celery's per-message INFO lines about `HOT_TASKS` become DEBUG lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and any(t in record.getMessage() for t in HOT_TASKS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -108,3 +122,5 @@ def configure() -> None:
     root.setLevel(settings.log_level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    for name in TASK_LOGGERS:
+        logging.getLogger(name).addFilter(HotTasksToDebug())

@@ -48,3 +48,29 @@ def test_json_lines_keep_the_masked_traceback():
         logger.exception("failed with s3cret-value")
     text = out.getvalue()
     assert "s3cret-value" not in text and '"exc": "Traceback' in text and "***" in text
+
+
+def test_celerys_lines_about_each_alert_message_are_debug_lines():
+    from kakarot_workers.logs import HotTasksToDebug
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    trace = logging.getLogger("test-celery-trace")
+    trace.handlers[:] = [handler]
+    trace.propagate = False
+    trace.addFilter(HotTasksToDebug())
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        trace.info("Task kakarot.alerts.evaluate_events[1f] succeeded in 0.01s: 1")
+        trace.info("Task kakarot.control.reconcile[2a] succeeded in 0.05s: None")
+        root.setLevel(logging.DEBUG)
+        trace.info("Task kakarot.notify.deliver[3b] received")
+    finally:
+        root.setLevel(level)
+    assert out.getvalue().splitlines() == [
+        "INFO Task kakarot.control.reconcile[2a] succeeded in 0.05s: None",
+        "DEBUG Task kakarot.notify.deliver[3b] received",
+    ]

@@ -146,7 +146,11 @@ def screen(
             kept.append(event)
     if stale:
         client.incrby(keys.events_fenced, stale)
-        log.warning("%d event(s) dropped: their consumer's fencing token is stale", stale)
+        log.info(
+            "%d event(s) refused (counted in events_fenced): sent after their batch had a new "
+            "owner, by a consumer that had lost it; the new owner sends what it reads",
+            stale,
+        )
     if withdrawn:
         log.info("%d retracted event(s) not judged", withdrawn)
     return kept, versions

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from kakarot_workers import queues, runtime
 from kakarot_workers.alerts.evaluate import configs_in_force, parse_events, process, screen
 from kakarot_workers.alerts.retract import retract
 from kakarot_workers.celery import app
+
+log = logging.getLogger(__name__)
 
 
 @app.task(
@@ -31,7 +36,41 @@ def evaluate_events(events: list[Any]) -> int:
         if value:
             pipe.incrby(keys.alert_stat(name), value)
     pipe.execute()
+    _summary.add(len(events), stats["evaluated"], new)
     return new
+
+
+class Summary:
+    """What this process's alert pool did, said at INFO once a minute (Celery's two lines per
+    message are DEBUG lines: `logs.HOT_TASKS`)."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since = time.monotonic()
+        self._counts = [0, 0, 0, 0]  # messages, events, judged, alerts
+
+    def add(self, events: int, judged: int, alerts: int) -> None:
+        with self._lock:
+            for i, value in enumerate((1, events, judged, alerts)):
+                self._counts[i] += value
+            now = time.monotonic()
+            if now - self._since < self.EVERY_S:
+                return
+            (messages, received, evaluated, new), elapsed = self._counts, now - self._since
+            self._counts, self._since = [0, 0, 0, 0], now
+        log.info(
+            "alert pool: %d message(s), %d event(s), %d judged, %d new alert(s) in the last %.0fs",
+            messages,
+            received,
+            evaluated,
+            new,
+            elapsed,
+        )
+
+
+_summary = Summary()
 
 
 @app.task(
