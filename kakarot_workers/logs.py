@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
-from kakarot_workers.settings import Settings, get_settings
+from kakarot_workers.settings import Settings, get_settings, unknown_variables
 
 MASK = "***"
 # Celery logs two INFO lines per task message (received, succeeded); for these tasks, thousands a
@@ -124,3 +124,9 @@ def configure() -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name in TASK_LOGGERS:
         logging.getLogger(name).addFilter(HotTasksToDebug())
+    unknown = unknown_variables(dict(os.environ))
+    if unknown:
+        logging.getLogger(__name__).warning(
+            "not settings, ignored (unless a config names them, as key_env or secret_env): %s",
+            ", ".join(unknown),
+        )

@@ -426,6 +426,27 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
 
 
+# `KAKAROT_*` variables that are not settings but are read by name
+NOT_SETTINGS = ("KAKAROT_CONFIG_FILE",)
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """Each `KAKAROT_*` variable that is no setting, with the setting it may have meant: a typo
+    is silently ignored otherwise."""
+    import difflib
+
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    said = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in NOT_SETTINGS:
+            continue
+        if name.startswith(f"{ENV_PREFIX}TEST_"):
+            continue  # the test suite's own switches
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        said.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return said
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""

@@ -104,3 +104,20 @@ def test_the_reference_names_every_variable_its_default_and_secrets():
     assert "| `KAKAROT_TELEGRAM_BOT_TOKEN` (secret) | — |" in table
     assert "| `KAKAROT_REDIS_KEY_PREFIX` | empty |" in table
     assert "| `KAKAROT_EXPLORER_TX_URL` | `eth`, `bsc`, `base`, `sol` |" in table
+
+
+def test_a_kakarot_variable_that_is_no_setting_is_named_with_the_setting_it_may_mean():
+    from kakarot_workers.settings import unknown_variables
+
+    environ = {
+        "KAKAROT_REDIS_URL": "redis://x",
+        "KAKAROT_LEASE_TTL": "5",  # the setting is KAKAROT_LEASE_TTL_S
+        "KAKAROT_FOO": "1",
+        "KAKAROT_CONFIG_FILE": "/etc/kakarot.yaml",
+        "KAKAROT_TEST_REQUIRE_EVM": "1",
+        "PATH": "/usr/bin",
+    }
+    assert unknown_variables(environ) == [
+        "KAKAROT_FOO",
+        "KAKAROT_LEASE_TTL (did you mean KAKAROT_LEASE_TTL_S?)",
+    ]
