@@ -210,6 +210,14 @@ class Settings(BaseSettings):
     node_heartbeat_s: float = Field(
         10.0, gt=0, description="node heartbeat (TTL 3×) and metrics interval"
     )
+    probe_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="a worker or beat serves /metrics, /health and /ready on this port (0: "
+        "none; one port per process)",
+    )
+    probe_address: str = Field("127.0.0.1", description="the address the probes listen on")
     node_forget_s: float = Field(
         3600.0,
         ge=60,

@@ -4,13 +4,15 @@ Bootsteps (Celery's `StartStopStep`, like its own `worker/consumer/heart.py`), i
 main process:
 - `Node`: this process as a node of the fleet (`streams.node`: heartbeat, metrics, batch rows);
   a `batch_reload` from the backend runs the control plane's reconcile for its task;
+- `Probes`: `/metrics`, `/health` and `/ready` (`probes`), when `KAKAROT_PROBE_PORT` is set;
 - `BackendLink`: the node's conversation with the backend WebSocket, when one is configured;
 - `ConfigListening`: the listener of `monitor:config:changed`, unless `config_pubsub` is off.
 
 `KakarotConsumer` is Celery's consumer with the messages it refuses (a body it cannot decode,
 no task header, a task we do not have, an invalid task message) moved to the dead letters.
 
-Signals: logging set-up; a forked pool child forgets its parent's sockets; a worker that serves
+Signals: logging set-up; task outcomes counted (`metrics`); beat's probes; a forked pool child
+forgets its parent's sockets; a worker that serves
 `notify` sweeps the outbox when ready; on SIGTERM every stream consumer starts its hand-over;
 beat does not take RedBeat's lock at start-up (blocking: a standby would never tick), as
 `beat.Scheduler` tries it at every tick.
@@ -30,7 +32,7 @@ from celery import bootsteps, signals
 from celery.worker.consumer import Consumer
 from redbeat.schedulers import acquire_distributed_beat_lock
 
-from kakarot_workers import backend, deadletters, logs, queues, runtime
+from kakarot_workers import backend, deadletters, logs, metrics, probes, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.control.configs import ConfigListener
 from kakarot_workers.control.reconcile import reconcile
@@ -58,6 +60,24 @@ class Node(bootsteps.StartStopStep):
                 worker.hostname, _queues(worker), reconcile=reconcile, slots=worker.concurrency
             )
         )
+
+
+class Probes(bootsteps.StartStopStep):
+    """/metrics, /health and /ready (`probes`), when `KAKAROT_PROBE_PORT` is set."""
+
+    requires = (Node,)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.enabled = bool(get_settings().probe_port)
+
+    def create(self, worker: Any) -> probes.Probes:
+        settings = get_settings()
+        probes.clear_multiprocess_dir()  # a prefork pool's children: a new life, new counts
+        checks = {"redis": probes.redis_answers, "database": probes.database_answers}
+        if queues.STREAMS in _queues(worker).split(","):
+            checks["batches"] = node.current().batches_live
+        return probes.Probes(settings.probe_port, settings.probe_address, checks)
 
 
 class BackendLink(bootsteps.StartStopStep):
@@ -96,7 +116,7 @@ class ConfigListening(bootsteps.StartStopStep):
         return ConfigListener(max_backoff_s=get_settings().reconnect_max_backoff_s)
 
 
-app.steps["worker"].update({Node, BackendLink, ConfigListening})
+app.steps["worker"].update({Node, Probes, BackendLink, ConfigListening})
 
 
 class KakarotConsumer(Consumer):
@@ -173,6 +193,32 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
 
 
 signals.beat_init.disconnect(acquire_distributed_beat_lock)
+
+
+@signals.beat_init.connect
+def _beat_probes(**_: Any) -> None:
+    # beat is ready when Redis answers (it rides out an outage, `beat`)
+    probes.serve({"redis": probes.redis_answers})
+
+
+@signals.worker_process_shutdown.connect
+def _child_gone(pid: int | None = None, **_: Any) -> None:
+    probes.child_gone(pid)
+
+
+@signals.task_success.connect
+def _task_ok(sender: Any = None, **_: Any) -> None:
+    metrics.TASKS.labels(getattr(sender, "name", "?"), "success").inc()
+
+
+@signals.task_failure.connect
+def _task_failed(sender: Any = None, **_: Any) -> None:
+    metrics.TASKS.labels(getattr(sender, "name", "?"), "failure").inc()
+
+
+@signals.task_retry.connect
+def _task_retried(sender: Any = None, **_: Any) -> None:
+    metrics.TASKS.labels(getattr(sender, "name", "?"), "retry").inc()
 
 
 @signals.worker_shutdown.connect

@@ -66,4 +66,7 @@ def test_a_streams_worker_is_given_the_time_its_hand_over_takes():
 def test_the_procfile_says_what_honchos_stop_timeout_means():
     procfile = (ROOT / "Procfile").read_text()
     assert "honcho" in procfile and "KAKAROT_HANDOVER_TIMEOUT_S" in procfile
-    assert "streams: celery -A kakarot_workers worker -Q streams" in procfile
+    assert (
+        "streams: KAKAROT_PROBE_PORT=$((PORT + 4000)) celery -A kakarot_workers worker -Q streams"
+        in procfile
+    )

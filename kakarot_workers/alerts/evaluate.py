@@ -20,9 +20,10 @@ import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
-from kakarot_workers import runtime
+from kakarot_workers import metrics, runtime
 from kakarot_workers.alerts.alert_log import record_alerts
 from kakarot_workers.alerts.cooldown import Claim, Cooldowns
 from kakarot_workers.alerts.drafts import draft
@@ -93,6 +94,7 @@ def parse_events(events: list[Any]) -> list[SwapEvent]:
         pipe.incrby(keys.events_rejected, sum(reasons.values()))
         for reason, count in reasons.items():
             pipe.hincrby(keys.rejects_by_reason, reason, count)
+            metrics.EVENTS_REJECTED.labels(*reason.split(":", 1)).inc(count)
         for batch_id, count in batches.items():
             pipe.hincrby(keys.rejects_by_batch, str(batch_id), count)
         pipe.execute()
@@ -146,6 +148,7 @@ def screen(
             kept.append(event)
     if stale:
         client.incrby(keys.events_fenced, stale)
+        metrics.EVENTS_FENCED.inc(stale)
         log.info(
             "%d event(s) refused (counted in events_fenced): sent after their batch had a new "
             "owner, by a consumer that had lost it; the new owner sends what it reads",
@@ -232,7 +235,8 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
         filled = enrich(client, keys, settings, http_client(), [e for _, e in judged])
         judged = [(p, e) for (p, _), e in zip(judged, filled, strict=True)]
 
-    per_event = window_stats(judged)
+    with metrics.POOL_STEP.labels("windows").time():
+        per_event = window_stats(judged)
     candidates = []
     for (profile, event), windows in zip(judged, per_event, strict=True):
         if windows is None:
@@ -263,16 +267,24 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
         for p, e, _, _ in candidates
     ]
     drafts = []
-    for candidate, won in zip(candidates, stores()[1].claim(claims), strict=True):
+    with metrics.POOL_STEP.labels("cooldown").time():
+        won_claims = stores()[1].claim(claims)
+    for candidate, won in zip(candidates, won_claims, strict=True):
         if won:
             drafts.append(draft(*candidate))
         else:
             stats["cooldown"] += 1
     if not drafts:
         return 0, stats
-    with session_scope() as session:
+    with metrics.POOL_STEP.labels("record").time(), session_scope() as session:
         recorded = record_alerts(session, drafts)
     stats["alerts"] += len(recorded.new_rows)
+    now = time.time()
+    for row in recorded.new_rows:
+        metrics.ALERTS.labels(row["alert_type"]).inc()
+        if row.get("event_time") is not None:
+            traded = row["event_time"].replace(tzinfo=UTC).timestamp()
+            metrics.TRADE_TO_ALERT.observe(max(0.0, now - traded))
     notify.dispatch(recorded.pending)
     new_keys = {row["dedup_key"] for row in recorded.new_rows}
     for d in drafts:

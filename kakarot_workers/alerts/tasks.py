@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from typing import Any
 
-from kakarot_workers import queues, runtime
+from kakarot_workers import metrics, queues, runtime
 from kakarot_workers.alerts.evaluate import configs_in_force, parse_events, process, screen
 from kakarot_workers.alerts.retract import retract
 from kakarot_workers.celery import app
@@ -29,15 +30,30 @@ def evaluate_events(events: list[Any]) -> int:
         return 0
     client, keys = runtime.redis_client(), runtime.keys()
     parsed = parse_events(events)
-    kept, announced = screen(parsed, configs_in_force(parsed))
+    with metrics.POOL_STEP.labels("screen").time():
+        kept, announced = screen(parsed, configs_in_force(parsed))
     new, stats = process(kept, announced)
     pipe = client.pipeline(transaction=False)
     for name, value in stats.items():
         if value:
             pipe.incrby(keys.alert_stat(name), value)
     pipe.execute()
+    _count(stats)
     _summary.add(len(events), stats["evaluated"], new)
     return new
+
+
+def _count(stats: Counter[str]) -> None:
+    """The pool's counters of a micro-batch in this process's Prometheus series."""
+    metrics.EVENTS_JUDGED.inc(stats["evaluated"])
+    if stats["window_conflicts"]:
+        metrics.WINDOW_CONFLICTS.inc(stats["window_conflicts"])
+    for name, value in stats.items():
+        if name.startswith("rejected_") and value:
+            metrics.RULE_REJECTIONS.labels(name.removeprefix("rejected_")).inc(value)
+    for name, by in (("cooldown", "cooldown"), ("skipped_no_config", "no_config")):
+        if stats[name]:
+            metrics.RULE_REJECTIONS.labels(by).inc(stats[name])
 
 
 class Summary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from kakarot_workers import metrics
 from kakarot_workers.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -34,7 +36,23 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "before_cursor_execute", _started)
+    event.listen(engine, "after_cursor_execute", _timed)
     return engine
+
+
+def _started(
+    _conn: Any, _cursor: Any, _statement: Any, _params: Any, context: Any, _many: Any
+) -> None:
+    context._kakarot_started = time.perf_counter()
+
+
+def _timed(
+    _conn: Any, _cursor: Any, _statement: Any, _params: Any, context: Any, _many: Any
+) -> None:
+    started = getattr(context, "_kakarot_started", None)
+    if started is not None:
+        metrics.DB_SECONDS.observe(time.perf_counter() - started)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

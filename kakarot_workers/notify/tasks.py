@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from kakarot_workers import queues, runtime
+from kakarot_workers import metrics, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertOutbox, utcnow
 from kakarot_workers.db.session import session_scope
@@ -117,7 +117,10 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
     )
     started = time.perf_counter()
     try:
-        reference = notifier(message.channel).send(message)
+        try:
+            reference = notifier(message.channel).send(message)
+        finally:
+            metrics.NOTIFY_SECONDS.labels(first.channel).observe(time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - a notifier bug must not leave the row claimed
         error = exc if isinstance(exc, NotifyError) else NotifyError(repr(exc), retryable=True)
         attempts = max(r.attempts for r in rows)
@@ -130,6 +133,7 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
             else:
                 outbox.mark_failed(session, rows, str(error))
                 wait = None
+        metrics.DELIVERIES.labels(first.channel, "failed" if wait is None else "retried").inc()
         if wait is None:
             client.incr(keys.notify_stat(first.channel, "failed"))
             log.error(
@@ -157,6 +161,7 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
     with session_scope() as session:
         outbox.mark_sent(session, rows, reference)
     client.incr(keys.notify_stat(first.channel, "sent"))
+    metrics.DELIVERIES.labels(first.channel, "sent").inc()
     log.info(
         "notification %s sent by %s in %.0f ms",
         message.ids,

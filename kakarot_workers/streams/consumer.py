@@ -22,7 +22,7 @@ from typing import Any
 import kombu.exceptions
 import redis
 
-from kakarot_workers import queues, runtime
+from kakarot_workers import metrics, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.errors import EventError
 from kakarot_workers.events import SwapEvent, check
@@ -109,6 +109,8 @@ class BatchConsumer:
         # a hot standby for a feed batch (an EVM successor back-fills instead)
         self.standby = settings.standby and (plan.source or "").lower() != "evm"
         self._standby_asked = 0.0
+        self.source_kind = (plan.source or "simulator").lower()
+        self._sent_metric = metrics.EVENTS_SENT.labels(self.source_kind)
 
     # --- what the node agent reads ------------------------------------------------------
     @property
@@ -203,6 +205,9 @@ class BatchConsumer:
             self._rejects[f"source:{reason}"] += count
         if self._rejects:
             self.reporter.rejected(self._rejects)
+            for reason, count in self._rejects.items():
+                stage, _, why = reason.partition(":")
+                metrics.EVENTS_REJECTED.labels(stage, why).inc(count)
             self._rejects = Counter()
 
     def begin_shutdown(self) -> None:
@@ -261,8 +266,10 @@ class BatchConsumer:
             if phase is Phase.HANDING_OVER:
                 if self.handover.taken():
                     self.stop_reason = BatchStatus.HANDED_OVER
+                    metrics.HANDOVERS.labels("handed_over").inc()
                 else:  # nobody came in time: say the batch is unserved
                     self._write_status(BatchStatus.STOPPED)
+                    metrics.HANDOVERS.labels("nobody_came").inc()
                 return
             self.stop_reason = self._told
             self._write_status(self._told or BatchStatus.STOPPED)
@@ -295,6 +302,7 @@ class BatchConsumer:
             log.warning(
                 "batch %s: lease lost (token %s); stopping", self.batch_id, self.lease.token
             )
+            metrics.LEASE_LOSSES.inc()
             self.handover.lose()
         return retaken
 
@@ -365,6 +373,9 @@ class BatchConsumer:
         reconnects = self.source.stats.reconnects
         if reconnects != self._reconnects_seen:
             self.agent.counters.add(reconnects=reconnects - self._reconnects_seen)
+            metrics.SOURCE_RECONNECTS.labels(self.source_kind).inc(
+                reconnects - self._reconnects_seen
+            )
             self.reporter.reconnected(reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
 
@@ -408,6 +419,7 @@ class BatchConsumer:
         for event in events:
             event["sent_ms"] = sent_ms
         app.send_task(queues.EVALUATE_EVENTS, args=[events], retry=False)
+        self._sent_metric.inc(len(events))
         if self.standby:  # right after the send: a standby takes over after this trade
             mark = standby.mark_of(events[-1]).encode()
             self._quietly(self.redis.set, self.keys.batch_sent_mark(self.batch_id), mark, ex=86_400)

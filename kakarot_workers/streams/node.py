@@ -36,14 +36,14 @@ import redis
 from redis.typing import EncodableT, FieldT
 from sqlalchemy.exc import SQLAlchemyError
 
-from kakarot_workers import runtime
+from kakarot_workers import metrics, runtime
 from kakarot_workers.db import heartbeats
 from kakarot_workers.db.models import MonitorTask, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.keys import Keys
 from kakarot_workers.queues import STREAMS
 from kakarot_workers.settings import get_settings
-from kakarot_workers.status import BatchStatus
+from kakarot_workers.status import LIVE, BatchStatus
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +115,30 @@ class NodeAgent:
     def hold(self, consumer: Held) -> None:
         with self._lock:
             self._held[consumer.batch_id] = consumer
+            metrics.LEASES_HELD.set(len(self._held))
 
     def let_go(self, consumer: Held) -> None:
         with self._lock:
             if self._held.get(consumer.batch_id) is consumer:
                 del self._held[consumer.batch_id]
+            metrics.LEASES_HELD.set(len(self._held))
 
     def held(self) -> list[Held]:
         with self._lock:
             return list(self._held.values())
 
+    def batches_live(self) -> None:
+        """Raise unless every batch this node holds is live (its source connected, its lease
+        held): what a streams worker's `/ready` checks (`probes`)."""
+        waiting = sorted(h.batch_id for h in self.held() if h.status not in LIVE)
+        if waiting:
+            raise RuntimeError(f"batch(es) not live: {', '.join(map(str, waiting))}")
+
     def standing_by(self, change: int) -> None:
         """A hot standby starts (+1) or ends (-1) in this process (`standby`)."""
         with self._lock:
             self.standbys += change
+            metrics.STANDBYS.set(self.standbys)
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -342,8 +352,8 @@ def queues_without_workers(
     metrics naming the queue), with how many messages wait in each. Beat warns of them, and
     `kakarot nodes` shows them."""
     served: set[str] = set()
-    for metrics in live_nodes(client, keys).values():
-        served.update(q for q in metrics.get("queues", "").split(",") if q)
+    for reported in live_nodes(client, keys).values():
+        served.update(q for q in reported.get("queues", "").split(",") if q)
     waiting = client.pipeline(transaction=False)
     for name in names:
         waiting.llen(name)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import redis
 
-from kakarot_workers import queues, runtime
+from kakarot_workers import metrics, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.keys import Keys
@@ -245,6 +245,7 @@ class Standby:
             mark = Mark.decode(str(self.client.get(self.keys.batch_sent_mark(self.batch_id)) or ""))
             self._unclaim()
         replay = self.buffer.after(mark)
+        metrics.STANDBY_TAKEOVERS.inc()
         log.warning(
             "batch %s: the standby takes over (token %s), sending %d buffered trade(s) after "
             "the owner's last (%s)",
