@@ -19,6 +19,11 @@ from kakarot_workers.addresses import check_chain, normalize_address
 from kakarot_workers.alerts.rules import parse_events_config
 from kakarot_workers.db.batches import get_task
 from kakarot_workers.db.models import (
+    TARGET_ACTIVE,
+    TARGET_REMOVED,
+    TASK_ACTIVE,
+    TASK_STOPPED,
+    MonitorAlertLog,
     MonitorBatch,
     MonitorConfig,
     MonitorTask,
@@ -138,8 +143,20 @@ def add_targets(session: Session, task_id: int, rows: list[TargetRow]) -> tuple[
             select(MonitorTaskTarget.target_value).where(MonitorTaskTarget.task_id == task_id)
         )
     )
+    removed = {
+        t.target_value: t
+        for t in session.scalars(
+            select(MonitorTaskTarget).where(
+                MonitorTaskTarget.task_id == task_id, MonitorTaskTarget.status == TARGET_REMOVED
+            )
+        )
+    }
     added = 0
     for row in rows:
+        if row.ca in removed:  # removed earlier: watched again
+            removed.pop(row.ca).status = TARGET_ACTIVE
+            added += 1
+            continue
         if row.ca in existing:
             continue
         existing.add(row.ca)
@@ -339,3 +356,155 @@ def load_json_arg(value: str | None, label: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{label}: not valid JSON: {exc}") from None
+
+
+# --- task and target life cycle --------------------------------------------------------------
+def set_task_running(
+    session: Session, client: redis.Redis, keys: Keys, task_id: int, on: bool
+) -> list[int]:
+    """Stop a task (its consumers are told to stop, nothing serves it until it is started) or
+    start it again (the orders to stop are taken back; reconcile dispatches its batches).
+    Returns its current batches."""
+    task = get_task(session, task_id)
+    task.status = TASK_ACTIVE if on else TASK_STOPPED
+    batch_ids = list(
+        session.scalars(
+            select(MonitorBatch.id).where(
+                MonitorBatch.task_id == task_id, MonitorBatch.status != BatchStatus.RETIRED
+            )
+        )
+    )
+    pipe = client.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        control = keys.batch_control(batch_id)
+        if on:
+            pipe.hdel(control, "stop")
+        else:
+            pipe.hset(control, "stop", BatchStatus.STOPPED)
+    pipe.execute()
+    return batch_ids
+
+
+def list_targets(session: Session, task_id: int) -> list[dict[str, Any]]:
+    """A task's targets, watched or removed, in the order they were added."""
+    get_task(session, task_id)
+    return [
+        {
+            "ca": t.target_value,
+            "symbol": t.token_symbol,
+            "pair": t.pair_address,
+            "watched": t.status == TARGET_ACTIVE,
+            "batch_id": t.batch_id,
+        }
+        for t in session.scalars(
+            select(MonitorTaskTarget)
+            .where(MonitorTaskTarget.task_id == task_id)
+            .order_by(MonitorTaskTarget.id)
+        )
+    ]
+
+
+def remove_targets(session: Session, task_id: int, cas: list[str]) -> tuple[int, list[str]]:
+    """Stop watching these CAs (the next allocation moves them out of their batches); return
+    (how many were removed, the CAs the task does not watch)."""
+    get_task(session, task_id)
+    found = {
+        t.target_value: t
+        for t in session.scalars(
+            select(MonitorTaskTarget).where(
+                MonitorTaskTarget.task_id == task_id,
+                MonitorTaskTarget.target_value.in_(cas),
+                MonitorTaskTarget.status == TARGET_ACTIVE,
+            )
+        )
+    }
+    for target in found.values():
+        target.status = TARGET_REMOVED
+    return len(found), [ca for ca in cas if ca not in found]
+
+
+def recent_alerts(
+    session: Session, task_id: int | None = None, after_id: int = 0, limit: int = 20
+) -> list[MonitorAlertLog]:
+    """The newest alerts (of one task), newest first; with `after_id`, only those after it."""
+    query = select(MonitorAlertLog).where(MonitorAlertLog.id > after_id)
+    if task_id is not None:
+        query = query.where(MonitorAlertLog.task_id == task_id)
+    return list(session.scalars(query.order_by(MonitorAlertLog.id.desc()).limit(limit)))
+
+
+@dataclass
+class FleetStatus:
+    """The fleet on one screen (`kakarot status`): what runs, and what is wrong with what to do."""
+
+    nodes_online: list[str]
+    nodes_offline: list[str]
+    batches_expected: int
+    batches_live: int
+    batches_not_live: list[int]
+    queue_depths: dict[str, int]
+    unserved_queues: dict[str, int]
+    dead_letters: dict[str, int]
+    beats: dict[str, str]  # host:role → "ticking"
+    problems: list[tuple[str, str]]  # (what is wrong, what to do)
+
+
+def fleet_status(session: Session, client: redis.Redis, keys: Keys) -> FleetStatus:
+    from kakarot_workers import deadletters, queues
+    from kakarot_workers.db.batches import current_batch_ids_of_active_tasks
+    from kakarot_workers.status import LIVE
+    from kakarot_workers.streams.node import queues_without_workers
+
+    nodes = list_nodes(client, keys)
+    online = sorted(n["node_id"] for n in nodes if n["online"])
+    offline = sorted(n["node_id"] for n in nodes if not n["online"])
+    expected = current_batch_ids_of_active_tasks(session)
+    pipe = client.pipeline(transaction=False)
+    for batch_id in expected:
+        pipe.hget(keys.batch_status(batch_id), "status")
+    for name in queues.ALL:
+        pipe.llen(name)
+    replies = pipe.execute()
+    statuses, depths = replies[: len(expected)], replies[len(expected) :]
+    not_live = [b for b, s in zip(expected, statuses, strict=True) if s not in LIVE]
+    depth = dict(zip(queues.ALL, (int(d) for d in depths), strict=True))
+    unserved = queues_without_workers(client, keys, queues.ALL)
+    letters = deadletters.queues_with_letters(client, keys)
+    prefix = keys.beat_heartbeat("", "")[: -len(":")]
+    beats = {
+        str(k)[len(prefix) :]: "ticking"
+        for k in client.scan_iter(match=keys.beat_heartbeat("*", "*"), count=100)
+    }
+    problems: list[tuple[str, str]] = []
+    for name, waiting in unserved.items():
+        problems.append(
+            (
+                f"no live worker consumes queue {name} ({waiting} waiting)",
+                f"start one: celery -A kakarot_workers worker -Q {name}",
+            )
+        )
+    if not any(k.endswith(":leader") for k in beats):
+        problems.append(("no beat leads the fleet", "start one: celery -A kakarot_workers beat"))
+    if not_live:
+        shown = ", ".join(map(str, not_live[:10])) + (" …" if len(not_live) > 10 else "")
+        problems.append(
+            (
+                f"{len(not_live)} of {len(expected)} batches not live ({shown})",
+                "kakarot batches shows each one's status and worker; a streams worker with free "
+                "slots takes them at the next reconcile",
+            )
+        )
+    for name, count in letters.items():
+        problems.append((f"{count} dead letter(s) on {name}", f"kakarot deadletter list {name}"))
+    return FleetStatus(
+        online,
+        offline,
+        len(expected),
+        len(expected) - len(not_live),
+        not_live,
+        depth,
+        unserved,
+        letters,
+        beats,
+        problems,
+    )

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import kombu.exceptions
 import redis
@@ -229,7 +229,67 @@ def task_list() -> None:
     tasks_cmd()
 
 
+@task_cli.command("stop")
+def task_stop(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
+    """Stop a task: its consumers stop within a second; nothing serves it until `task start`."""
+    _task_running(task_id, on=False)
+
+
+@task_cli.command("start")
+def task_start(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
+    """Start a stopped task again: the next reconcile (beat's, within seconds) serves it."""
+    _task_running(task_id, on=True)
+
+
+def _task_running(task_id: int, *, on: bool) -> None:
+    from kakarot_workers import runtime
+    from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import set_task_running
+
+    with session_scope() as session:
+        batches = set_task_running(session, runtime.redis_client(), runtime.keys(), task_id, on=on)
+    what = "started: reconcile serves" if on else "stopped: told to stop"
+    typer.echo(f"task {task_id} {what} its {len(batches)} batch(es)")
+
+
 # --- target ---------------------------------------------------------------------------------
+@target_cli.command("list")
+def target_list(task_id: Annotated[int, typer.Option(help="Task id.")]) -> None:
+    """A task's targets: CA, symbol, pair, watched or removed, batch."""
+    from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import list_targets
+
+    with session_scope() as session:
+        rows = list_targets(session, task_id)
+    table = Table("ca", "symbol", "pair", "watched", "batch")
+    for t in rows:
+        table.add_row(
+            t["ca"],
+            t["symbol"] or "-",
+            t["pair"] or "-",
+            "yes" if t["watched"] else "removed",
+            str(t["batch_id"] or "-"),
+        )
+    console.print(table)
+
+
+@target_cli.command("remove")
+def target_remove(
+    task_id: Annotated[int, typer.Option(help="Task id.")],
+    ca: Annotated[list[str], typer.Option(help="A CA to stop watching (repeat for more).")],
+) -> None:
+    """Stop watching targets; the next allocation (beat's, within seconds) moves them out of
+    their batches. `target add` watches one again."""
+    from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import remove_targets
+
+    with session_scope() as session:
+        removed, unknown = remove_targets(session, task_id, [c.lower() for c in ca])
+    if unknown:
+        raise InputError(f"task {task_id} does not watch {', '.join(unknown)}; nothing removed")
+    typer.echo(f"{removed} target(s) removed")
+
+
 @target_cli.command("add")
 def target_add(
     task_id: Annotated[int, typer.Option(help="Task id.")],
@@ -558,6 +618,88 @@ def tasks_cmd() -> None:
             health,
         )
     console.print(table)
+
+
+@cli.command("alerts")
+def alerts_cmd(
+    task_id: Annotated[int | None, typer.Option(help="Only this task's alerts.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+    follow: Annotated[bool, typer.Option(help="Then print each new alert as it comes.")] = False,
+    follow_s: Annotated[
+        float, typer.Option(min=1, max=86_400, help="With --follow: stop after this long.")
+    ] = 3600,
+) -> None:
+    """The newest alerts (time UTC, task, type, token, side, USD, price, tx, notify status)."""
+    import time
+
+    from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import recent_alerts
+
+    with session_scope() as session:
+        rows = recent_alerts(session, task_id, limit=limit)
+    table = Table(
+        "id", "time (UTC)", "task", "type", "token", "side", "usd", "price", "tx", "notify"
+    )
+    for row in rows:
+        table.add_row(*_alert_cells(row))
+    console.print(table)
+    if not follow:
+        return
+    last = max((r.id for r in rows), default=0)
+    deadline = time.monotonic() + follow_s
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            with session_scope() as session:
+                new = recent_alerts(session, task_id, after_id=last, limit=1000)
+            for row in reversed(new):
+                console.print("  ".join(_alert_cells(row)))
+                last = max(last, row.id)
+    except KeyboardInterrupt:
+        return
+
+
+def _alert_cells(row: Any) -> list[str]:
+    data = row.alert_data or {}
+    tx = row.tx_hash or "-"
+    return [
+        str(row.id),
+        row.event_time.strftime("%Y-%m-%d %H:%M:%S") if row.event_time else "-",
+        str(row.task_id),
+        row.alert_type + (" (retracted)" if row.retracted else ""),
+        row.token_symbol or row.ca[:10],
+        str(data.get("side", "-")),
+        f"{float(row.amount_usd):,.2f}" if row.amount_usd is not None else "-",
+        f"{float(row.price_usd):.6g}" if row.price_usd is not None else "-",
+        tx if len(tx) <= 14 else f"{tx[:8]}…{tx[-4:]}",
+        row.notify_status,
+    ]
+
+
+@cli.command("status")
+def status_cmd() -> None:
+    """The fleet on one screen: nodes, batches live of those expected, queues, dead letters,
+    beat; then what is wrong and what to do. Exit 1 when something is wrong."""
+    from kakarot_workers import runtime
+    from kakarot_workers.db.session import session_scope
+    from kakarot_workers.tools.admin import fleet_status
+
+    with session_scope() as session:
+        found = fleet_status(session, runtime.redis_client(), runtime.keys())
+    offline = f", {len(found.nodes_offline)} offline" if found.nodes_offline else ""
+    online = ", ".join(found.nodes_online) or "-"
+    console.print(f"nodes     {len(found.nodes_online)} online{offline}: {online}")
+    console.print(f"batches   {found.batches_live} live of {found.batches_expected} expected")
+    console.print("queues    " + ", ".join(f"{q} {n}" for q, n in found.queue_depths.items()))
+    console.print("beat      " + (", ".join(sorted(found.beats)) or "none ticking"))
+    letters = ", ".join(f"{q} {n}" for q, n in found.dead_letters.items())
+    console.print(f"dead      {letters or 'none'}")
+    if not found.problems:
+        console.print("all well")
+        return
+    for wrong, todo in found.problems:
+        console.print(f"[bold red]✗[/] {wrong}\n    → {todo}")
+    raise typer.Exit(1)
 
 
 @cli.command("flower")

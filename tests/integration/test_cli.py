@@ -324,3 +324,79 @@ def test_health_is_not_held_against_a_process_while_redis_does_not_answer(run):
         result = run(*args, KAKAROT_REDIS_URL=closed)
         assert result.stderr.startswith("unknown: Redis does not answer")
         assert "Traceback" not in result.stderr
+
+
+def test_operator_verbs_task_stop_start_targets_alerts_and_status(
+    run, task_id, tmp_path, redis_server
+):
+    import redis
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from kakarot_workers.db.models import MonitorAlertLog
+    from kakarot_workers.keys import Keys
+
+    env = {"KAKAROT_REDIS_URL": redis_server.url, "COLUMNS": "200"}
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    keys = Keys()
+    for ca in CA:
+        run("target", "add", "--task-id", task_id, "--ca", ca)
+    run("allocate", "--task-id", task_id, **env)
+
+    # targets: listed, one removed (and an unknown one refused), added back
+    listed = run("target", "list", "--task-id", task_id, **env).stdout
+    assert all(ca in listed for ca in CA) and "removed" not in listed
+    assert (
+        "1 target(s) removed"
+        in run("target", "remove", "--task-id", task_id, "--ca", CA[1], **env).stdout
+    )
+    unknown = run("target", "remove", "--task-id", task_id, "--ca", "0x" + "9" * 40, ok=False)
+    assert unknown.returncode == 2 and "does not watch 0x999" in _one_error_line(unknown)
+    listed = run("target", "list", "--task-id", task_id, **env).stdout
+    assert next(line for line in listed.splitlines() if CA[1] in line).count("removed") == 1
+    assert "target added" in run("target", "add", "--task-id", task_id, "--ca", CA[1]).stdout
+
+    # a task stopped: its consumers are told to stop; started: the order is taken back
+    assert (
+        "stopped: told to stop its 1 batch(es)"
+        in run("task", "stop", "--task-id", task_id, **env).stdout
+    )
+    assert client.hget(keys.batch_control(1), "stop") == "stopped"
+    assert "off (0)" in run("tasks", **env).stdout
+    assert "started" in run("task", "start", "--task-id", task_id, **env).stdout
+    assert client.hget(keys.batch_control(1), "stop") is None
+    assert "active" in run("tasks", **env).stdout
+
+    # alerts, newest first
+    engine = create_engine(f"sqlite:///{tmp_path}/cli.db")
+    with Session(engine) as session:
+        for i in range(3):
+            session.add(
+                MonitorAlertLog(
+                    dedup_key=f"k{i}",
+                    task_id=1,
+                    chain_type="bsc",
+                    ca=CA[0],
+                    token_symbol="AAA",
+                    alert_type="min_transaction",
+                    alert_data={"side": "buy"},
+                    tx_hash=f"0x{i:064x}",
+                    log_index=0,
+                    amount_usd=5000 + i,
+                    price_usd=1.5,
+                )
+            )
+        session.commit()
+    shown = run("alerts", "--task-id", task_id, "--limit", "2", **env).stdout
+    assert "5,002.00" in shown and "5,001.00" in shown and "5,000.00" not in shown
+    assert shown.index("5,002.00") < shown.index("5,001.00"), "newest first"
+
+    # the fleet on one screen: nothing runs here, and it says what to do
+    status = run("status", ok=False, **env)
+    assert status.returncode == 1
+    assert "batches   0 live of 1 expected" in status.stdout
+    assert (
+        "no beat leads the fleet" in status.stdout
+        and "celery -A kakarot_workers beat" in status.stdout
+    )
