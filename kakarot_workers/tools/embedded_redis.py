@@ -18,6 +18,7 @@ from types import TracebackType
 import redis
 
 from kakarot_workers.errors import ConfigError
+from kakarot_workers.tools.fleet import detach_and_die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,11 @@ class EmbeddedRedis:
             "--logfile",
             str(self.workdir / "redis.log"),
         ]
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # its own process group: a Ctrl-C in the terminal reaches whoever started it, who stops
+        # it last (Redis first would leave the workers unable to finish); it dies with its parent
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, preexec_fn=detach_and_die_with_parent
+        )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

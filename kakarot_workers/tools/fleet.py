@@ -25,7 +25,7 @@ STOP_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def detach_and_die_with_parent() -> None:
     """In the child, before exec: own process group, and SIGTERM if the parent dies (Linux)."""
     os.setsid()
     with contextlib.suppress(OSError):  # not Linux: no parent-death signal
@@ -61,7 +61,7 @@ class CeleryProcess:
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=detach_and_die_with_parent,
         )
 
     def log_text(self) -> str:

@@ -60,3 +60,52 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         )
     ]
     assert leftovers == []
+
+
+def test_ctrl_c_in_a_terminal_stops_every_process_in_order_and_exits_0(tmp_path):
+    """The demo run in a terminal (a pty) until Ctrl-C: the terminal sends SIGINT to the demo's
+    process group; the embedded Redis, in a group of its own, is stopped last, after the workers
+    drained; the demo exits 0 and leaves no process behind."""
+    import pty
+    import select
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAKAROT_")}
+    env["KAKAROT_DATABASE_URL"] = f"sqlite:///{tmp_path}/demo.db"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        os.chdir(tmp_path)
+        os.execve(KAKAROT, [KAKAROT, "demo", "--tokens", "20", "--rate", "50"], env)
+    output = b""
+
+    def read_until(text: bytes, timeout_s: float) -> None:
+        nonlocal output
+        deadline = time.monotonic() + timeout_s
+        while text not in output:
+            assert time.monotonic() < deadline, output.decode(errors="replace")[-2000:]
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    output += os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        read_until(b"running", 120)
+        started = psutil.Process(pid).children(recursive=True)
+        assert any("redis-server" in " ".join(p.cmdline()) for p in started)
+        os.write(fd, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
+        read_until(b"done:", 120)
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "cannot reach Redis" not in text and "Traceback" not in text, text[-2000:]
+    time.sleep(0.5)
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
