@@ -85,4 +85,7 @@ DB_SECONDS = Histogram(
     "One database statement",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
+DEGRADATION_LEVEL = Gauge(
+    "kakarot_degradation_level", "What this process sheds under an alerts backlog (`degrade`)"
+)
 BEAT_TICKS = Counter("kakarot_beat_ticks_total", "Ticks of a beat, as leader or standby", ["role"])

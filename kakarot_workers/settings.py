@@ -201,6 +201,11 @@ class Settings(BaseSettings):
         ge=1,
         description="above this many messages in `alerts`, consumers count `backpressure_count`",
     )
+    degrade_backlog: list[int] = Field(
+        [20_000, 100_000, 400_000],
+        description="`alerts` backlogs (messages) at which the fleet sheds, in order: metric "
+        "lookups, narrow micro-batches, single notifications (digests instead); [] never",
+    )
     alerts_queue_cap: int = Field(
         0,
         ge=0,
@@ -352,6 +357,15 @@ class Settings(BaseSettings):
     # --- operations -----------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     json_logs: bool = Field(False, description="one JSON object per log line")
+
+    @field_validator("degrade_backlog")
+    @classmethod
+    def _ascending(cls, value: list[int]) -> list[int]:
+        if len(value) > 3 or any(v <= 0 for v in value) or value != sorted(set(value)):
+            raise ValueError(
+                "expected up to three ascending positive backlogs, e.g. [20000, 100000]"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

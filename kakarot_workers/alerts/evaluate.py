@@ -15,6 +15,7 @@ and the de-duplication keys make the second pass write nothing twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from kakarot_workers import metrics, runtime
+from kakarot_workers import degrade, metrics, queues, runtime
 from kakarot_workers.alerts.alert_log import record_alerts
 from kakarot_workers.alerts.cooldown import Claim, Cooldowns
 from kakarot_workers.alerts.drafts import draft
@@ -54,11 +55,21 @@ _profiles = ProfileCache(
 _stores: dict[int, tuple[Windows, Cooldowns]] = {}
 
 
+def _alerts_backlog() -> int:
+    return int(runtime.redis_client().llen(queues.ALERTS))
+
+
+_degradation = degrade.Sampled(get_settings().degrade_backlog, "alert pool", _alerts_backlog)
+
+
 def reset_caches() -> None:
-    """Forget cached task profiles and cooldowns (a new database or Redis: tests and tools)."""
+    """Forget cached task profiles, cooldowns and the degradation level (a new database or
+    Redis, new settings: tests and tools)."""
+    global _degradation
     _profiles.clear()
     for _, cooldowns in _stores.values():
         cooldowns.forget()
+    _degradation = degrade.Sampled(get_settings().degrade_backlog, "alert pool", _alerts_backlog)
 
 
 def stores() -> tuple[Windows, Cooldowns]:
@@ -231,8 +242,10 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
         profile = profiles[task_id]
         if profile is not None:
             judged += [(profile, event) for event in task_events]
+    level = _degradation.current()
     if settings.metrics_url:
-        filled = enrich(client, keys, settings, http_client(), [e for _, e in judged])
+        lookups = http_client() if level < 1 else None  # degraded: cached metrics only
+        filled = enrich(client, keys, settings, lookups, [e for _, e in judged])
         judged = [(p, e) for (p, _), e in zip(judged, filled, strict=True)]
 
     with metrics.POOL_STEP.labels("windows").time():
@@ -276,6 +289,13 @@ def process(events: list[SwapEvent], announced: dict[int, int]) -> tuple[int, Co
             stats["cooldown"] += 1
     if not drafts:
         return 0, stats
+    if level >= 3:  # degraded: notifications as digests
+        drafts = [
+            dataclasses.replace(d, digest_s=max(d.digest_s or 0, degrade.DIGEST_S))
+            if d.targets
+            else d
+            for d in drafts
+        ]
     with metrics.POOL_STEP.labels("record").time(), session_scope() as session:
         recorded = record_alerts(session, drafts)
     stats["alerts"] += len(recorded.new_rows)

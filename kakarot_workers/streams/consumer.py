@@ -22,7 +22,7 @@ from typing import Any
 import kombu.exceptions
 import redis
 
-from kakarot_workers import metrics, queues, runtime
+from kakarot_workers import degrade, metrics, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.errors import EventError
 from kakarot_workers.events import SwapEvent, check
@@ -74,6 +74,10 @@ class BatchConsumer:
         self.queue_limit = settings.alerts_queue_limit
         self.queue_cap = settings.alerts_queue_cap
         self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
+        self._emit_max_events, self._emit_max_s = self.batcher.max_events, self.batcher.max_s
+        self.degradation = degrade.Degradation(
+            settings.degrade_backlog, f"batch {plan.batch_id} consumer"
+        )
         self.emitter = Emitter(self._send, settings.outage_buffer_events)
         self.reporter = StatusReporter(
             self.redis,
@@ -357,6 +361,7 @@ class BatchConsumer:
         pipe.hgetall(self.keys.batch_control(self.batch_id))
         pipe.llen(queues.ALERTS)
         control, self.alerts_depth = pipe.execute()
+        self._degrade(self.alerts_depth)
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
         self.handover.follow_successor()
@@ -378,6 +383,13 @@ class BatchConsumer:
             )
             self.reporter.reconnected(reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
+
+    def _degrade(self, backlog: int) -> None:
+        """Under a deep alerts backlog, wider micro-batches (`degrade`, level 2)."""
+        wide = self.degradation.update(backlog) >= 2
+        factor = degrade.WIDEN if wide else 1
+        self.batcher.max_events = self._emit_max_events * factor
+        self.batcher.max_s = self._emit_max_s * factor
 
     def _ensure_standby(self) -> None:
         """While we serve a live feed batch, see that it has a hot standby (`standby`)."""

@@ -318,6 +318,41 @@ def test_missing_metrics_alert_marked_incomplete_and_enrichment_retries_soon(
         provider.close()
 
 
+def test_under_a_deep_backlog_the_pool_sheds_lookups_then_single_notifications(
+    db_url, redis_client, use_env, services
+):
+    provider = _MetricsProvider()
+    provider.up = True
+    try:
+        use_env(KAKAROT_METRICS_URL=provider.url, KAKAROT_DEGRADE_BACKLOG="[5, 10, 20]")
+        alerts.reset_caches()  # the new thresholds
+        task_id = create_task_with(
+            CAS,
+            min_transaction_usd=1000,
+            events_config={"cooldown": {"seconds": 0}},
+            notify_methods={"webhook": {}},
+        )
+
+        def trade(n: int) -> dict:
+            ca = CAS[n % len(CAS)]
+            return wire_event(task_id, ca, n, amount_usd=2000.0, market_cap_usd=None)
+
+        assert evaluate_events.run([trade(0)]) == 1  # no backlog: looked up, sent alone
+        assert provider.calls == 1 and _outbox(task_id)[0].digest_s is None
+        redis_client.lpush("alerts", *["{}"] * 25)  # a backlog nobody drains here
+        time.sleep(1.1)  # the pool reads the backlog at most once a second
+        assert evaluate_events.run([trade(1)]) == 1  # level 3: no lookup, a digest
+        assert provider.calls == 1, "no lookup under a backlog"
+        newest = max(_outbox(task_id), key=lambda r: r.id)
+        assert newest.digest_s == 60
+        redis_client.delete("alerts")
+        time.sleep(1.1)
+        assert evaluate_events.run([trade(2)]) == 1  # back to normal
+        assert provider.calls == 2 and max(_outbox(task_id), key=lambda r: r.id).digest_s is None
+    finally:
+        provider.close()
+
+
 def test_malformed_and_retracted_events_are_counted_and_skipped(db_url, redis_client):
     task_id = create_task_with(
         CAS[:1], min_transaction_usd=1000, events_config={"cooldown": {"seconds": 0}}

@@ -392,3 +392,12 @@ def test_a_node_killed_without_a_clean_shutdown_leaves_kakarot_nodes_by_itself(
     assert redis_client.hget(keys.node_metrics("gone-node"), "queues") == "streams"
     assert 110 <= redis_client.ttl(keys.node_metrics("gone-node")) <= 120
     assert 0 < redis_client.ttl(keys.node_heartbeat("gone-node")) <= 30
+
+
+def test_under_a_deep_alerts_backlog_a_consumer_sends_wider_micro_batches(redis_client, use_env):
+    use_env(KAKAROT_EMIT_MAX_EVENTS="10", KAKAROT_DEGRADE_BACKLOG="[5, 10, 15]")
+    redis_client.lpush("alerts", *["{}"] * 20)  # a backlog the pool has not drained
+    consumer, messages = run([trade(i) for i in range(100)], redis_client)
+    sizes = [len(task_args(m)[0]) for m in reversed(messages) if m != {}]
+    assert sizes == [40, 40, 20], sizes  # 4× the usual 10, nothing dropped
+    assert consumer.degradation.level == 3
