@@ -1,4 +1,6 @@
-"""Logging set-up: readable lines by default, one JSON object per line with KAKAROT_JSON_LOGS.
+"""Logging set-up: readable lines by default, one JSON object per line with KAKAROT_JSON_LOGS
+(python-json-logger), carrying the fields a stream consumer binds (`bound`: task, batch,
+consumer, epoch) and the id of the Celery task running (`celery_task_id`).
 
 No secret reaches a log line or a traceback: every handler carries `Redact`, which replaces the
 values of the secret settings, of every environment variable whose name says it holds one (a
@@ -9,16 +11,19 @@ request's URL (a Telegram bot token is part of it) at INFO: it logs at WARNING h
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
+from pythonjsonlogger import json as json_logger
 
 from kakarot_workers.settings import Settings, get_settings, unknown_variables
 
@@ -92,19 +97,62 @@ class HotTasksToDebug(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            entry["exc"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False)
+_context: ContextVar[tuple[tuple[str, object], ...]] = ContextVar("kakarot_log_context", default=())
+
+
+@contextlib.contextmanager
+def bound(**fields: object) -> Iterator[None]:
+    """Every log line of this thread (and its context) within carries `fields` (JSON logs):
+    a stream consumer binds its task, batch, consumer and epoch."""
+    token = _context.set((*_context.get(), *fields.items()))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class Context(logging.Filter):
+    """Puts the bound fields, and the Celery task id of the task running, on each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _context.get():
+            setattr(record, name, value)  # the innermost binding last: it wins
+        if not hasattr(record, "celery_task_id"):
+            task = _current_celery_task()
+            if task is not None:
+                record.celery_task_id = task
+        return True
+
+
+def _current_celery_task() -> str | None:
+    celery_state = sys.modules.get("celery._state")  # only where Celery runs
+    task = celery_state.get_current_task() if celery_state is not None else None
+    request = getattr(task, "request", None)
+    task_id = getattr(request, "id", None)
+    return str(task_id) if task_id else None
+
+
+class JsonFormatter(json_logger.JsonFormatter):
+    """One JSON object per line: ts, level, logger, message, the context fields, exc."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+            json_ensure_ascii=False,
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return datetime.fromtimestamp(record.created, UTC).isoformat()
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message)
+        if "exc_info" in log_data:
+            log_data["exc"] = log_data.pop("exc_info")
+        elif record.exc_text:  # masked by `Redact`
+            log_data["exc"] = record.exc_text
 
 
 def configure() -> None:
@@ -116,6 +164,7 @@ def configure() -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
         )
+    handler.addFilter(Context())
     handler.addFilter(Redact(secrets_of(settings)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

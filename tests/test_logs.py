@@ -74,3 +74,28 @@ def test_celerys_lines_about_each_alert_message_are_debug_lines():
         "INFO Task kakarot.control.reconcile[2a] succeeded in 0.05s: None",
         "DEBUG Task kakarot.notify.deliver[3b] received",
     ]
+
+
+def test_json_lines_carry_the_bound_context_fields():
+    import json
+
+    from kakarot_workers.logs import Context, bound
+
+    logger, out = _logger(Redact([]), json_lines=True)
+    logger.handlers[0].addFilter(Context())
+    with bound(task_id=7, batch_id=12, consumer_id="host-1-1", epoch=3):
+        logger.warning("lease lost")
+        with bound(epoch=4):
+            logger.info("inner")  # below the logger's level: not written
+            logger.warning("epoch moved")
+    logger.warning("outside")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["lease lost", "epoch moved", "outside"]
+    assert {k: lines[0][k] for k in ("task_id", "batch_id", "consumer_id", "epoch")} == {
+        "task_id": 7,
+        "batch_id": 12,
+        "consumer_id": "host-1-1",
+        "epoch": 3,
+    }
+    assert lines[1]["epoch"] == 4 and "batch_id" not in lines[2]
+    assert lines[0]["level"] == "WARNING" and lines[0]["ts"].endswith("+00:00")

@@ -22,7 +22,7 @@ from typing import Any
 import kombu.exceptions
 import redis
 
-from kakarot_workers import degrade, metrics, queues, runtime
+from kakarot_workers import degrade, logs, metrics, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.errors import EventError
 from kakarot_workers.events import SwapEvent, check
@@ -135,7 +135,17 @@ class BatchConsumer:
     # --- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
         """Consume until `stop` is set, the lease is lost, the control plane retires the batch,
-        or the worker shuts down (after handing the batch over); return the events emitted."""
+        or the worker shuts down (after handing the batch over); return the events emitted.
+        Its log lines carry the task, batch, consumer and epoch (JSON logs)."""
+        with logs.bound(
+            task_id=self.task_id,
+            batch_id=self.batch_id,
+            consumer_id=self.consumer_id,
+            epoch=self.epoch,
+        ):
+            return self._run(stop)
+
+    def _run(self, stop: threading.Event) -> int:
         self._stop = self.handover.stop = stop
         status = self.status
         self._write_status(status)
