@@ -45,16 +45,14 @@ def test_the_schema_is_migrated_once_before_the_workers_and_beat_start():
             assert condition == "service_completed_successfully", name
 
 
-def test_each_worker_is_checked_by_its_own_node_name():
+def test_each_worker_and_beat_is_checked_by_its_ready_probe():
+    env = COMPOSE["x-kakarot"]["environment"]
+    assert int(env["KAKAROT_PROBE_PORT"]) > 0
     for name, service in SERVICES.items():
         command = _command(service)
-        if "worker" not in command:
+        if "worker" not in command and "beat" not in command:
             continue
-        node = command[command.index("-n") + 1].replace("%h", "$$HOSTNAME")
-        assert service["healthcheck"]["test"] == [
-            "CMD-SHELL",
-            f"kakarot health worker {node}",
-        ], name
+        assert service["healthcheck"]["test"] == ["CMD", "kakarot", "health", "ready"], name
 
 
 def test_a_streams_worker_is_given_the_time_its_hand_over_takes():

@@ -460,6 +460,34 @@ def health_beat() -> None:
     typer.echo(f"healthy: beat on {host} ({' and '.join(ticking)})")
 
 
+@health_cli.command("ready")
+def health_ready(
+    port: Annotated[
+        int | None, typer.Option(help="The process's probe port (default: KAKAROT_PROBE_PORT).")
+    ] = None,
+) -> None:
+    """The process on this host's probe port says it is ready (`/ready`: Redis, the database,
+    its batches live): exit 0, else 1 with what is not (docker-compose's healthcheck)."""
+    import httpx
+
+    from kakarot_workers.settings import get_settings
+
+    port = port or get_settings().probe_port
+    if not port:
+        raise InputError("no probe port: set KAKAROT_PROBE_PORT (or --port)")
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+    except httpx.HTTPError as exc:
+        typer.echo(f"unhealthy: nothing answers on 127.0.0.1:{port} ({exc})", err=True)
+        raise typer.Exit(1) from None
+    checks = answer.json().get("checks", {}) if answer.status_code in (200, 503) else {}
+    if answer.status_code != 200:
+        failing = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+        typer.echo(f"unhealthy: {failing or f'HTTP {answer.status_code}'}", err=True)
+        raise typer.Exit(1)
+    typer.echo("ready: " + ", ".join(sorted(checks)))
+
+
 _REDIS_AWAY = object()
 
 

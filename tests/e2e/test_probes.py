@@ -7,7 +7,10 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -117,8 +120,18 @@ def test_ready_flips_when_redis_or_the_database_stops_and_health_stays_up(tmp_pa
             wait_for(lambda: " ready." in worker.log_text(), 30, "the worker ready")
             wait_for(lambda: _ready(port)[0] == 200, 10, "ready")
 
+            kakarot = [str(Path(sys.executable).with_name("kakarot"))]
+            healthy = subprocess.run(
+                [*kakarot, "health", "ready", "--port", str(port)], capture_output=True, text=True
+            )
+            assert healthy.returncode == 0 and healthy.stdout.strip() == "ready: database, redis"
+
             server.kill()
             wait_for(lambda: _ready(port)[0] == 503, 10, "not ready without Redis")
+            sick = subprocess.run(
+                [*kakarot, "health", "ready", "--port", str(port)], capture_output=True, text=True
+            )
+            assert sick.returncode == 1 and sick.stderr.startswith("unhealthy: redis:"), sick
             status, body = _ready(port)
             assert body["checks"]["database"] == "ok" and body["checks"]["redis"] != "ok"
             assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
