@@ -4,15 +4,21 @@ Loaded by `kakarot_workers.celery` with `config_from_object("kakarot_workers.cel
 first use of the configuration (not at import of the app).
 """
 
+import sys
 from typing import Any
 
 from kombu.entity import Queue
 
 from kakarot_workers import queues
+from kakarot_workers.errors import ConfigError
 from kakarot_workers.keys import Keys
 from kakarot_workers.settings import get_settings
 
-_settings = get_settings()
+try:
+    _settings = get_settings()
+except ConfigError as exc:  # a worker or beat with an invalid setting: one line, exit 2
+    sys.stderr.write(f"error: {exc}\n")
+    raise SystemExit(2) from None
 
 broker_url = _settings.redis_url
 if broker_url.startswith(("redis://", "rediss://")):

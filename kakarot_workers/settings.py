@@ -8,6 +8,7 @@ the defaults below. Secrets (database and Redis passwords, bot tokens) belong in
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import Plausible
@@ -433,6 +435,10 @@ def load_settings(**overrides: Any) -> Settings:
     """Build and validate the settings; a validation error becomes one line naming each variable."""
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # a value that is not even JSON (a list, a mapping)
+        match = re.search(r'field "([a-z_0-9]+)"', str(exc))
+        where = f"{ENV_PREFIX}{match.group(1).upper()}" if match else "a KAKAROT_* variable"
+        raise ConfigError(f"invalid settings: {where}: not valid JSON") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

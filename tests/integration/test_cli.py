@@ -203,6 +203,26 @@ def test_invalid_settings_fail_naming_the_variable(tmp_path):
         [KAKAROT, "task", "list"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert "KAKAROT_BATCH_CAP: Input should be a valid integer" in _one_error_line(result)
+    env = {**os.environ, "KAKAROT_EVM_CHAINS": "{bad"}
+    result = subprocess.run(
+        [KAKAROT, "task", "list"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert _one_error_line(result) == "error: invalid settings: KAKAROT_EVM_CHAINS: not valid JSON"
+    # a worker and beat too: one line, exit 2
+    celery = str(Path(sys.executable).with_name("celery"))
+    for command in (["worker", "-Q", "control"], ["beat"]):
+        result = subprocess.run(
+            [celery, "-A", "kakarot_workers", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 2
+        assert _one_error_line(result) == (
+            "error: invalid settings: KAKAROT_EVM_CHAINS: not valid JSON"
+        )
 
 
 def test_invalid_notify_methods_are_refused_naming_the_entry(run):
