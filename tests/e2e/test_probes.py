@@ -18,7 +18,7 @@ import pytest
 from kakarot_workers.control.reconcile import ensure_allocated, reconcile
 from kakarot_workers.db.session import upgrade_schema
 from kakarot_workers.tools.embedded_redis import EmbeddedRedis
-from kakarot_workers.tools.fleet import WorkerProcess
+from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
 from kakarot_workers.tools.market import Market
 from kakarot_workers.tools.simulator import SimulatorServer
 from tests.e2e.test_ownership import live_by
@@ -78,6 +78,23 @@ def test_the_metrics_of_each_process_move_in_a_simulator_run(
         status, body = _ready(ports["streams"])
         assert status == 200, body
         assert body["checks"] == {"redis": "ok", "database": "ok", "batches": "ok"}
+    # beat too: its ticks, and ready while Redis answers
+    beat_port = _port()
+    beat = BeatProcess(
+        "probed-beat", env={"KAKAROT_PROBE_PORT": str(beat_port)}, log_path=tmp_path / "beat.log"
+    ).start()
+    try:
+
+        def ticking() -> bool:
+            try:
+                return _series(beat_port).get('kakarot_beat_ticks_total{role="leader"}', 0) > 0
+            except httpx.HTTPError:  # not listening yet
+                return False
+
+        wait_for(ticking, 30, "beat's ticks in its /metrics")
+        assert _ready(beat_port) == (200, {"ready": True, "checks": {"redis": "ok"}})
+    finally:
+        beat.stop()
     # the feed gone, the batch is not live: the streams worker is not ready
     wait_for(lambda: _ready(ports["streams"])[0] == 503, 10, "not ready without its source")
     assert "batch(es) not live: 1" in _ready(ports["streams"])[1]["checks"]["batches"]
