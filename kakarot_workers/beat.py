@@ -27,7 +27,7 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
-from kakarot_workers import metrics, queues, runtime
+from kakarot_workers import metrics, probes, queues, runtime
 from kakarot_workers.settings import get_settings
 from kakarot_workers.streams.node import queues_without_workers
 
@@ -83,6 +83,7 @@ class Scheduler(RedBeatScheduler):
 
     def _beat(self, role: str) -> None:
         """This beat's heartbeat (`kakarot health beat` reads it): alive and reaching Redis."""
+        probes.note_tick()
         metrics.BEAT_TICKS.labels(role).inc()
         ttl_ms = int(3 * 1000 * float(self.max_interval))
         runtime.redis_client().set(

@@ -35,20 +35,43 @@ TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 # Environment variables whose values are secrets, by name.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|(^|_)KEY($|_)|APIKEY|CREDENTIAL", re.I)
 MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words
+MIN_KEY_CHARS = 16  # a URL path segment or query value this long is taken for an API key
+
+
+def _ordinary(value: str) -> bool:
+    """A value no secret is: a boolean, a number, a path."""
+    text = value.strip().lower()
+    return (
+        text in {"true", "false", "yes", "no", "on", "off"}
+        or text.isdigit()
+        or (text.startswith(("/", "./", "~/")))
+    )
+
+
 QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def secrets_of(settings: Settings, environ: dict[str, str] | None = None) -> list[str]:
     """Every secret value this process knows, longest first (each also URL-quoted)."""
     found: set[str] = set()
-    for value in settings.__dict__.values():
+    plain = {f"KAKAROT_{name.upper()}" for name, v in settings.__dict__.items()}
+    for name, value in settings.__dict__.items():
         if isinstance(value, SecretStr):
             found.add(value.get_secret_value())
+            plain.discard(f"KAKAROT_{name.upper()}")
     for name, value in (os.environ if environ is None else environ).items():
-        if SECRET_NAME.search(name):
+        if SECRET_NAME.search(name) and name not in plain and not _ordinary(value):
             found.add(value)
-    for url in (settings.database_url, settings.redis_url, settings.result_backend_url):
-        password = urlsplit(url).password if url else None
+    # an API key in a node's or a provider's URL (…/v2/<key>, ?apikey=<key>)
+    urls = [settings.metrics_url or "", settings.backend_ws_url or ""]
+    for chain in settings.evm_chains.values():
+        urls += [chain.ws_url, chain.http_url or ""]
+    for url in urls:
+        parts = urlsplit(url)
+        pieces = parts.path.split("/") + re.split(r"[&=]", parts.query)
+        found.update(p for p in pieces if len(p) >= MIN_KEY_CHARS)
+    for store in (settings.database_url, settings.redis_url, settings.result_backend_url):
+        password = urlsplit(store).password if store else None
         if password:
             # a password with an unescaped `@` is cut there by one parser or another: its
             # pieces are masked too
@@ -72,10 +95,25 @@ class Redact(logging.Filter):
                 text = text.replace(secret, MASK)
         return text
 
+    def clean_value(self, value: object, depth: int = 0) -> object:
+        """A record's extra field, cleaned: strings, and those inside dicts, lists, tuples."""
+        if isinstance(value, str):
+            return self.clean(value)
+        if depth > 4:
+            return value
+        if isinstance(value, dict):
+            return {k: self.clean_value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.clean_value(v, depth + 1) for v in value)
+        return value
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call: the handler reports it
+            return True
         cleaned = self.clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
@@ -84,14 +122,29 @@ class Redact(logging.Filter):
             record.exc_info = None
         elif record.exc_text:
             record.exc_text = self.clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.clean(record.stack_info)
+        for name, value in list(record.__dict__.items()):  # extras (Celery's `data`, …)
+            if name not in _STANDARD and not name.startswith("_"):
+                record.__dict__[name] = self.clean_value(value)
         return True
+
+
+# What every record has: the rest are extras a logging call passed
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class HotTasksToDebug(logging.Filter):
     """Celery's per-message INFO lines about `HOT_TASKS` become DEBUG lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and any(t in record.getMessage() for t in HOT_TASKS):
+        if record.levelno != logging.INFO:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed call: the handler reports it
+            return True
+        if any(t in message for t in HOT_TASKS):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True

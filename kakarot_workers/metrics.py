@@ -26,7 +26,11 @@ EVENTS_REJECTED = Counter(
 SOURCE_RECONNECTS = Counter(
     "kakarot_source_reconnects_total", "Reconnects of a batch's source", ["source"]
 )
-LEASES_HELD = Gauge("kakarot_leases_held", "Batch leases this process holds (its live consumers)")
+LEASES_HELD = Gauge(
+    "kakarot_leases_held",
+    "Batch leases this process holds (its live consumers)",
+    multiprocess_mode="livesum",
+)
 LEASE_LOSSES = Counter(
     "kakarot_lease_losses_total", "Leases lost to another consumer (the batch moved on)"
 )
@@ -36,7 +40,7 @@ HANDOVERS = Counter(
 STANDBY_TAKEOVERS = Counter(
     "kakarot_standby_takeovers_total", "Batches a hot standby of this process took over"
 )
-STANDBYS = Gauge("kakarot_standbys", "Hot standbys this process runs")
+STANDBYS = Gauge("kakarot_standbys", "Hot standbys this process runs", multiprocess_mode="livesum")
 
 # --- the alert pool ------------------------------------------------------------------------
 EVENTS_JUDGED = Counter("kakarot_events_judged_total", "Trades judged against their task's rules")
@@ -86,6 +90,8 @@ DB_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 DEGRADATION_LEVEL = Gauge(
-    "kakarot_degradation_level", "What this process sheds under an alerts backlog (`degrade`)"
+    "kakarot_degradation_level",
+    "What this process sheds under an alerts backlog (`degrade`)",
+    multiprocess_mode="livemax",
 )
 BEAT_TICKS = Counter("kakarot_beat_ticks_total", "Ticks of a beat, as leader or standby", ["role"])

@@ -16,14 +16,18 @@ Procfile's do). A port already taken is said in one line and the process runs on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import redis
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -37,8 +41,40 @@ Check = Callable[[], None]  # raises (anything) when the check fails
 CHECK_TIMEOUT_S = 2.0
 
 
+_probe_client: redis.Redis | None = None
+
+
+def probe_redis() -> redis.Redis:
+    """A client of its own with short timeouts: a probe never waits on a hung Redis."""
+    global _probe_client
+    if _probe_client is None:
+        _probe_client = redis.Redis.from_url(
+            get_settings().redis_url,
+            socket_timeout=CHECK_TIMEOUT_S,
+            socket_connect_timeout=CHECK_TIMEOUT_S,
+            decode_responses=True,
+        )
+    return _probe_client
+
+
+_ticked_at = time.monotonic()  # beat: its last tick that reached Redis (a grace at start)
+
+
+def note_tick() -> None:
+    """Beat ticked and reached Redis (`beat.Scheduler`)."""
+    global _ticked_at
+    _ticked_at = time.monotonic()
+
+
+def beat_ticking() -> None:
+    """Raise unless this process's beat ticked lately: what beat's `/ready` checks."""
+    silent = time.monotonic() - _ticked_at
+    if silent > 3 * get_settings().beat_max_interval_s + 5:
+        raise RuntimeError(f"no tick that reached Redis for {silent:.0f}s")
+
+
 def redis_answers() -> None:
-    runtime.redis_client().ping()
+    probe_redis().ping()
 
 
 def database_answers() -> None:
@@ -61,7 +97,7 @@ class QueueDepths(Collector):
             "kakarot_deadletters", "Messages moved aside, per queue", labels=["queue"]
         )
         try:
-            client, keys = runtime.redis_client(), runtime.keys()
+            client, keys = probe_redis(), runtime.keys()
             pipe = client.pipeline(transaction=False)
             for name in queues.ALL:
                 pipe.llen(name)
@@ -85,6 +121,8 @@ class Probes:
         self.checks = checks
         self.registry = _registry()
         self._server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Thread] = {}
 
     def start(self) -> Probes:
         handler = _handler(self)
@@ -111,8 +149,10 @@ class Probes:
             self._server = None
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        """Each check's outcome ("ok", or why not), run side by side within CHECK_TIMEOUT_S."""
-        results: dict[str, str] = {name: "no answer in time" for name in self.checks}
+        """Each check's outcome ("ok", or why not), run side by side within CHECK_TIMEOUT_S. A
+        check still running from an earlier call (a hung store) is not started again: at most
+        one thread per check, whatever the probes' rate."""
+        results: dict[str, str] = {}
 
         def run(name: str, check: Check) -> None:
             try:
@@ -121,23 +161,46 @@ class Probes:
             except Exception as exc:  # noqa: BLE001 - any failure is the answer
                 results[name] = f"{type(exc).__name__}: {exc}"[:300]
 
-        threads = [
-            threading.Thread(target=run, args=item, daemon=True) for item in self.checks.items()
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+        started = []
+        with self._lock:
+            for name, check in self.checks.items():
+                running = self._running.get(name)
+                if running is not None and running.is_alive():
+                    results[name] = "no answer yet (an earlier check still waits)"
+                    continue
+                thread = threading.Thread(target=run, args=(name, check), daemon=True)
+                self._running[name] = thread
+                started.append((name, thread))
+                thread.start()
+        for _, thread in started:
             thread.join(CHECK_TIMEOUT_S)
-        return all(v == "ok" for v in results.values()), dict(results)
+        for name, thread in started:
+            if thread.is_alive():
+                results.setdefault(name, f"no answer in {CHECK_TIMEOUT_S:.0f}s")
+        return all(v == "ok" for v in results.values()), dict(sorted(results.items()))
 
 
 def clear_multiprocess_dir() -> None:
-    """At a worker's start, with `PROMETHEUS_MULTIPROC_DIR`: the counts of an earlier life go."""
+    """At a worker's start, with `PROMETHEUS_MULTIPROC_DIR`: the files of processes that are
+    gone (an earlier life of the worker) go; this process's own stay."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder and os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.endswith(".db"):
+    if not folder or not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        match = re.fullmatch(r"[a-z_]+_(\d+)\.db", name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def child_gone(pid: int | None) -> None:
@@ -148,15 +211,21 @@ def child_gone(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+_QUEUE_DEPTHS = QueueDepths()
+
+
 def _registry() -> CollectorRegistry:
-    """This process's registry, or the merged one of a prefork pool's children."""
+    """This process's registry, or the merged one of a prefork pool's children; with the
+    queue depths (registered once per registry)."""
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(QueueDepths())
+    with contextlib.suppress(ValueError, KeyError):  # already there
+        if _QUEUE_DEPTHS not in getattr(registry, "_collector_to_names", {}):
+            registry.register(_QUEUE_DEPTHS)
     return registry
 
 

@@ -74,9 +74,14 @@ class Probes(bootsteps.StartStopStep):
     def create(self, worker: Any) -> probes.Probes:
         settings = get_settings()
         probes.clear_multiprocess_dir()  # a prefork pool's children: a new life, new counts
-        checks = {"redis": probes.redis_answers, "database": probes.database_answers}
+        agent = node.current()
+        checks = {
+            "redis": probes.redis_answers,
+            "database": probes.database_answers,
+            "node": agent.beating,
+        }
         if queues.STREAMS in _queues(worker).split(","):
-            checks["batches"] = node.current().batches_live
+            checks["batches"] = agent.batches_live
         return probes.Probes(settings.probe_port, settings.probe_address, checks)
 
 
@@ -198,7 +203,7 @@ signals.beat_init.disconnect(acquire_distributed_beat_lock)
 @signals.beat_init.connect
 def _beat_probes(**_: Any) -> None:
     # beat is ready when Redis answers (it rides out an outage, `beat`)
-    probes.serve({"redis": probes.redis_answers})
+    probes.serve({"redis": probes.redis_answers, "ticking": probes.beat_ticking})
 
 
 @signals.worker_process_shutdown.connect

@@ -99,3 +99,31 @@ def test_json_lines_carry_the_bound_context_fields():
     }
     assert lines[1]["epoch"] == 4 and "batch_id" not in lines[2]
     assert lines[0]["level"] == "WARNING" and lines[0]["ts"].endswith("+00:00")
+
+
+def test_extras_api_keys_in_urls_are_masked_and_ordinary_values_are_not():
+    import json
+
+    from kakarot_workers.settings import EvmChain
+
+    settings = load_settings(
+        evm_chains={"eth": EvmChain(ws_url="wss://eth.example/v2/AbCdEf0123456789XyZ")},
+        redis_key_prefix="kakarot",
+    )
+    environ = {
+        "TOKENIZERS_PARALLELISM": "false",
+        "PASSWORD_STORE_DIR": "/home/u/.pw",
+        "HOOK_SECRET": "hook-secret-value",
+        "KAKAROT_REDIS_KEY_PREFIX": "kakarot",
+    }
+    secrets = secrets_of(settings, environ)
+    assert "AbCdEf0123456789XyZ" in secrets and "hook-secret-value" in secrets
+    assert not {"false", "/home/u/.pw", "kakarot"} & set(secrets)
+    logger, out = _logger(Redact(secrets), json_lines=True)
+    logger.error(
+        "task failed",
+        extra={"data": {"exc": "refused hook-secret-value", "tb": ["AbCdEf0123456789XyZ"]}},
+    )
+    logger.warning("value %d", "not a number")  # a malformed call: reported, never raised
+    entry = json.loads(out.getvalue().splitlines()[0])
+    assert entry["data"] == {"exc": "refused ***", "tb": ["***"]}

@@ -55,6 +55,18 @@ STORE_DOWN = (redis.RedisError, kombu.exceptions.OperationalError)
 RETRACT_DELAY_S = 5.0
 
 
+_degradations: dict[tuple[int, ...], degrade.Degradation] = {}
+
+
+def _shared_degradation(thresholds: list[int]) -> degrade.Degradation:
+    """One degradation level per process, whichever of its consumers reads the backlog."""
+    key = tuple(thresholds)
+    found = _degradations.get(key)
+    if found is None:
+        found = _degradations.setdefault(key, degrade.Degradation(thresholds, "stream consumers"))
+    return found
+
+
 class BatchConsumer:
     """Serves one batch while it holds the lease: source → stamped events → `alerts` queue."""
 
@@ -75,9 +87,7 @@ class BatchConsumer:
         self.queue_cap = settings.alerts_queue_cap
         self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
         self._emit_max_events, self._emit_max_s = self.batcher.max_events, self.batcher.max_s
-        self.degradation = degrade.Degradation(
-            settings.degrade_backlog, f"batch {plan.batch_id} consumer"
-        )
+        self.degradation = _shared_degradation(settings.degrade_backlog)
         self.emitter = Emitter(self._send, settings.outage_buffer_events)
         self.reporter = StatusReporter(
             self.redis,

@@ -105,6 +105,7 @@ class NodeAgent:
         self.counters = NodeCounters()
         self._held: dict[int, Held] = {}
         self.standbys = 0  # hot standbys this process runs (each holds a slot)
+        self.beaten_at = time.monotonic()  # the last heartbeat written (a grace at start)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -261,6 +262,14 @@ class NodeAgent:
         pipe.hset(keys.node_metrics(self.node_id), mapping=self.metrics())
         pipe.expire(keys.node_metrics(self.node_id), max(1, round(self.forget_s)))
         pipe.execute()
+        self.beaten_at = time.monotonic()
+
+    def beating(self) -> None:
+        """Raise unless this node has beaten lately (its beat thread alive and reaching Redis):
+        what every worker's `/ready` checks (`probes`)."""
+        silent = time.monotonic() - self.beaten_at
+        if silent > 3 * self.heartbeat_s:
+            raise RuntimeError(f"no node heartbeat for {silent:.0f}s")
 
     def write_rows(self) -> None:
         """The batch rows of every held consumer, and their tasks' heartbeat, in bulk."""

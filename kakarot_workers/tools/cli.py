@@ -280,11 +280,15 @@ def target_remove(
 ) -> None:
     """Stop watching targets; the next allocation (beat's, within seconds) moves them out of
     their batches. `target add` watches one again."""
+    from kakarot_workers.addresses import normalize_address
+    from kakarot_workers.db.batches import get_task
     from kakarot_workers.db.session import session_scope
     from kakarot_workers.tools.admin import remove_targets
 
     with session_scope() as session:
-        removed, unknown = remove_targets(session, task_id, [c.lower() for c in ca])
+        chain = get_task(session, task_id).chain_type
+        cas = [normalize_address(chain, c) for c in ca]
+        removed, unknown = remove_targets(session, task_id, cas)
     if unknown:
         raise InputError(f"task {task_id} does not watch {', '.join(unknown)}; nothing removed")
     typer.echo(f"{removed} target(s) removed")
@@ -480,7 +484,10 @@ def health_ready(
     except httpx.HTTPError as exc:
         typer.echo(f"unhealthy: nothing answers on 127.0.0.1:{port} ({exc})", err=True)
         raise typer.Exit(1) from None
-    checks = answer.json().get("checks", {}) if answer.status_code in (200, 503) else {}
+    try:
+        checks = answer.json().get("checks", {}) if answer.status_code in (200, 503) else {}
+    except (ValueError, AttributeError):
+        checks = {}  # something else answers on that port
     if answer.status_code != 200:
         failing = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
         typer.echo(f"unhealthy: {failing or f'HTTP {answer.status_code}'}", err=True)
@@ -754,7 +761,11 @@ def flower_cmd(
             "it does not start without them"
         )
         raise typer.Exit(EXIT_ERROR)
-    env = {**os.environ, "FLOWER_BASIC_AUTH": f"{user}:{password.get_secret_value()}"}
+    secret = password.get_secret_value()
+    if "," in user or ":" in user or "," in secret:  # Flower splits its option at commas
+        _error("error: KAKAROT_FLOWER_USER may hold no ',' or ':', KAKAROT_FLOWER_PASSWORD no ','")
+        raise typer.Exit(EXIT_ERROR)
+    env = {**os.environ, "FLOWER_BASIC_AUTH": f"{user}:{secret}"}
     command = [sys.executable, "-m", "celery", "-A", "kakarot_workers", "flower"]
     os.execvpe(sys.executable, [*command, f"--address={address}", f"--port={port}"], env)
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kakarot_workers.celery import app
 from kakarot_workers.errors import KakarotError
@@ -25,11 +25,20 @@ STOP_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
+_PRCTL: Any = None
+with contextlib.suppress(OSError):  # loaded here, not between fork and exec; not Linux: none
+    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
 def detach_and_die_with_parent() -> None:
-    """In the child, before exec: own process group, and SIGTERM if the parent dies (Linux)."""
+    """In the child, before exec: own process group, and SIGTERM if the parent dies (Linux;
+    the parent's thread that started it, strictly). A parent already gone: exit at once."""
+    parent = os.getppid()
     os.setsid()
-    with contextlib.suppress(OSError):  # not Linux: no parent-death signal
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 class CeleryProcess:

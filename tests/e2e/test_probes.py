@@ -77,7 +77,7 @@ def test_the_metrics_of_each_process_move_in_a_simulator_run(
         pool, consumer = _series(ports["alerts"]), _series(ports["streams"])
         status, body = _ready(ports["streams"])
         assert status == 200, body
-        assert body["checks"] == {"redis": "ok", "database": "ok", "batches": "ok"}
+        assert body["checks"] == {"redis": "ok", "database": "ok", "node": "ok", "batches": "ok"}
     # beat too: its ticks, and ready while Redis answers
     beat_port = _port()
     beat = BeatProcess(
@@ -92,7 +92,10 @@ def test_the_metrics_of_each_process_move_in_a_simulator_run(
                 return False
 
         wait_for(ticking, 30, "beat's ticks in its /metrics")
-        assert _ready(beat_port) == (200, {"ready": True, "checks": {"redis": "ok"}})
+        assert _ready(beat_port) == (
+            200,
+            {"ready": True, "checks": {"redis": "ok", "ticking": "ok"}},
+        )
     finally:
         beat.stop()
     # the feed gone, the batch is not live: the streams worker is not ready
@@ -141,7 +144,8 @@ def test_ready_flips_when_redis_or_the_database_stops_and_health_stays_up(tmp_pa
             healthy = subprocess.run(
                 [*kakarot, "health", "ready", "--port", str(port)], capture_output=True, text=True
             )
-            assert healthy.returncode == 0 and healthy.stdout.strip() == "ready: database, redis"
+            assert healthy.returncode == 0
+            assert healthy.stdout.strip() == "ready: database, node, redis"
 
             server.kill()
             wait_for(lambda: _ready(port)[0] == 503, 10, "not ready without Redis")

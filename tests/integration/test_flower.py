@@ -45,6 +45,15 @@ def test_flower_without_credentials_refuses_to_start():
     ]
 
 
+def test_a_comma_in_the_password_is_refused_flower_would_split_it_into_two_logins():
+    env = _env(KAKAROT_FLOWER_USER="ops", KAKAROT_FLOWER_PASSWORD="s3cret,tail")
+    result = subprocess.run(
+        _procfile_command("flower"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "no ','" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+
+
 def test_flower_with_credentials_asks_for_them_and_keeps_them_off_its_command_line(
     redis_server, tmp_path
 ):
