@@ -159,7 +159,7 @@ class Probes:
                 check()
                 results[name] = "ok"
             except Exception as exc:  # noqa: BLE001 - any failure is the answer
-                results[name] = f"{type(exc).__name__}: {exc}"[:300]
+                results[name] = _masked(f"{type(exc).__name__}: {exc}")[:300]
 
         started = []
         with self._lock:
@@ -178,6 +178,20 @@ class Probes:
             if thread.is_alive():
                 results.setdefault(name, f"no answer in {CHECK_TIMEOUT_S:.0f}s")
         return all(v == "ok" for v in results.values()), dict(sorted(results.items()))
+
+
+_redact: Any = None
+
+
+def _masked(text: str) -> str:
+    """A check's failure as `/ready` shows it: no secret in it (`logs.Redact`; a password cut
+    by an unescaped `@` ends up in a host name)."""
+    global _redact
+    if _redact is None:
+        from kakarot_workers.logs import Redact, secrets_of
+
+        _redact = Redact(secrets_of(get_settings()))
+    return str(_redact.clean(text))
 
 
 def clear_multiprocess_dir() -> None:
