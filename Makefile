@@ -39,7 +39,7 @@ test: $(TEST_STAMP) evm-node
 # The fleet through real faults (Redis killed, paused, restarted; the database away; workers
 # killed): a minute or two each, so a suite of its own (`make chaos` is the same);
 # `.ci/run` runs it after `make test`.
-faults: $(TEST_STAMP)
+faults: $(TEST_STAMP) evm-node
 	$(BIN)/python -m pytest -o addopts=-ra tests/faults $(PYTEST_ARGS)
 
 chaos: faults

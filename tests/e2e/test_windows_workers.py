@@ -6,7 +6,10 @@ seconds (count, sums, open and last price), and every trade that should alert ha
 row."""
 
 import random
+import socket
 import time
+
+import httpx
 
 from kakarot_workers import runtime
 from kakarot_workers.alerts.windows import Windows
@@ -58,7 +61,11 @@ def test_two_worker_processes_keep_shuffled_and_redelivered_windows_exact(
     ]
     messages += rng.sample(messages, len(messages) // 5)  # re-delivered, later and elsewhere
     rng.shuffle(messages)
-    first, second = (workers("alerts", pool="threads", concurrency=2) for _ in range(2))
+    ports = [_free_port(), _free_port()]
+    first, second = (
+        workers("alerts", pool="threads", concurrency=2, env={"KAKAROT_PROBE_PORT": str(port)})
+        for port in ports
+    )
 
     # When every message is queued at once for the two processes
     for message in messages:
@@ -72,7 +79,7 @@ def test_two_worker_processes_keep_shuffled_and_redelivered_windows_exact(
     )
 
     # Then both processes took part
-    assert all(count > 0 for count in _messages_done(first, second)), "one process did all"
+    assert all(count > 0 for count in _messages_done(ports)), "one process did all"
     # and each window holds exactly the trades of its last W seconds, as of the newest trade
     windows = Windows(redis_client, keys)
     for ca in CAS:
@@ -99,7 +106,19 @@ def _cents(event: dict) -> int:
     return round(event["amount_usd"] * 100)
 
 
-def _messages_done(*processes) -> list[int]:
-    """Log lines of each worker process naming an `evaluate_events` message (received or
-    finished): above 0 when the process took part."""
-    return [p.log_path.read_text().count("kakarot.alerts.evaluate_events[") for p in processes]
+def _messages_done(ports: list[int]) -> list[float]:
+    """The `evaluate_events` messages each worker process finished, from its own /metrics
+    (Celery's per-message log lines are DEBUG lines): above 0 when the process took part."""
+    series = 'kakarot_tasks_total{result="success",task="kakarot.alerts.evaluate_events"} '
+    done = []
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        lines = [line for line in text.splitlines() if line.startswith(series)]
+        done.append(float(lines[0].split()[-1]) if lines else 0.0)
+    return done
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

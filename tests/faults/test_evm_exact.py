@@ -30,6 +30,7 @@ import signal
 import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from kakarot_workers import runtime
@@ -51,6 +52,8 @@ from tests.support.evm_model import (
     repriced,
 )
 from tests.support.scenario import wait_for, wait_quiet
+
+pytestmark = pytest.mark.faults  # a failover each (about 25 s): `make faults`
 
 E18 = 10**18
 E6 = 10**6
