@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC
@@ -71,7 +73,13 @@ def _use_redis(url: str) -> None:
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
     console = console or Console()
     log_dir = Path(tempfile.mkdtemp(prefix="kakarot-demo-"))
+    # Ctrl-C, whenever it comes (starting, running), asks for the orderly stop below: the
+    # workers drain and stop, then Redis; the demo exits 0
+    interrupted = threading.Event()
     with contextlib.ExitStack() as stack:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+            stack.callback(signal.signal, signal.SIGINT, previous)
         if not os.environ.get("KAKAROT_REDIS_URL"):
             redis_server = stack.enter_context(EmbeddedRedis())
             console.print(f"[dim]embedded Redis on {redis_server.url}[/dim]")
@@ -132,9 +140,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         reconcile(task_id)  # live at once; beat's reconcile keeps it so from here
         until = "Ctrl-C" if options.duration is None else f"{options.duration:g}s or Ctrl-C"
         console.print(f"[green]running[/green] until {until}")
-        try:
-            progress.follow(options.duration)
-        except KeyboardInterrupt:
+        progress.follow(options.duration, interrupted)
+        if interrupted.is_set():
             console.print("[yellow]stopping …[/yellow]")
         simulator.pause()
         streams.stop()
@@ -284,19 +291,24 @@ class _Progress:
                 soft_wrap=True,
             )
 
-    def follow(self, duration: float | None) -> None:
+    def follow(self, duration: float | None, stop: threading.Event) -> None:
+        """Show the progress until `duration` has passed or `stop` is set (Ctrl-C)."""
         deadline = None if duration is None else time.monotonic() + duration
+
+        def going() -> bool:
+            return not stop.is_set() and (deadline is None or time.monotonic() < deadline)
+
         if self.console.is_terminal:
             with Live(self.status(), console=self.console, refresh_per_second=4) as live:
-                while deadline is None or time.monotonic() < deadline:
+                while going():
                     self.poll_alerts()
                     live.update(self.status())
-                    time.sleep(POLL_S)
+                    stop.wait(POLL_S)
             return
         next_line = time.monotonic()
-        while deadline is None or time.monotonic() < deadline:
+        while going():
             self.poll_alerts()
             if time.monotonic() >= next_line:
                 self.console.print(self.status())
                 next_line += PLAIN_PROGRESS_EVERY_S
-            time.sleep(POLL_S)
+            stop.wait(POLL_S)

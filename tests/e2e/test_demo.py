@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 KAKAROT = str(Path(sys.executable).with_name("kakarot"))
 
@@ -62,10 +63,11 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     assert leftovers == []
 
 
-def test_ctrl_c_in_a_terminal_stops_every_process_in_order_and_exits_0(tmp_path):
-    """The demo run in a terminal (a pty) until Ctrl-C: the terminal sends SIGINT to the demo's
-    process group; the embedded Redis, in a group of its own, is stopped last, after the workers
-    drained; the demo exits 0 and leaves no process behind."""
+@pytest.mark.parametrize("when", [b"running", b"starting workers"])
+def test_ctrl_c_in_a_terminal_stops_every_process_in_order_and_exits_0(tmp_path, when):
+    """The demo run in a terminal (a pty) until Ctrl-C, running or still starting: the terminal
+    sends SIGINT to the demo's process group; the embedded Redis, in a group of its own, is
+    stopped last, after the workers drained; the demo exits 0 and leaves no process behind."""
     import pty
     import select
     import signal
@@ -92,7 +94,7 @@ def test_ctrl_c_in_a_terminal_stops_every_process_in_order_and_exits_0(tmp_path)
                     break
 
     try:
-        read_until(b"running", 120)
+        read_until(when, 120)
         started = psutil.Process(pid).children(recursive=True)
         assert any("redis-server" in " ".join(p.cmdline()) for p in started)
         os.write(fd, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground process group
