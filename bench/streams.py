@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,11 +65,7 @@ def rss_per_batch(batches: int, workdir: Path) -> tuple[float, float, float]:
             process = psutil.Process(worker.pid)
             idle = process.memory_info().rss / 2**20
             reconcile()
-            deadline = time.monotonic() + 60
-            while len(sim.subscribed_tokens()) < batches * 10:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the batches never all went live")
-                time.sleep(0.2)
+            _wait_subscribed(sim, batches * 10)
             time.sleep(3)
             live = process.memory_info().rss / 2**20
     return idle, live, (live - idle) / batches
@@ -108,11 +105,7 @@ def standby_cost(batches: int, workdir: Path, rate: float) -> dict[str, tuple[fl
             time.sleep(2)
             idle = {"owner": psutil.Process(owner.pid).memory_info().rss}
             reconcile()
-            deadline = time.monotonic() + 60
-            while len(sim.subscribed_tokens()) < batches * 10:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the batches never all went live")
-                time.sleep(0.2)
+            _wait_subscribed(sim, batches * 10)
             with keeper:
                 time.sleep(2)
                 idle["standby"] = psutil.Process(keeper.pid).memory_info().rss
@@ -136,6 +129,15 @@ def standby_cost(batches: int, workdir: Path, rate: float) -> dict[str, tuple[fl
                     result[role] = (mb / batches, used / batches)
     os.environ["KAKAROT_STANDBY"] = "false"
     return result
+
+
+def _wait_subscribed(sim: Any, tokens: int, timeout_s: float = 60) -> None:
+    """Until the simulator has `tokens` subscribed: every batch live."""
+    deadline = time.monotonic() + timeout_s
+    while len(sim.subscribed_tokens()) < tokens:
+        if time.monotonic() > deadline:
+            raise SystemExit("the batches never all went live")
+        time.sleep(0.2)
 
 
 class ReplaySource:
