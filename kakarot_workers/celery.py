@@ -9,7 +9,9 @@ hold their slot for hours); other workers prefetch (`KAKAROT_WORKER_PREFETCH_MUL
 A worker that consumes only the `streams` queue and was started without `-P`/`-c` gets the
 threads pool with `KAKAROT_STREAMS_CONCURRENCY` slots (default 64): each stream consumer holds
 one slot for as long as it serves its batch, so `celery -A kakarot_workers worker -Q streams`
-holds 64 batches. Other workers keep Celery's defaults (prefork, one child per core).
+holds 64 batches. It also consumes a queue of its own, `streams.<node name>`, where the batches
+placed on it arrive (`streams.placement`). Other workers keep Celery's defaults (prefork, one
+child per core).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from celery.apps.worker import Worker
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.exceptions import Reject
+from kombu.entity import Queue
 from kombu.utils.objects import cached_property
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -106,6 +109,12 @@ class KakarotWorker(Worker):
                 self.concurrency = settings.streams_concurrency
         if streams and self.pool_cls in (PreforkPool, "prefork"):
             raise SystemExit(f"error: {STREAMS_ON_PREFORK}")
+
+    def setup_queues(self, include: Any, exclude: Any = None) -> None:
+        super().setup_queues(include, exclude)
+        if queues.STREAMS in self.app.amqp.queues.consume_from:
+            # its own queue too: the batches placed on this node (`streams.placement`)
+            self.app.amqp.queues.select_add(Queue(queues.node_queue(self.hostname)))
 
     def on_consumer_ready(self, consumer: Any) -> None:
         super().on_consumer_ready(consumer)

@@ -102,3 +102,5 @@ beat_schedule = {
     "poll_configs": _every(_settings.beat_poll_configs_s, queues.POLL_CONFIGS),
     "sweep_outbox": _every(_settings.beat_sweep_outbox_s, queues.SWEEP_OUTBOX),
 }
+if _settings.beat_rebalance_s:
+    beat_schedule["rebalance"] = _every(_settings.beat_rebalance_s, queues.REBALANCE)

@@ -81,6 +81,20 @@ class Keys:
         """Marker with a TTL: a `consume_batch` for the batch is on its way."""
         return self._k(f"kakarot:batch:{batch_id}:dispatch")
 
+    def batch_moved(self, batch_id: int) -> str:
+        """Marker with a TTL (the rebalance cool-off): the batch was moved to another node."""
+        return self._k(f"kakarot:batch:{batch_id}:moved")
+
+    @property
+    def rebalance_moving(self) -> str:
+        """Marker with a TTL (a hand-over's timeout): beat's rebalance ordered a move lately;
+        the next waits (one move at a time)."""
+        return self._k("kakarot:rebalance:moving")
+
+    def queue(self, name: str) -> str:
+        """The Redis list of Celery queue `name` (the broker prefixes its keys too)."""
+        return self._k(name)
+
     def batch_checkpoint(self, batch_id: int) -> str:
         """The last block whose events the batch's consumer has emitted (EVM sources)."""
         return self._k(f"kakarot:batch:{batch_id}:checkpoint")

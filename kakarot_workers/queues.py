@@ -14,6 +14,13 @@ NOTIFY: Final = "notify"
 CONTROL: Final = "control"
 ALL: Final = (STREAMS, ALERTS, NOTIFY, CONTROL)
 
+
+def node_queue(node_id: str) -> str:
+    """The queue only one streams node consumes (besides `streams`): a batch placed on that
+    node is sent there (`streams.placement`)."""
+    return f"{STREAMS}.{node_id}"
+
+
 # queue `streams`: one long-lived consumer per batch, and its hot standby (KAKAROT_STANDBY)
 CONSUME_BATCH: Final = "kakarot.streams.consume_batch"
 STAND_BY: Final = "kakarot.streams.stand_by"
@@ -30,6 +37,7 @@ RECONCILE: Final = "kakarot.control.reconcile"
 CHECK_TIMEOUTS: Final = "kakarot.control.check_timeouts"
 SYNC_HEARTBEATS: Final = "kakarot.control.sync_heartbeats"
 POLL_CONFIGS: Final = "kakarot.control.poll_configs"
+REBALANCE: Final = "kakarot.control.rebalance"
 
 # Celery routes by pattern: every `kakarot.<queue>.*` task goes to that queue.
 ROUTES: Final = {f"kakarot.{queue}.*": {"queue": queue} for queue in ALL}

@@ -186,6 +186,15 @@ class Settings(BaseSettings):
     dispatch_marker_ttl_s: float = Field(
         30.0, ge=1, description="a dispatched batch is not sent again for this long"
     )
+    rebalance_spread: int = Field(
+        1,
+        ge=1,
+        description="beat moves a batch while the busiest streams node serves more than this "
+        "many batches more than the idlest",
+    )
+    rebalance_cooloff_s: float = Field(
+        300.0, ge=0, description="a batch moved to even the load is not moved again for this long"
+    )
     streams_pool: str = Field(
         "threads", description="pool of a streams-only worker started without `-P`"
     )
@@ -246,6 +255,9 @@ class Settings(BaseSettings):
     beat_sync_heartbeats_s: float = Field(10.0, gt=0, description="beat: sync_heartbeats, every")
     beat_poll_configs_s: float = Field(5.0, gt=0, description="beat: poll_configs, every")
     beat_sweep_outbox_s: float = Field(60.0, gt=0, description="beat: sweep_outbox, every")
+    beat_rebalance_s: float = Field(
+        30.0, ge=0, description="beat: rebalance (at most one batch moved), every (0: never)"
+    )
     beat_check_workers_s: float = Field(
         30.0, gt=0, description="beat warns of queues no live worker consumes, at most this often"
     )

@@ -5,7 +5,8 @@
 - `kakarot.control.check_timeouts`: silent batches become `stale` and are dispatched again;
   silent tasks are marked failed;
 - `kakarot.control.sync_heartbeats`: the consumers' Redis status → `monitor_batch_v2`, in bulk;
-- `kakarot.control.poll_configs`: config versions in the database → the announced versions.
+- `kakarot.control.poll_configs`: config versions in the database → the announced versions;
+- `kakarot.control.rebalance`: move one batch from the busiest streams node to the idlest.
 (Beat also schedules `kakarot.notify.sweep_outbox`, on queue `notify`.)
 
 Every job is safe to run twice at once (two beats in a split brain, a retried message): the
@@ -19,7 +20,7 @@ from typing import Any
 
 from kakarot_workers import queues, runtime
 from kakarot_workers.celery import app
-from kakarot_workers.control import configs, reconcile, timeouts
+from kakarot_workers.control import configs, rebalance, reconcile, timeouts
 from kakarot_workers.db import heartbeats
 from kakarot_workers.settings import get_settings
 from kakarot_workers.streams import reporter
@@ -61,3 +62,8 @@ def sync_heartbeats_job() -> int:
 @app.task(name=queues.POLL_CONFIGS, **_JOB)
 def poll_configs_job() -> list[int]:
     return configs.poll_configs()
+
+
+@app.task(name=queues.REBALANCE, **_JOB)
+def rebalance_job() -> list[int]:
+    return [move.batch_id for move in rebalance.rebalance().moves]

@@ -106,7 +106,11 @@ class BatchConsumer:
         self.alerts_depth = 0
         self._stop = threading.Event()
         self.handover = Handover(
-            lease, self._stop, settings.handover_timeout_s, self.agent.successor_possible
+            lease,
+            self._stop,
+            settings.handover_timeout_s,
+            self.agent.successor_possible,
+            self.agent.node_id,
         )
         self._told: BatchStatus | None = None
         self.plausible = settings.plausible
@@ -299,7 +303,7 @@ class BatchConsumer:
             self._write_status(self._told or BatchStatus.STOPPED)
             self.lease.release()
             if phase in (Phase.LEAVING, Phase.STOPPING) and self._told is None:
-                redispatch(self.batch_id)  # nothing handed over: just go
+                redispatch(self.batch_id, exclude=self.agent.node_id)  # nothing handed over
 
     def _renew(self) -> bool:
         """Extend the lease; True once Redis confirmed it is ours. While Redis does not answer
@@ -384,6 +388,8 @@ class BatchConsumer:
         self._degrade(self.alerts_depth)
         if control.get("epoch"):
             self.epoch = int(control["epoch"])
+        if control.get("move"):
+            self._follow_move(control["move"])
         self.handover.follow_successor()
         if control.get("stop"):
             try:
@@ -403,6 +409,18 @@ class BatchConsumer:
             )
             self.reporter.reconnected(reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
+
+    def _follow_move(self, order: str) -> None:
+        """Beat's rebalance asks `consumer>node` to move the batch to that node (`rebalance`):
+        ours, we take it off the hash (our successor reads the same) and start the hand-over."""
+        consumer_id, _, target = order.partition(">")
+        if consumer_id != self.consumer_id:
+            return  # for an earlier consumer of the batch
+        self.redis.hdel(self.keys.batch_control(self.batch_id), "move")
+        if self.handover.move(target, self.source.stats.live):
+            log.info("batch %s: moving to %s", self.batch_id, target)
+        else:
+            log.info("batch %s: not moved to %s (%s)", self.batch_id, target, self.handover.phase)
 
     def _degrade(self, backlog: int) -> None:
         """Under a deep alerts backlog, wider micro-batches (`degrade`, level 2)."""

@@ -17,6 +17,12 @@ take the batch any more (the others are leaving as well).
          └──────────shutdown, not live─────────┴──▶ STOPPING ◀───────────┼────────────────────┘
                                                               HANDING_OVER ──fence passed──▶ (stop)
     any phase ──lease not ours──▶ LOST
+
+A move (beat's rebalance, `control.rebalance`) is the same hand-over with the worker staying
+up: a SERVING, live consumer told to move to node N goes LEAVING, flushes, releases and sends the
+batch to N's queue, and serves on until N's consumer raises the fence. If nobody has taken the
+lease `timeout_s` after the release, it takes the lease back (same token: nobody took one) and
+serves on, so a failed move leaves no gap either.
 """
 
 from __future__ import annotations
@@ -65,8 +71,11 @@ class Handover:
         stop: threading.Event,
         timeout_s: float,
         successor_possible: Callable[[], bool] = lambda: True,
+        node_id: str = "",
     ) -> None:
         self.lease = lease
+        self.node_id = node_id  # this consumer's node: not its own successor
+        self.target: str | None = None  # the node a move sends the batch to
         self.stop = stop
         self.timeout_s = timeout_s
         self.successor_possible = successor_possible
@@ -74,6 +83,7 @@ class Handover:
         self._live_since: float | None = None
         self._sent_at = 0.0
         self._watchdog: threading.Timer | None = None
+        self._released_at = 0.0
 
     @property
     def batch_id(self) -> int:
@@ -98,9 +108,23 @@ class Handover:
             self.phase = Phase.SERVING
             log.info("batch %s: live; fence raised to %s", self.batch_id, self.lease.token)
 
+    def move(self, target: str, live: bool) -> bool:
+        """Beat asks to move the batch to node `target`: a serving, live consumer starts the
+        hand-over (the worker stays up); otherwise the order is ignored (False)."""
+        if self.phase is not Phase.SERVING or not live or target == self.node_id:
+            return False
+        self.target = target
+        self.phase = Phase.LEAVING
+        return True
+
     def shutdown(self, live: bool) -> None:
         """The worker is going down (from its signal handler). A live consumer hands over and
-        serves on, at most `timeout_s`; one that is not live stops at once."""
+        serves on, at most `timeout_s`; one that is not live stops at once. A move under way
+        becomes a plain hand-over (to any node)."""
+        if self.target is not None and self.phase in (Phase.LEAVING, Phase.HANDING_OVER):
+            self.target = None
+            self._start_watchdog()
+            return
         if self.phase not in (Phase.TAKING_OVER, Phase.SERVING):
             return
         if not live or self.timeout_s <= 0:
@@ -108,15 +132,19 @@ class Handover:
             self.stop.set()
             return
         self.phase = Phase.LEAVING
-        self._watchdog = threading.Timer(self.timeout_s, self.stop.set)
-        self._watchdog.daemon = True
-        self._watchdog.start()
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.timeout_s, self.stop.set)
+            self._watchdog.daemon = True
+            self._watchdog.start()
 
     def release(self) -> None:
         """Leaving, and everything read so far flushed: release the lease as a hand-over and
-        dispatch the successor; with nobody to take it, stop at once instead (`_finish`
-        releases the lease and sends the batch back to the queue)."""
-        if not self._successor_possible():
+        dispatch the successor (a move: to its target node); with nobody to take it, stop at
+        once instead (`_finish` releases the lease and sends the batch back to the queue)."""
+        if self.target is None and not self._successor_possible():
             log.info("batch %s: no other streams node can take it; stopping now", self.batch_id)
             self.stop_now()
             return
@@ -125,9 +153,14 @@ class Handover:
             self.lose()
             return
         self.phase = Phase.HANDING_OVER
-        redispatch(self.batch_id)
-        self._sent_at = time.monotonic()
-        log.info("batch %s: handing over (token %s)", self.batch_id, self.lease.token)
+        redispatch(self.batch_id, self.target, exclude=self.node_id)
+        self._sent_at = self._released_at = time.monotonic()
+        log.info(
+            "batch %s: handing over (token %s)%s",
+            self.batch_id,
+            self.lease.token,
+            f", moving to {self.target}" if self.target else "",
+        )
 
     def follow_successor(self) -> None:
         """Handing over: stop once the successor has raised the fence past our token; send the
@@ -137,8 +170,10 @@ class Handover:
         if self.lease.fence_passed():
             log.info("batch %s: successor is live; handed over", self.batch_id)
             self.stop.set()
+        elif self.target is not None and time.monotonic() - self._released_at >= self.timeout_s:
+            self._end_move()
         elif time.monotonic() - self._sent_at >= HANDOVER_RESEND_S and not self.taken():
-            if not self._successor_possible():
+            if self.target is None and not self._successor_possible():
                 log.warning(
                     "batch %s: no other streams node can take it any more; stopping (the batch "
                     "waits on the queue)",
@@ -151,9 +186,27 @@ class Handover:
                 self.batch_id,
                 HANDOVER_RESEND_S,
             )
-            redispatch(self.batch_id)
+            redispatch(self.batch_id, self.target, exclude=self.node_id)
             self._sent_at = time.monotonic()
             runtime.redis_client().incr(runtime.keys().handovers_resent)
+
+    def _end_move(self) -> None:
+        """A move that did not complete in `timeout_s`: nobody took the lease, so take it back
+        (same token) and serve on; a successor that took it but is not live yet serves on
+        without us, as after a shutdown's hand-over."""
+        target, self.target = self.target, None
+        if self.lease.reacquire():
+            self.phase = Phase.SERVING
+            log.warning(
+                "batch %s: %s did not take it within %.0fs; serving on here (token %s)",
+                self.batch_id,
+                target,
+                self.timeout_s,
+                self.lease.token,
+            )
+        else:
+            log.warning("batch %s: moved to %s, not live yet; leaving it", self.batch_id, target)
+            self.stop.set()
 
     def _successor_possible(self) -> bool:
         try:

@@ -117,12 +117,27 @@ class NodeAgent:
         with self._lock:
             self._held[consumer.batch_id] = consumer
             metrics.LEASES_HELD.set(len(self._held))
+        self._publish_count()
 
     def let_go(self, consumer: Held) -> None:
         with self._lock:
             if self._held.get(consumer.batch_id) is consumer:
                 del self._held[consumer.batch_id]
             metrics.LEASES_HELD.set(len(self._held))
+        self._publish_count()
+
+    def _publish_count(self) -> None:
+        """The node's batch count in its metrics at once, not at the next beat: placement
+        reads it to spread the batches dispatched next (`placement`)."""
+        if not self._threads or self._stop.is_set():
+            return  # not a started node (a tool, a test): it has no metrics to keep
+        count = str(len(self.held()))
+        keys = runtime.keys()
+        with contextlib.suppress(redis.RedisError):  # the next beat writes it
+            runtime.redis_client().hset(
+                keys.node_metrics(self.node_id),
+                mapping={"batch_count": count, "portfolio_count": count},
+            )
 
     def held(self) -> list[Held]:
         with self._lock:

@@ -57,7 +57,7 @@ def consume_batch(self: Any, batch_id: int) -> int:
     cid = runtime.consumer_id(next(_slots))
     if runtime.shutdown_requested.is_set():
         # received while this worker goes down (early ack): pass it on untouched
-        redispatch(batch_id)
+        redispatch(batch_id, exclude=node.current().node_id)
         return 0
     try:
         with session_scope() as session:

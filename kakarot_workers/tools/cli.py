@@ -384,6 +384,28 @@ def reconcile_cmd(
     )
 
 
+@cli.command("rebalance")
+def rebalance_cmd(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show every move it would make; order none.")
+    ] = False,
+) -> None:
+    """Even out the streams nodes: order one batch moved from the busiest node to the idlest
+    (beat does this every KAKAROT_BEAT_REBALANCE_S), or show the whole plan."""
+    from kakarot_workers.control.rebalance import rebalance
+
+    plan = rebalance(dry_run=dry_run)
+    loads = ", ".join(f"{node} {count}" for node, count in plan.load.items()) or "no streams node"
+    typer.echo(f"batches per node: {loads} (spread {plan.spread})")
+    if plan.waiting:
+        typer.echo(f"waiting: {plan.waiting}")
+    verb = "would move" if dry_run else "moving"
+    for move in plan.moves:
+        typer.echo(f"{verb} batch {move.batch_id}: {move.source} → {move.target}")
+    if not plan.moves:
+        typer.echo("nothing to move")
+
+
 @cli.command("nodes")
 def nodes_cmd() -> None:
     """The fleet's nodes: batches, queue, CPU, memory, last heartbeat, online (heartbeat TTL)."""

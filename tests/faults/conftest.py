@@ -5,7 +5,9 @@ the tests kill, pause and restart.
 `fleet` takes its shape from the test's parameter (`indirect=True`), a `Shape`: Redis with or
 without persistence, SQLite or MariaDB, and with `spares` two of every process (two streams,
 two alerts, two control workers and two beats) so that one of each can be killed; with
-`standby`, a hot standby per batch (KAKAROT_STANDBY).
+`standby`, a hot standby per batch (KAKAROT_STANDBY); with `nodes`, that many nodes of a streams
+and an alerts worker each (`streams-1`, `alerts-1`, …), one control worker and one beat, and
+batches of `batch_cap` tokens.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ FAST = {
     "KAKAROT_NODE_HEARTBEAT_S": "1",
     # a killed alerts worker's unacknowledged messages come back to the others after this
     "KAKAROT_BROKER_VISIBILITY_TIMEOUT_S": "10",
+    "KAKAROT_BEAT_REBALANCE_S": "1",
+    "KAKAROT_HANDOVER_TIMEOUT_S": "5",
 }
 
 
@@ -56,12 +60,19 @@ class Shape:
     database: str = "sqlite"  # or "mariadb"
     spares: bool = False
     standby: bool = False  # KAKAROT_STANDBY: a hot standby per batch
+    nodes: int = 0  # nodes of a streams and an alerts worker (0: one of each kind, or spares)
+    batch_cap: int = 20
+
+    @property
+    def batches(self) -> int:
+        return -(-TOKENS // self.batch_cap)
 
     def __str__(self) -> str:
         return (
             f"redis-{self.redis}-{self.database}"
             + ("-spares" if self.spares else "")
             + ("-standby" if self.standby else "")
+            + (f"-{self.nodes}-nodes" if self.nodes else "")
         )
 
 
@@ -74,6 +85,8 @@ class Fleet:
     processes: list[WorkerProcess | BeatProcess]
     mariadb: MariaDBServer | None = None
     killed: set[str] = field(default_factory=set)
+    batches: int = BATCHES
+    log_dir: Path | None = None
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=2)
@@ -102,10 +115,17 @@ class Fleet:
     def batches_live_since(self, moment_ms: int) -> bool:
         """Every batch reported running by its consumer after `moment_ms`."""
         statuses = self.batch_statuses()
-        return len(statuses) == BATCHES and all(
+        return len(statuses) == self.batches and all(
             s.get("status") == "running" and int(s.get("updated_ms", 0)) > moment_ms
             for s in statuses
         )
+
+    def add_node(self, name: str) -> None:
+        """Start node `name`: a streams worker `streams-<name>` and an alerts worker
+        `alerts-<name>`, as the fixture starts them."""
+        for worker in node_workers(name, self.log_dir or Path(".")):
+            self.processes.append(worker.start(wait=False))
+            wait_for(lambda w=worker: " ready." in w.log_text(), 30, f"{worker.name} ready")
 
     def jobs_sent(self) -> int:
         """How many jobs the beats have sent so far (reconcile, allocate, …)."""
@@ -200,6 +220,28 @@ def assert_exact_after_more_traffic(
     return outcome
 
 
+STREAMS_OPTIONS: dict[str, object] = {"pool": "threads", "concurrency": 4}
+ALERTS_OPTIONS: dict[str, object] = {"pool": "threads", "concurrency": 2}
+
+
+def node_workers(name: str, log_dir: Path) -> list[WorkerProcess]:
+    """The workers of one node: a streams and an alerts (and notify) worker."""
+    return [
+        WorkerProcess(
+            f"streams-{name}",
+            "streams",
+            log_path=log_dir / f"streams-{name}.log",
+            **STREAMS_OPTIONS,
+        ),
+        WorkerProcess(
+            f"alerts-{name}",
+            "alerts,notify",
+            log_path=log_dir / f"alerts-{name}.log",
+            **ALERTS_OPTIONS,
+        ),
+    ]
+
+
 @pytest.fixture
 def fleet(request, use_env, tmp_path: Path) -> Iterator[Fleet]:
     shape: Shape = getattr(request, "param", Shape())
@@ -224,6 +266,7 @@ def fleet(request, use_env, tmp_path: Path) -> Iterator[Fleet]:
                 KAKAROT_STANDBY="true" if shape.standby else "false",
                 **FAST,
             )
+            use_env(KAKAROT_BATCH_CAP=str(shape.batch_cap))
             market = Market.with_tokens(seed=21, count=TOKENS)
             with SimulatorServer(market, rate=60, record=True) as sim:
                 use_env(KAKAROT_SIMULATOR_URL=sim.url)
@@ -235,24 +278,51 @@ def fleet(request, use_env, tmp_path: Path) -> Iterator[Fleet]:
                     notify_methods={"webhook": {}},
                 )
                 copies = ("a", "b") if shape.spares else ("a",)
-                for kind, queues, options in (
-                    ("streams", "streams", {"pool": "threads", "concurrency": 4}),
-                    ("alerts", "alerts,notify", {"pool": "threads", "concurrency": 2}),
-                    ("control", "control", {"concurrency": 1}),
-                ):
-                    for copy in copies:
-                        name = f"{kind}-{copy}"
-                        worker = WorkerProcess(
-                            name, queues, log_path=tmp_path / f"{name}.log", **options
-                        ).start(wait=False)
-                        processes.append(worker)
-                        # (this process's Celery app is bound to the session's Redis: no ping)
-                        wait_for(lambda w=worker: " ready." in w.log_text(), 30, f"{name} ready")
+                workers: list[WorkerProcess] = []
+                if shape.nodes:
+                    for number in range(1, shape.nodes + 1):
+                        workers += node_workers(str(number), tmp_path)
+                else:
+                    workers += [
+                        WorkerProcess(
+                            f"{kind}-{copy}",
+                            queues,
+                            log_path=tmp_path / f"{kind}-{copy}.log",
+                            **options,
+                        )
+                        for kind, queues, options in (
+                            ("streams", "streams", STREAMS_OPTIONS),
+                            ("alerts", "alerts,notify", ALERTS_OPTIONS),
+                        )
+                        for copy in copies
+                    ]
+                workers += [
+                    WorkerProcess(
+                        f"control-{copy}",
+                        "control",
+                        log_path=tmp_path / f"control-{copy}.log",
+                        concurrency=1,
+                    )
+                    for copy in copies
+                ]
+                for worker in workers:
+                    processes.append(worker.start(wait=False))
+                    # (this process's Celery app is bound to the session's Redis: no ping)
+                    wait_for(lambda w=worker: " ready." in w.log_text(), 30, f"{worker.name} ready")
                 for copy in copies:
                     name = f"beat-{copy}"
                     processes.append(BeatProcess(name, log_path=tmp_path / f"{name}.log").start())
-                fleet = Fleet(server, sim, hooks, task_id, processes, mariadb)
-                wait_for(lambda: fleet.batches_live_since(0), 30, "both batches live")
+                fleet = Fleet(
+                    server,
+                    sim,
+                    hooks,
+                    task_id,
+                    processes,
+                    mariadb,
+                    batches=shape.batches,
+                    log_dir=tmp_path,
+                )
+                wait_for(lambda: fleet.batches_live_since(0), 30, "every batch live")
                 yield fleet
     finally:
         for process in reversed(processes):
