@@ -5,8 +5,9 @@ kombu pops a queue item and parses it as a JSON envelope before any of Celery's 
 can see it; a raw non-JSON item, or JSON without the envelope's fields, raised out of the event
 loop and stopped the worker ("Unrecoverable error", celery/celery#7975, #4308), and every
 restart met the next one. This channel checks the envelope first (`envelope`), the way kombu's
-own `SentinelChannel` specialises the channel. `celeryconfig` names this transport for
-`redis://` and `rediss://` brokers. Messages that are envelopes but not tasks of ours are
+own `SentinelChannel` specialises the channel. `celeryconfig` names `Transport` for
+`redis://` and `rediss://` brokers, and `SentinelTransport` (kombu's, with the same check) for
+`sentinel://` ones. Messages that are envelopes but not tasks of ours are
 Celery's to refuse, and `worker.KakarotConsumer` moves those aside too.
 """
 
@@ -57,7 +58,22 @@ def envelope(text: str, decode_body: Any) -> dict[str, Any]:
     return payload
 
 
-class Channel(kombu_redis.Channel):
+class CheckedItems:
+    """kombu's Redis channel reading of queue items, with each item checked first."""
+
+    client: Any
+    connection: Any
+    connection_errors: Any
+    sep: str
+    priority_steps: Any
+    _queue_cycle: Any
+    _in_poll: Any
+    decode_body: Any
+    conn_or_acquire: Any
+    _q_for_pri: Any
+    _maybe_update_queues_expire: Any
+    _flush_brpop_reauth: Any
+
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's _brpop_read, with the item checked before it is delivered
         try:
@@ -78,7 +94,7 @@ class Channel(kombu_redis.Channel):
             self.connection._deliver(payload, dest)
             return True
         finally:
-            self._in_poll = None  # type: ignore[assignment]  # as kombu resets it
+            self._in_poll = None  # as kombu resets it
             self._flush_brpop_reauth()
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
@@ -102,5 +118,17 @@ class Channel(kombu_redis.Channel):
             return None
 
 
+class Channel(CheckedItems, kombu_redis.Channel):
+    pass
+
+
+class SentinelChannel(CheckedItems, kombu_redis.SentinelChannel):
+    pass
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -12,6 +12,7 @@ from kombu.entity import Queue
 from kakarot_workers import queues
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.keys import Keys
+from kakarot_workers.redis_urls import sentinel_group
 from kakarot_workers.settings import get_settings
 
 try:
@@ -21,9 +22,14 @@ except ConfigError as exc:  # a worker or beat with an invalid setting: one line
     raise SystemExit(2) from None
 
 broker_url = _settings.redis_url
+_sentinels = sentinel_group(broker_url)
 if broker_url.startswith(("redis://", "rediss://")):
     # kombu's Redis transport, with undecodable queue items sent to the dead letters
     broker_transport = "kakarot_workers.broker:Transport"
+elif _sentinels is not None:
+    # kombu's Sentinel transport, the same check: it asks the sentinels for the primary again
+    # whenever its connection fails, so workers follow a failover
+    broker_transport = "kakarot_workers.broker:SentinelTransport"
 # Nothing reads task results (alerts land in the database). With a result backend, every
 # send_task would also subscribe to a result channel: a round trip per micro-batch for nothing.
 result_backend = _settings.result_backend_url
@@ -58,7 +64,7 @@ broker_connection_retry_on_startup = True
 # A worker waits for the broker as long as it takes (Celery gives up after 100 tries by
 # default, then exits); the worker's consumer tries every 0.5-2 s (worker.KakarotConsumer).
 broker_connection_max_retries = None
-broker_transport_options = {
+broker_transport_options: dict[str, Any] = {
     # Unacknowledged (acks_late) alert messages come back after this many seconds if their
     # worker vanished. Stream tasks are acknowledged on receipt and never come back this way.
     "visibility_timeout": _settings.broker_visibility_timeout_s,
@@ -66,7 +72,18 @@ broker_transport_options = {
     # alert of a dead worker would wait that long on top. One ZRANGE every 2 s is cheap.
     "unacked_restore_interval": 2,
     "unacked_restore_throttle": 1,
+    # A send on a connection known to be down fails at once, instead of kombu retrying to
+    # connect for up to `broker_connection_timeout` (4 s) inside the send: a stream consumer
+    # keeps its events and serves on (its lease renewals, above all), and a send with
+    # `retry=True` still follows its own retry policy. (The worker's consuming connection
+    # retries on its own terms, `worker.KakarotConsumer`.)
+    "max_retries": 0,
 }
+if _settings.redis_key_prefix:
+    # fleets sharing one Redis share no queue either (`Keys.queue` names them)
+    broker_transport_options["global_keyprefix"] = _settings.redis_key_prefix
+if _sentinels is not None:
+    broker_transport_options["master_name"] = _settings.redis_sentinel_master
 worker_send_task_events = _settings.celery_task_events
 task_send_sent_event = _settings.celery_task_events
 worker_hijack_root_logger = False
@@ -84,6 +101,16 @@ enable_utc = True
 # minute (RedBeat's default lock, 5 × the max interval, would be 25 minutes with Celery's 300 s).
 beat_scheduler = "kakarot_workers.beat:Scheduler"  # RedBeat, riding out Redis outages
 redbeat_redis_url = _settings.redis_url
+if _sentinels is not None:
+    redbeat_redis_url = "redis-sentinel://"
+    redbeat_redis_options = {
+        "sentinels": list(_sentinels.sentinels),
+        "service_name": _settings.redis_sentinel_master,
+        "db": _sentinels.db,
+        "password": _sentinels.password,
+        "username": _sentinels.username,
+        "socket_timeout": 5,
+    }
 redbeat_key_prefix = Keys(_settings.redis_key_prefix).beat_prefix
 redbeat_lock_timeout = _settings.beat_lock_timeout_s
 beat_max_loop_interval = _settings.beat_max_interval_s

@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kakarot_workers import queues, runtime
+from kakarot_workers.redis_urls import connect
 from kakarot_workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ def probe_redis() -> redis.Redis:
     """A client of its own with short timeouts: a probe never waits on a hung Redis."""
     global _probe_client
     if _probe_client is None:
-        _probe_client = redis.Redis.from_url(
-            get_settings().redis_url,
+        settings = get_settings()
+        _probe_client = connect(
+            settings.redis_url,
+            settings.redis_sentinel_master,
             socket_timeout=CHECK_TIMEOUT_S,
             socket_connect_timeout=CHECK_TIMEOUT_S,
             decode_responses=True,
@@ -100,7 +103,7 @@ class QueueDepths(Collector):
             client, keys = probe_redis(), runtime.keys()
             pipe = client.pipeline(transaction=False)
             for name in queues.ALL:
-                pipe.llen(name)
+                pipe.llen(keys.queue(name))
                 pipe.llen(keys.deadletters(name))
             lengths = pipe.execute()
         except Exception:  # noqa: BLE001 - Redis away: the series are absent, /ready says why

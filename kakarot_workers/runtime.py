@@ -14,6 +14,7 @@ from collections.abc import Callable
 import redis
 
 from kakarot_workers.keys import Keys
+from kakarot_workers.redis_urls import connect
 from kakarot_workers.settings import get_settings
 
 # Set when the worker begins a shutdown. Each stream consumer registers a hook that decides how
@@ -26,15 +27,20 @@ _lock = threading.Lock()
 
 
 def redis_client() -> redis.Redis:
-    """This process's Redis client (thread-safe connection pool), strings decoded."""
+    """This process's Redis client (thread-safe connection pool), strings decoded; with a
+    Sentinel URL, of the group's primary wherever it is (`redis_urls`)."""
     pid = os.getpid()
     client = _clients.get(pid)
     if client is None:
         with _lock:
             client = _clients.get(pid)
             if client is None:
-                client = redis.Redis.from_url(
-                    get_settings().redis_url, decode_responses=True, health_check_interval=30
+                settings = get_settings()
+                client = connect(
+                    settings.redis_url,
+                    settings.redis_sentinel_master,
+                    decode_responses=True,
+                    health_check_interval=30,
                 )
                 _clients[pid] = client
     return client

@@ -20,6 +20,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import Plausible
+from kakarot_workers.redis_urls import SENTINEL_SCHEME, sentinel_group
 
 ENV_PREFIX = "KAKAROT_"
 CONFIG_FILE_ENV = "KAKAROT_CONFIG_FILE"
@@ -99,7 +100,11 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
-        description="broker and state store; `kakarot demo` starts an embedded server when unset",
+        description="broker and state store; `kakarot demo` starts an embedded server when unset; "
+        "`sentinel://host:port;sentinel://host:port` for a Sentinel group",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster", description="the Sentinel group's name, with a `sentinel://` Redis URL"
     )
     redis_key_prefix: str = Field("", description="prefix of every Redis key (fleets sharing one)")
     result_backend_url: str | None = Field(
@@ -392,7 +397,12 @@ class Settings(BaseSettings):
     @classmethod
     def _known_redis(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
-            raise ValueError("expected redis://host:port/db, rediss://… or unix:///path")
+            if not value.startswith(SENTINEL_SCHEME):
+                raise ValueError(
+                    "expected redis://host:port/db, rediss://…, unix:///path or "
+                    "sentinel://host:port;sentinel://host:port"
+                )
+            sentinel_group(value)  # a ValueError names what is wrong
         return value
 
     @field_validator("log_level")

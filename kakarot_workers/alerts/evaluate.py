@@ -56,7 +56,7 @@ _stores: dict[int, tuple[Windows, Cooldowns]] = {}
 
 
 def _alerts_backlog() -> int:
-    return int(runtime.redis_client().llen(queues.ALERTS))
+    return int(runtime.redis_client().llen(runtime.keys().queue(queues.ALERTS)))
 
 
 _degradation = degrade.Sampled(get_settings().degrade_backlog, "alert pool", _alerts_backlog)

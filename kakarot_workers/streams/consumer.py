@@ -383,7 +383,7 @@ class BatchConsumer:
         the alerts queue depth for back-pressure and, while handing over, follow the successor."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.batch_control(self.batch_id))
-        pipe.llen(queues.ALERTS)
+        pipe.llen(self.keys.queue(queues.ALERTS))
         control, self.alerts_depth = pipe.execute()
         self._degrade(self.alerts_depth)
         if control.get("epoch"):

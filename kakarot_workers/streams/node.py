@@ -380,7 +380,7 @@ def queues_without_workers(
         served.update(q for q in reported.get("queues", "").split(",") if q)
     waiting = client.pipeline(transaction=False)
     for name in names:
-        waiting.llen(name)
+        waiting.llen(keys.queue(name))
     return {
         name: int(count)
         for name, count in zip(names, waiting.execute(), strict=True)

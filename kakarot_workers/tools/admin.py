@@ -463,7 +463,7 @@ def fleet_status(session: Session, client: redis.Redis, keys: Keys) -> FleetStat
     for batch_id in expected:
         pipe.hget(keys.batch_status(batch_id), "status")
     for name in queues.ALL:
-        pipe.llen(name)
+        pipe.llen(keys.queue(name))
     replies = pipe.execute()
     statuses, depths = replies[: len(expected)], replies[len(expected) :]
     not_live = [b for b, s in zip(expected, statuses, strict=True) if s not in LIVE]

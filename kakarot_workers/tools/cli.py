@@ -594,7 +594,7 @@ def deadletter_requeue(
 
         app.send_task(letter.task, args=letter.args or [], kwargs=letter.kwargs or {})
     else:
-        client.lpush(queue, letter.raw or "")
+        client.lpush(keys.queue(queue), letter.raw or "")
     typer.echo(f"sent again to {queue}: {letter.task or 'the raw item'}")
 
 

@@ -200,7 +200,7 @@ def _create_demo_task(market: Market, options: DemoOptions) -> int:
 def _wait_queue_empty(queue: str, timeout_s: float) -> None:
     client = runtime.redis_client()
     deadline = time.monotonic() + timeout_s
-    while client.llen(queue) > 0 and time.monotonic() < deadline:
+    while client.llen(runtime.keys().queue(queue)) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

@@ -47,12 +47,17 @@ class EmbeddedRedis:
     """Start with `with EmbeddedRedis() as server: server.url`; the server stops on exit."""
 
     def __init__(
-        self, port: int | None = None, workdir: Path | None = None, appendonly: bool = False
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        appendonly: bool = False,
+        replica_of: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kakarot-redis-"))
         self.appendonly = appendonly
+        self.replica_of = replica_of  # the port of the primary it replicates (127.0.0.1)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,6 +87,8 @@ class EmbeddedRedis:
             "--logfile",
             str(self.workdir / "redis.log"),
         ]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         # its own process group: a Ctrl-C in the terminal reaches whoever started it, who stops
         # it last (Redis first would leave the workers unable to finish); it dies with its parent
         self._process = subprocess.Popen(

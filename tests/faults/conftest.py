@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from kakarot_workers.db.session import upgrade_schema
+from kakarot_workers.redis_urls import connect
 from kakarot_workers.tools.embedded_redis import EmbeddedRedis
 from kakarot_workers.tools.fleet import BeatProcess, WorkerProcess
 from kakarot_workers.tools.market import Market, Trade
@@ -30,6 +31,7 @@ from kakarot_workers.tools.simulator import SimulatorServer
 from tests.support.mariadb import MariaDBServer, find_binaries
 from tests.support.notify_servers import WEBHOOK_SECRET, NotifyServer
 from tests.support.scenario import alert_keys, create_task_with, wait_for, wait_quiet
+from tests.support.sentinel import MASTER, SentinelGroup
 
 THRESHOLD_USD = 2_500.0
 TOKENS = 40  # two batches of at most 20
@@ -56,7 +58,9 @@ FAST = {
 
 @dataclass(frozen=True)
 class Shape:
-    redis: str = "none"  # "aof": append-only file; "none": no persistence
+    # "aof": append-only file; "none": no persistence; "sentinel": a primary, a replica and
+    # three sentinels (`tests.support.sentinel`)
+    redis: str = "none"
     database: str = "sqlite"  # or "mariadb"
     spares: bool = False
     standby: bool = False  # KAKAROT_STANDBY: a hot standby per batch
@@ -87,9 +91,14 @@ class Fleet:
     killed: set[str] = field(default_factory=set)
     batches: int = BATCHES
     log_dir: Path | None = None
+    redis_url: str = ""
+    sentinels: SentinelGroup | None = None  # Shape(redis="sentinel"): redis is its primary
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=2)
+        """A client of the fleet's Redis (with Sentinel, of its primary wherever it is)."""
+        return connect(
+            self.redis_url or self.redis.url, MASTER, decode_responses=True, socket_timeout=2
+        )
 
     def process(self, name: str) -> WorkerProcess | BeatProcess:
         return next(p for p in self.processes if p.name == name)
@@ -254,13 +263,20 @@ def fleet(request, use_env, tmp_path: Path) -> Iterator[Fleet]:
     else:
         url = f"sqlite:///{tmp_path}/kakarot.db"
     upgrade_schema(url)
-    server = EmbeddedRedis(workdir=tmp_path / "redis", appendonly=shape.redis == "aof").start()
+    group = None
+    if shape.redis == "sentinel":
+        group = SentinelGroup(tmp_path / "redis").start()
+        server, redis_url = group.primary, group.url
+    else:
+        server = EmbeddedRedis(workdir=tmp_path / "redis", appendonly=shape.redis == "aof").start()
+        redis_url = server.url
     processes: list[WorkerProcess | BeatProcess] = []
     try:
         with NotifyServer() as hooks:
             use_env(
                 KAKAROT_DATABASE_URL=url,
-                KAKAROT_REDIS_URL=server.url,
+                KAKAROT_REDIS_URL=redis_url,
+                KAKAROT_REDIS_SENTINEL_MASTER=MASTER,
                 KAKAROT_WEBHOOK_URL=f"{hooks.url}/hook",
                 KAKAROT_WEBHOOK_SECRET=WEBHOOK_SECRET,
                 KAKAROT_STANDBY="true" if shape.standby else "false",
@@ -321,12 +337,17 @@ def fleet(request, use_env, tmp_path: Path) -> Iterator[Fleet]:
                     mariadb,
                     batches=shape.batches,
                     log_dir=tmp_path,
+                    redis_url=redis_url,
+                    sentinels=group,
                 )
                 wait_for(lambda: fleet.batches_live_since(0), 30, "every batch live")
                 yield fleet
     finally:
         for process in reversed(processes):
             process.stop(timeout_s=15)
-        server.stop()
+        if group is not None:
+            group.stop()
+        else:
+            server.stop()
         if mariadb is not None:
             mariadb.stop()

@@ -53,7 +53,7 @@ def _streams_nodes(fleet: Fleet) -> list[str]:
 
 
 def _kakarot_nodes(fleet: Fleet) -> str:
-    env = {**os.environ, "KAKAROT_REDIS_URL": fleet.redis.url, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200"}
     result = subprocess.run([KAKAROT, "nodes"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
