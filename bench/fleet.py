@@ -1,9 +1,11 @@
 """The whole fleet on the simulator, ramping the offered rate until the judged rate falls behind.
 
     .venv/bin/python bench/fleet.py [--tokens 1000] [--rates 500,1000,2000,3000,4000] [--step-s 12]
+        [--alert-processes 1,2] [--streams-processes 1]
 
 Real processes on 127.0.0.1: an embedded Redis, a SQLite database, the simulator in a process of
-its own, one streams worker (threads), a control worker and 1, then 2, alert worker processes
+its own, one streams worker (threads; `--streams-processes N`: N of them, the batches placed on
+the least loaded), a control worker and 1, then 2, alert worker processes
 (threads, 2 slots each; a fresh fleet for each). At each offered rate (trades/s over all
 tokens) it prints, over the step's measuring window: offered and judged trades/s, their ratio,
 the `alerts` backlog, trade-to-alert latency p50/p95/p99 (each alert row's commit time minus its
@@ -109,7 +111,12 @@ class Step:
 
 
 def run_fleet(
-    server: EmbeddedRedis, alert_processes: int, tokens: int, rates: list[float], step_s: float
+    server: EmbeddedRedis,
+    alert_processes: int,
+    tokens: int,
+    rates: list[float],
+    step_s: float,
+    streams_processes: int = 1,
 ) -> list[Step]:
     import psutil
     import redis
@@ -137,13 +144,16 @@ def run_fleet(
     task_id = create_task_for(market.tokens, THRESHOLD_USD)
     batch_ids = ensure_allocated(task_id)
     processes = {
-        "streams": WorkerProcess(
-            "fleet-streams",
+        (name := "streams" + (f"-{i + 1}" if streams_processes > 1 else "")): WorkerProcess(
+            f"fleet-{name}",
             "streams",
             pool="threads",
             concurrency=len(batch_ids) + 4,
-            log_path=workdir / "streams.log",
-        ),
+            log_path=workdir / f"{name}.log",
+        )
+        for i in range(streams_processes)
+    }
+    processes |= {
         "control": WorkerProcess(
             "fleet-control", "control", pool="solo", log_path=workdir / "control.log"
         ),
@@ -260,14 +270,25 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,3000,4000")
     parser.add_argument("--step-s", type=float, default=12.0)
     parser.add_argument("--alert-processes", default="1,2")
+    parser.add_argument(
+        "--streams-processes",
+        type=int,
+        default=1,
+        help="streams workers (nodes): the batches are placed on the least loaded",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     print(f"The fleet on the simulator: {args.tokens} tokens, steps of {args.step_s:g} s")
     server = EmbeddedRedis().start()  # one for the run: this process's Celery app is bound to it
     try:
         for count in (int(c) for c in args.alert_processes.split(",")):
-            print(f"{count} alert process(es), 2 slots each:")
-            steps = run_fleet(server, count, args.tokens, rates, args.step_s)
+            print(
+                f"{count} alert process(es), 2 slots each; "
+                f"{args.streams_processes} streams process(es):"
+            )
+            steps = run_fleet(
+                server, count, args.tokens, rates, args.step_s, args.streams_processes
+            )
             _summary(steps)
     finally:
         server.stop()

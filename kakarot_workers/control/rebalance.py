@@ -92,7 +92,7 @@ def _served(client: redis.Redis, keys: Keys) -> tuple[list[_Served], list[int]]:
 def plan(client: redis.Redis, keys: Keys, *, whole: bool = False) -> RebalancePlan:
     """The next move (or, `whole`, every move until the spread is within bounds)."""
     settings = get_settings()
-    nodes = {n.node_id: n for n in placement.node_loads(client, keys)}
+    nodes = {n.node_id: n for n in placement.node_loads(client, keys, full=True)}
     live, moving = _served(client, keys)
     load = Counter({node_id: 0 for node_id in nodes})
     by_node: dict[str, list[_Served]] = {node_id: [] for node_id in nodes}

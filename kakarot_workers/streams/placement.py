@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from kakarot_workers.keys import Keys
+from kakarot_workers.queues import STREAMS
 from kakarot_workers.streams.node import could_take_a_batch, live_nodes
 
 # A dispatch marker's value when the batch went to the shared queue.
@@ -42,11 +43,12 @@ class NodeLoad:
         return self.slots == 0 or self.used + planned < self.slots
 
 
-def node_loads(client: redis.Redis, keys: Keys) -> list[NodeLoad]:
-    """Every live streams node that could take a batch, with its load."""
+def node_loads(client: redis.Redis, keys: Keys, *, full: bool = False) -> list[NodeLoad]:
+    """Every live streams node that could take a batch (`full`: and those with no free slot),
+    not going down, with its load."""
     loads = []
     for node_id, metrics in live_nodes(client, keys).items():
-        if not could_take_a_batch(metrics):
+        if not could_take_a_batch(metrics) and not (full and _serves_streams(metrics)):
             continue
         batches = int(metrics.get("batch_count") or 0)
         loads.append(
@@ -59,6 +61,10 @@ def node_loads(client: redis.Redis, keys: Keys) -> list[NodeLoad]:
             )
         )
     return loads
+
+
+def _serves_streams(metrics: dict[str, str]) -> bool:
+    return STREAMS in metrics.get("queues", "").split(",") and metrics.get("leaving") != "1"
 
 
 def in_flight(client: redis.Redis, keys: Keys, batch_ids: Iterable[int]) -> Counter[str]:

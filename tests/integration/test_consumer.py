@@ -147,7 +147,9 @@ def test_a_hand_over_message_swallowed_by_the_leaving_worker_is_sent_again(redis
     consumer.begin_shutdown()
 
     def consume_batch_args() -> list | None:
-        raw = redis_client.rpop("streams")
+        # sent to the least-loaded other node's own queue (which the leaving worker does not
+        # consume: the swallowing cannot happen there, but a lost message is sent again too)
+        raw = redis_client.rpop(queues.node_queue("node-b"))
         if raw is None:
             return None
         message = json.loads(raw)
@@ -191,6 +193,59 @@ def test_with_no_other_streams_node_a_leaving_consumer_stops_at_once_and_requeue
     assert queued_args(redis_client, "streams") == [[8]]
     assert redis_client.hget(keys.batch_status(8), "status") == "stopped"
     assert redis_client.hget(keys.node_metrics("test-node"), "leaving") == "1"
+
+
+def _serve_in_thread(client, batch_id: int, consumer_id: str) -> tuple[BatchConsumer, object]:
+    lease = leases.Leases(client, runtime.keys()).acquire(batch_id, consumer_id, ttl_s=30)
+    assert lease is not None and lease.fenced
+    plan = BatchPlan(batch_id, 1, 1, "bsc", "simulator", ["0x" + "a" * 40], "running")
+    consumer = BatchConsumer(plan, LiveSource(), lease, node.NodeAgent("test-node", "streams"))
+    thread = threading.Thread(target=consumer.run, args=(threading.Event(),), daemon=True)
+    thread.start()
+    return consumer, thread
+
+
+def test_a_consumer_told_to_move_hands_its_batch_to_the_target_node_without_a_gap(
+    redis_client, use_env
+):
+    use_env(KAKAROT_HANDOVER_TIMEOUT_S="10")
+    keys = runtime.keys()
+    other_streams_node(redis_client, "node-b")
+    consumer, thread = _serve_in_thread(redis_client, 9, "mover")
+    # an order for an earlier consumer of the batch is not ours
+    redis_client.hset(keys.batch_control(9), "move", "someone-else>node-b")
+    time.sleep(1.5)
+    assert consumer.status == "running" and redis_client.llen(queues.node_queue("node-b")) == 0
+    redis_client.hset(keys.batch_control(9), "move", "mover>node-b")
+    sent = poll(lambda: queued_args(redis_client, queues.node_queue("node-b")) or None, 3.0)
+    assert sent == [[9]], "the batch was not sent to the target node"
+    assert not redis_client.hexists(keys.batch_control(9), "move"), "the order stays for others"
+    assert consumer.status == "handing_over" and thread.is_alive()  # serving on: no gap
+    successor = leases.Leases(redis_client, keys).acquire(9, "on-node-b", ttl_s=30)
+    assert successor is not None and not successor.fenced
+    successor.raise_fence()
+    thread.join(3.0)
+    assert not thread.is_alive(), "the moved consumer did not stop once the fence passed it"
+    assert consumer.stop_reason == "handed_over"
+
+
+def test_a_move_nobody_takes_up_ends_with_the_batch_served_here_under_the_same_token(
+    redis_client, use_env
+):
+    use_env(KAKAROT_HANDOVER_TIMEOUT_S="1")
+    keys = runtime.keys()
+    other_streams_node(redis_client, "node-b")
+    consumer, thread = _serve_in_thread(redis_client, 10, "mover")
+    token = consumer.lease.token
+    redis_client.hset(keys.batch_control(10), "move", "mover>node-b")
+    assert poll(lambda: redis_client.rpop(queues.node_queue("node-b")), 3.0)  # lost
+    assert poll(lambda: consumer.status == "handing_over" or None, 2.0)
+    assert redis_client.get(keys.batch_lease(10)) is None  # released as a hand-over
+    assert poll(lambda: consumer.status == "running" or None, 5.0), "never took it back"
+    assert redis_client.get(keys.batch_lease(10)) == f"mover:{token}"
+    assert thread.is_alive() and consumer.lease.token == token
+    consumer.handover.stop.set()
+    thread.join(3.0)
 
 
 def other_streams_node(

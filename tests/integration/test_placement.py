@@ -120,7 +120,7 @@ def test_rebalance_plans_moves_to_within_one_of_even_and_orders_one_at_a_time(
 ):
     use_env(KAKAROT_REBALANCE_SPREAD="1", KAKAROT_REBALANCE_COOLOFF_S="60")
     keys = runtime.keys()
-    _node(redis_client, "a@h", batches=4)
+    _node(redis_client, "a@h", batches=4, slots=4)  # full: it still gives batches away
     _node(redis_client, "b@h", batches=4)
     _node(redis_client, "new@h", batches=0)
     for batch_id in (1, 2, 3, 4):
