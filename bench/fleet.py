@@ -100,6 +100,8 @@ class Step:
     backlog_end: int
     latency_ms: tuple[float, float, float] | None
     cpu: dict[str, float]
+    backpressure: int = 0  # consumers' sends while `alerts` was over its limit, this step
+    dropped: int = 0  # events dropped (by the explicit cap or an outage), this step
 
     @property
     def keeps_up(self) -> bool:
@@ -192,12 +194,14 @@ def run_fleet(
             cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in watched.items()}
             offered0, judged0 = simulator.count(), int(client.get(judged_key) or 0)
             backlog0 = client.llen("alerts")
+            pressure0 = _node_counters(client, keys)
             since = _utcnow()
             started = time.monotonic()
             time.sleep(step_s)
             elapsed = time.monotonic() - started
             offered1, judged1 = simulator.count(), int(client.get(judged_key) or 0)
             backlog1 = client.llen("alerts")
+            pressure1 = _node_counters(client, keys)
             cpu = {
                 n: (sum(p.cpu_times()[:2]) - cpu0[n]) / elapsed * 100 for n, p in watched.items()
             }
@@ -218,6 +222,8 @@ def run_fleet(
                     backlog1,
                     _percentiles(latencies),
                     cpu,
+                    pressure1[0] - pressure0[0],
+                    pressure1[1] - pressure0[1],
                 )
             )
             _print_step(steps[-1])
@@ -230,6 +236,18 @@ def run_fleet(
         simulator.close()
         client.close()
     return steps
+
+
+def _node_counters(client: object, keys: object) -> tuple[int, int]:
+    """The streams nodes' `backpressure_count` and `dropped_events`, summed (their metrics
+    hashes, written at each node beat)."""
+    from kakarot_workers.streams.node import live_nodes
+
+    nodes = live_nodes(client, keys).values()  # type: ignore[arg-type]
+    return (
+        sum(int(n.get("backpressure_count") or 0) for n in nodes),
+        sum(int(n.get("dropped_events") or 0) for n in nodes),
+    )
 
 
 def _utcnow() -> datetime:
@@ -258,7 +276,7 @@ def _print_step(step: Step) -> None:
         f"→{step.backlog_end:<5}  {latency}  {'ok' if step.keeps_up else 'BEHIND'}",
         flush=True,
     )
-    print(f"    cpu: {cpu}", flush=True)
+    print(f"    cpu: {cpu}  back-pressure {step.backpressure}  dropped {step.dropped}", flush=True)
 
 
 def main() -> None:
