@@ -150,6 +150,7 @@ class ReplaySource:
         self.frames = frames
         self.feed = FeedSource("ws://127.0.0.1:1", chain, tokens)
         self.stats = SourceStats(live=True)
+        self.checks_events = self.feed.checks_events  # as the feed source it replays
 
     def events(self, stop: threading.Event) -> Iterator[object]:
         for raw in self.frames:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from kakarot_workers.addresses import KNOWN_CHAINS
@@ -46,7 +46,29 @@ class SwapEvent:
     sent_ms: int = 0
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        """The flat dict of every field (what `dataclasses.asdict` gives, at a tenth of its
+        cost: every field is a scalar, nothing to copy deeply)."""
+        return {
+            "chain": self.chain,
+            "ca": self.ca,
+            "tx_hash": self.tx_hash,
+            "log_index": self.log_index,
+            "ts_ms": self.ts_ms,
+            "side": self.side,
+            "amount_usd": self.amount_usd,
+            "price_usd": self.price_usd,
+            "amount_token": self.amount_token,
+            "block_number": self.block_number,
+            "symbol": self.symbol,
+            "pair": self.pair,
+            "market_cap_usd": self.market_cap_usd,
+            "top10_holders_pct": self.top10_holders_pct,
+            "task_id": self.task_id,
+            "batch_id": self.batch_id,
+            "epoch": self.epoch,
+            "fencing_token": self.fencing_token,
+            "sent_ms": self.sent_ms,
+        }
 
     @property
     def identity(self) -> tuple[str, str, int]:

@@ -1,3 +1,4 @@
+import dataclasses
 import time
 
 import pytest
@@ -133,3 +134,26 @@ def test_the_largest_values_that_fit_are_accepted():
         }
     )
     assert event.log_index == 2**31 - 1 and event.symbol == "S" * 64
+
+
+def test_the_wire_form_is_every_field_as_asdict_gives_it():
+    """`to_wire` is written out field by field (asdict's deep copy cost the consumer most of
+    its time): it must stay every field, by name, with its value."""
+    event = SwapEvent(
+        **{
+            **GOOD,
+            "block_number": 7,
+            "market_cap_usd": 1e6,
+            "top10_holders_pct": 12.5,
+            "task_id": 3,
+            "batch_id": 4,
+            "epoch": 5,
+            "fencing_token": 6,
+            "sent_ms": 8,
+            "symbol": "TKN",
+            "pair": "0x" + "b" * 40,
+            "amount_token": 2.5,
+        }
+    )
+    assert event.to_wire() == dataclasses.asdict(event)
+    assert list(event.to_wire()) == [f.name for f in dataclasses.fields(SwapEvent)]

@@ -110,6 +110,9 @@ class FeedSource:
     ) -> None:
         self.url = url
         self.plausible = plausible
+        # every event is made by `from_wire` under `plausible`: the consumer need not check
+        # it again (`streams.consumer`)
+        self.checks_events = True
         self.chain = chain
         self.tokens = list(tokens)
         self.idle_timeout_s = idle_timeout_s
