@@ -32,10 +32,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import websocket
 
 from kakarot_workers.errors import EventError
-from kakarot_workers.events import PLAUSIBLE, Plausible, SwapEvent, from_wire
+from kakarot_workers.events import PLAUSIBLE, Plausible, SwapEvent, check, from_wire
 from kakarot_workers.reconnect import backoff
 from kakarot_workers.sources import SourceStats
 
@@ -60,6 +61,84 @@ _FIELD_MAP = {
     "pair": "pair",
     "chain": "chain",
 }
+
+
+class _Frame(msgspec.Struct, frozen=True):
+    """A feed frame as the fast path reads it: every field typed as a clean trade has it, the
+    feed's names, anything else ignored. A frame that does not fit goes the slow way."""
+
+    type: str | None = None
+    token: str | None = None
+    txHash: str | None = None  # noqa: N815 (the feed's names)
+    logIndex: int | None = None  # noqa: N815
+    blockNumber: int | None = None  # noqa: N815
+    timestamp: int | None = None
+    side: str | None = None
+    priceUsd: float | None = None  # noqa: N815
+    volumeUsd: float | None = None  # noqa: N815
+    amount: float | None = None
+    marketCapUsd: float | None = None  # noqa: N815
+    top10HolderPct: float | None = None  # noqa: N815
+    symbol: str | None = None
+    pair: str | None = None
+    chain: str | None = None
+
+
+_FRAMES = msgspec.json.Decoder(_Frame)
+
+
+def _clean_number(value: float | None) -> bool:
+    return value is None or 0 <= value < float("inf")
+
+
+def typed_trade(raw: str | bytes, default_chain: str) -> SwapEvent | None:
+    """The trade of a clean `trade` frame, decoded and typed in one step (msgspec), not yet
+    checked (`events.check` is the caller's); None when the frame is anything else or not clean
+    (a missing field, a number as a string, a negative amount, …): `parse_trade` then says
+    what is wrong, or accepts what `from_wire` accepts. Checked, the event is the one
+    `parse_trade` makes of the same frame, or fails with the same error."""
+    try:
+        frame = _FRAMES.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if (
+        frame.type != "trade"
+        or not frame.token
+        or not frame.txHash
+        or frame.logIndex is None
+        or frame.timestamp is None
+        or frame.side not in ("buy", "sell")
+        or not frame.priceUsd  # zero or missing: the slow path decides
+        or not frame.volumeUsd
+        or not (
+            _clean_number(frame.priceUsd)
+            and _clean_number(frame.volumeUsd)
+            and _clean_number(frame.amount)
+            and _clean_number(frame.marketCapUsd)
+            and _clean_number(frame.top10HolderPct)
+        )
+        or frame.chain == ""
+    ):
+        return None
+    event = SwapEvent(
+        chain=frame.chain if frame.chain is not None else default_chain,
+        ca=frame.token,
+        tx_hash=frame.txHash,
+        log_index=frame.logIndex,
+        ts_ms=frame.timestamp,
+        side=frame.side,  # type: ignore[arg-type]  # one of the two, checked above
+        amount_usd=float(frame.volumeUsd),
+        price_usd=float(frame.priceUsd),
+        amount_token=float(frame.amount) if frame.amount is not None else 0.0,
+        block_number=frame.blockNumber,
+        symbol=frame.symbol if frame.symbol is not None else "",
+        pair=frame.pair if frame.pair is not None else "",
+        market_cap_usd=float(frame.marketCapUsd) if frame.marketCapUsd is not None else None,
+        top10_holders_pct=(
+            float(frame.top10HolderPct) if frame.top10HolderPct is not None else None
+        ),
+    )
+    return event
 
 
 def parse_trade(
@@ -182,6 +261,11 @@ class FeedSource:
 
     def _decode(self, raw: str | bytes) -> SwapEvent | None:
         try:
+            event = typed_trade(raw, self.chain)
+            if event is not None:
+                self.stats.went_live()
+                check(event, plausible=self.plausible)
+                return event if event.ca in self._wanted else None
             message = json.loads(raw)
             if not isinstance(message, dict):
                 raise EventError("frame is not a JSON object")

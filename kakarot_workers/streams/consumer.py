@@ -52,6 +52,9 @@ STORE_DOWN = (redis.RedisError, kombu.exceptions.OperationalError)
 # A retraction reaches the pool this long after it: an evaluation of the trade under way then
 # has recorded what it will (`alerts.retract`).
 RETRACT_DELAY_S = 5.0
+# On a busy stream, what the loop does besides taking events (the micro-batch's deadline, the
+# lease, the control hash, the status, the checkpoint) runs at most this often, not per event.
+CHORES_S = 0.002
 
 
 _degradations: dict[tuple[int, ...], degrade.Degradation] = {}
@@ -170,6 +173,7 @@ class BatchConsumer:
         now = time.monotonic()
         next_refresh, next_control = now + STATUS_REFRESH_S, now
         next_renew = now + self.lease.renew_interval_s
+        next_chores = now
         try:
             for event in self.source.events(stop):
                 if isinstance(event, Retraction):
@@ -183,13 +187,17 @@ class BatchConsumer:
                     wire["epoch"] = self.epoch
                     wire["fencing_token"] = self.lease.token
                     self.batcher.add(wire)
+                now = time.monotonic()
+                if event is not None and now < next_chores:
+                    continue  # a busy stream: the rest of the loop at most every CHORES_S
+                next_chores = now + CHORES_S
                 self.batcher.flush_if_due()
                 self.emitter.retry()
                 if self._retractions:
                     self._send_retractions()
                 if self.handover.phase is Phase.LEAVING:
                     self._hand_over()
-                now = time.monotonic()
+                    now = time.monotonic()
                 self.handover.fence_when_live(now, self.source.stats.live)
                 if self.emitter.held and next_renew > now + OUTAGE_RENEW_S:
                     next_renew = now  # confirm the lease soon, before sending again
