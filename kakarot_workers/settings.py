@@ -346,6 +346,11 @@ class Settings(BaseSettings):
         None, description="the admin backend's WebSocket (node link and `alert` pushes)"
     )
     backend_token: SecretStr | None = Field(None, description="the backend's bearer token")
+    backend_alert_acks: bool = Field(
+        False,
+        description="the backend answers each `alert` with `alert_ack {alertId}`: an alert "
+        "counts as pushed on its ack (else on a pong after it)",
+    )
     backend_heartbeat_s: float = Field(
         30.0, gt=0, description="a node's heartbeat (and ping) to the backend, every"
     )

@@ -54,7 +54,9 @@ def notifier(channel: Channel) -> Notifier:
     elif channel == "webhook":
         made = WebhookNotifier(http_client())
     elif channel == "backend":
-        made = BackendNotifier(settings.backend_token, settings.notify_timeout_s)
+        made = BackendNotifier(
+            settings.backend_token, settings.notify_timeout_s, acks=settings.backend_alert_acks
+        )
     else:
         raise NotifyError(f"unknown channel {channel!r}", retryable=False)
     with _lock:

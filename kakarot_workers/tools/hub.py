@@ -6,13 +6,18 @@ It speaks the backend's side of the protocol the nodes speak (`kakarot_workers.b
   `registered`; `heartbeat {consumer_id, batches, timestamp}` → recorded (and, with
   `heartbeat_writer=hub`, written to `monitor_batch_v2` in bulk: the hub is then the single
   writer) and answered with `pong`; `ping` → `pong`;
+- `alert {data: {alertId, …}}` from a registered connection is answered with `alert_ack
+  {alertId}` (an alert id seen before is acknowledged again and not relayed twice); from a
+  connection that has not registered, with `error not_registered`;
 - `batch_status`, `alert`, `task_status` and `batch_reload_ack` are relayed to the connections
   that sent `subscribe {topic}` (dashboards; topic `*` for everything) as
   `{type, data, timestamp}`;
 - when a task's `current_epoch` changes in the database, `batch_reload {task_id, epoch,
   message}` goes to every registered node;
 - a malformed frame or an unknown type is answered with `error {code, message}`; the
-  connection stays open.
+  connection stays open;
+- with `idle_close_s`, a connection silent that long is closed (as a backend's idle timeout
+  would).
 
 Read-only JSON on the same port: `GET /api/v1/tasks` (with last_heartbeat and health),
 `/api/v1/batches` (`?task_id=N`), `/api/v1/nodes`. With a token (`KAKAROT_HUB_TOKEN`), every
@@ -75,12 +80,17 @@ class Hub:
         token: str | None = None,
         write_heartbeats: bool = False,
         epoch_poll_s: float = 2.0,
+        idle_close_s: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.token = token
         self.write_heartbeats = write_heartbeats
         self.epoch_poll_s = epoch_poll_s
+        self.idle_close_s = idle_close_s
+        # every alert id received, duplicates included, in order (tests count them)
+        self.alert_ids: list[Any] = []
+        self._alerts_seen: set[Any] = set()
         self.nodes: dict[str, NodeState] = {}
         # the latest, for tests and a look at a running hub (bounded: a hub runs for long)
         self.acks: deque[dict[str, Any]] = deque(maxlen=KEEP_LAST)
@@ -108,7 +118,7 @@ class Hub:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._closing is not None:
+        if self._loop is not None and self._closing is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._closing.set)
         if self._thread is not None:
             self._thread.join(10)
@@ -116,8 +126,10 @@ class Hub:
     async def serve(self, until: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._closing = until or asyncio.Event()
+        # close_timeout: at shutdown, a client that does not answer the closing handshake
+        # (it is busy, or only sends) is not waited for 10 s
         async with serve(
-            self._connection, self.host, self.port, process_request=self._http
+            self._connection, self.host, self.port, process_request=self._http, close_timeout=1
         ) as server:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]
@@ -179,7 +191,15 @@ class Hub:
             {"type": "connected", "session_id": session_id, "timestamp": _now_ms()},
         )
         try:
-            async for raw in connection:
+            while True:
+                if self.idle_close_s is None:
+                    raw = await connection.recv()
+                else:
+                    try:
+                        raw = await asyncio.wait_for(connection.recv(), self.idle_close_s)
+                    except TimeoutError:
+                        await connection.close(1000, "idle")
+                        break
                 await self._handle(connection, session_id, raw)
         except ConnectionClosed:
             pass
@@ -215,6 +235,8 @@ class Hub:
                 await _error(connection, "bad_subscribe", "subscribe needs a topic")
                 return
             self._topics.setdefault(connection, set()).add(topic)
+        elif kind == "alert":
+            await self._alert(connection, message)
         elif kind in RELAYED:
             if kind == "batch_reload_ack":
                 self.acks.append(message)
@@ -251,6 +273,21 @@ class Hub:
             ]
             self.heartbeats_written += await asyncio.to_thread(heartbeats.write_heartbeats, rows)
         await _send(connection, {"type": "pong", "timestamp": _now_ms()})
+
+    async def _alert(self, connection: ServerConnection, message: dict[str, Any]) -> None:
+        if connection not in self._node_of:
+            await _error(connection, "not_registered", "register before sending alerts")
+            return
+        data = message.get("data")
+        alert_id = data.get("alertId") if isinstance(data, dict) else None
+        if alert_id is None:
+            await _error(connection, "bad_alert", "an alert needs data.alertId")
+            return
+        self.alert_ids.append(alert_id)
+        if alert_id not in self._alerts_seen:
+            self._alerts_seen.add(alert_id)
+            await self._relay("alert", message)
+        await _send(connection, {"type": "alert_ack", "alertId": alert_id, "timestamp": _now_ms()})
 
     async def _relay(self, kind: str, message: dict[str, Any]) -> None:
         data = {k: v for k, v in message.items() if k not in ("type", "timestamp")}

@@ -99,11 +99,26 @@ def test_a_node_registers_beats_and_its_events_reach_subscribed_dashboards(hub, 
         status = dashboard.wait("batch_status")
         assert status["data"]["batch_id"] == 11 and status["data"]["status"] == "error"
         assert dashboard.wait("task_status")["data"] == {"taskId": 3, "health": "failed"}
-        # the alert push (notify/backend.py) arrives already wrapped in `data`
+        # the alert push (notify/backend.py) arrives already wrapped in `data`; it must
+        # register first, and each alert is acknowledged (a repeat once more, not relayed)
         pusher = websocket.create_connection(hub.url, timeout=5)
         pusher.recv()
-        pusher.send(json.dumps({"type": "alert", "data": {"alertId": 7, "alertType": "volume"}}))
+        alert = json.dumps({"type": "alert", "data": {"alertId": 7, "alertType": "volume"}})
+        pusher.send(alert)
+        assert json.loads(pusher.recv())["code"] == "not_registered"
+        pusher.send(json.dumps({"type": "register", "consumer_id": "pusher-1"}))
+        assert json.loads(pusher.recv())["type"] == "registered"
+        pusher.send(alert)
+        assert json.loads(pusher.recv())["alertId"] == 7
+        pusher.send(alert)
+        assert json.loads(pusher.recv()) | {"timestamp": 0} == {
+            "type": "alert_ack",
+            "alertId": 7,
+            "timestamp": 0,
+        }
         assert dashboard.wait("alert")["data"] == {"alertId": 7, "alertType": "volume"}
+        assert hub.alert_ids == [7, 7]
+        assert [r["type"] for r in hub.relayed].count("alert") == 1
         pusher.close()
         assert redis_client.llen("kakarot:backend:outbox") == 0
     finally:

@@ -198,10 +198,14 @@ def _reply(
 
 
 class BackendServer:
-    """A WebSocket server on 127.0.0.1 recording every JSON frame (the admin backend's side)."""
+    """A WebSocket server on 127.0.0.1 recording every JSON frame, playing the admin backend's
+    side as the notes define it: `connected` on connect, `registered` to `register`, `pong` to
+    `ping`, and (with `acks`) `alert_ack {alertId}` to an alert."""
 
-    def __init__(self) -> None:
+    def __init__(self, acks: bool = True) -> None:
+        self.acks = acks
         self.frames: list[dict[str, Any]] = []
+        self.sessions: list[list[dict[str, Any]]] = []  # the frames of each connection
         self.headers: list[dict[str, str]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -212,6 +216,10 @@ class BackendServer:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("type") == "alert"]
 
     def __enter__(self) -> BackendServer:
         self._thread.start()
@@ -235,9 +243,24 @@ class BackendServer:
 
         async def handler(connection: Any) -> None:
             self.headers.append(dict(connection.request.headers))
+            session: list[dict[str, Any]] = []
+            self.sessions.append(session)
             try:
+                await connection.send(json.dumps({"type": "connected", "session_id": "s"}))
                 async for message in connection:
-                    self.frames.append(json.loads(message))
+                    frame = json.loads(message)
+                    self.frames.append(frame)
+                    session.append(frame)
+                    kind = frame.get("type")
+                    if kind == "register":
+                        answer = {"type": "registered", "consumer_id": frame.get("consumer_id")}
+                    elif kind == "ping":
+                        answer = {"type": "pong"}
+                    elif kind == "alert" and self.acks:
+                        answer = {"type": "alert_ack", "alertId": frame["data"]["alertId"]}
+                    else:
+                        continue
+                    await connection.send(json.dumps(answer))
             except websockets.ConnectionClosed:
                 pass
 
