@@ -44,17 +44,31 @@ RELAY_PER_TICK = 100
 REGISTER_TIMEOUT_S = 10.0
 
 
-def send_event(kind: str, data: dict[str, Any]) -> bool:
-    """Queue an event for the backend (`batch_status`, `task_status`); False when no backend is
-    configured or Redis refused it (events are advisory: the database stays the record)."""
+def send_event(kind: str, data: dict[str, Any], *, node_id: str | None = None) -> bool:
+    """Queue a flat event for the backend (`batch_status`: the node serving the batch sends it,
+    `node_id`); False when no backend is configured or Redis refused it (events are advisory:
+    the database stays the record)."""
+    return _queue({"type": kind, **data, "timestamp": int(time.time() * 1000)}, node_id)
+
+
+def send_task_status(task_id: int, running: bool, message: str) -> bool:
+    """Queue a `task_status` as the notes define it: `data {taskId, status (1 running, 0
+    stopped), message, timestamp}`; whichever node is connected sends it."""
+    now = int(time.time() * 1000)
+    data = {"taskId": task_id, "status": 1 if running else 0, "message": message, "timestamp": now}
+    return _queue({"type": "task_status", "data": data, "timestamp": now}, None)
+
+
+def _queue(message: dict[str, Any], node_id: str | None) -> bool:
     if not get_settings().backend_ws_url:
         return False
-    message = {"type": kind, **data, "timestamp": int(time.time() * 1000)}
+    kind = message["type"]
     client, keys = runtime.redis_client(), runtime.keys()
+    outbox = keys.backend_outbox if node_id is None else keys.backend_outbox_of(node_id)
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.rpush(keys.backend_outbox, json.dumps(message))
-        pipe.ltrim(keys.backend_outbox, -OUTBOX_CAP, -1)
+        pipe.rpush(outbox, json.dumps(message))
+        pipe.ltrim(outbox, -OUTBOX_CAP, -1)
         length = pipe.execute()[0]
         if length > OUTBOX_CAP:  # no node has been connected for long: the oldest one goes
             client.incrby(keys.backend_events_dropped, length - OUTBOX_CAP)
@@ -83,10 +97,12 @@ class BackendClient(Reconnecting):
         ping_s: float = 30.0,
         max_backoff_s: float = 10.0,
         tick_s: float = 0.5,
+        node_id: str | None = None,
     ) -> None:
         super().__init__(max_backoff_s)
         self.url = url
         self.consumer_id = consumer_id
+        self.node_id = node_id or consumer_id  # whose batch_status events it sends
         self.batches = batches
         self.on_batch_reload = on_batch_reload
         self.token = token
@@ -156,19 +172,25 @@ class BackendClient(Reconnecting):
             "type": "heartbeat",
             "consumer_id": self.consumer_id,
             "batches": self.batches(),
-            "timestamp": int(time.time()),
+            "timestamp": int(time.time() * 1000),
         }
 
     def _send(self, conn: websocket.WebSocket, message: dict[str, Any]) -> None:
         conn.send(json.dumps(message))
 
     def _relay(self, conn: websocket.WebSocket) -> None:
-        """Send the events queued in Redis (by any process), oldest first. They are taken off
-        the list atomically, so two nodes never send the same one; a failed send puts the rest
-        back at the head for the next connection."""
-        client, keys = runtime.redis_client(), runtime.keys()
+        """Send the events queued in Redis, oldest first: this node's own (the batches it
+        serves), then the fleet's (any process). They are taken off each list atomically, so
+        two nodes never send the same one; a failed send puts the rest back at the head for
+        the next connection."""
+        keys = runtime.keys()
+        for outbox in (keys.backend_outbox_of(self.node_id), keys.backend_outbox):
+            self._relay_list(conn, outbox)
+
+    def _relay_list(self, conn: websocket.WebSocket, outbox: str) -> None:
+        client = runtime.redis_client()
         try:
-            popped = client.lpop(keys.backend_outbox, RELAY_PER_TICK)
+            popped = client.lpop(outbox, RELAY_PER_TICK)
         except redis.RedisError as exc:
             log.warning("backend outbox unreadable: %s", exc)
             return
@@ -178,7 +200,7 @@ class BackendClient(Reconnecting):
                 conn.send(raw)
             except (OSError, websocket.WebSocketException):
                 with contextlib.suppress(redis.RedisError):
-                    client.lpush(keys.backend_outbox, *reversed(queued[index:]))
+                    client.lpush(outbox, *reversed(queued[index:]))
                 raise
 
     def _handle(self, conn: websocket.WebSocket, raw: str | bytes) -> None:

@@ -233,9 +233,14 @@ class Keys:
 
     @property
     def backend_outbox(self) -> str:
-        """List of JSON events (batch_status, task_status) for the backend, sent by whichever
-        node's backend client is connected."""
+        """List of JSON events for the backend that no node in particular sends (task_status),
+        sent by whichever node's backend client is connected."""
         return self._k("kakarot:backend:outbox")
+
+    def backend_outbox_of(self, node_id: str) -> str:
+        """List of JSON events (batch_status) that node `node_id` sends on its own connection:
+        the batches it serves."""
+        return self._k(f"kakarot:backend:outbox:{node_id}")
 
     @property
     def backend_events_dropped(self) -> str:

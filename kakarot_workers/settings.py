@@ -248,10 +248,10 @@ class Settings(BaseSettings):
     db_heartbeat_s: float = Field(
         10.0, gt=0, description="interval of a node's batch rows, with `heartbeat_writer=node`"
     )
-    heartbeat_writer: Literal["beat", "node", "hub"] = Field(
+    heartbeat_writer: Literal["beat", "node", "hub", "none"] = Field(
         "beat",
         description="the one writer of batch heartbeats to `monitor_batch_v2`: `beat` (from "
-        "Redis), `node` (each its own), `hub`",
+        "Redis), `node` (each its own), `hub`, `none` (the Java backend writes them)",
     )
     # --- control plane (celery beat, queue `control`) -------------------------------------
     beat_allocate_s: float = Field(30.0, gt=0, description="beat: allocate changed tasks, every")

@@ -24,6 +24,27 @@ class BatchStatus(StrEnum):
     RETIRED = "retired"  # an old epoch's batch, handed over: never served again
 
 
+# What the backend hears of a batch's status: the notes' set (pending, running, paused, stopped,
+# completed, error); the fleet's finer states stay internal (SPEC §7, docs/backend-protocol.md).
+PROTOCOL_STATUS: dict[str, str] = {
+    "pending": "pending",
+    "connecting": "pending",  # a consumer holds it; its source is not live yet
+    "running": "running",
+    "handing_over": "running",  # still served, until its successor is live
+    "handed_over": "stopped",  # this consumer stopped; its successor reports `running`
+    "lease_lost": "stopped",
+    "stopped": "stopped",
+    "stale": "error",
+    "error": "error",
+    "retired": "completed",  # an old epoch's batch, handed over for good
+}
+
+
+def protocol_status(status: str) -> str:
+    """A batch status in the notes' set (unknown words: `error`)."""
+    return PROTOCOL_STATUS.get(status, "error")
+
+
 # Batches check_timeouts watches: served, or dispatched and waiting for a consumer.
 SERVING = (BatchStatus.RUNNING, BatchStatus.PENDING)
 # A consumer subscribed to its source: while one of a task's batches is, the task beats.

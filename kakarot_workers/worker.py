@@ -101,6 +101,7 @@ class BackendLink(bootsteps.StartStopStep):
         return backend.BackendClient(
             settings.backend_ws_url or "",
             agent.node_id,
+            node_id=agent.node_id,
             batches=agent.batch_report,
             on_batch_reload=agent.batch_reload,
             token=token,

@@ -60,9 +60,13 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    """A client of the session's Redis, flushed before the test."""
+    """A client of the session's Redis, flushed before the test (and what this process
+    remembers of the fleet on it forgotten)."""
+    from kakarot_workers.streams.dispatch import forget_recent
+
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     client.flushall()
+    forget_recent()
     yield client
     client.close()
 

@@ -140,5 +140,10 @@ def _task_timeouts(now: datetime, report: TimeoutReport) -> None:
 
 
 def _tell_backend(task_id: int, health: str) -> None:
-    """A `task_status` push to the backend and dashboards, when a backend is configured."""
-    backend.send_event("task_status", {"taskId": task_id, "health": health, "status": TASK_ACTIVE})
+    """A `task_status` push to the backend and dashboards, when a backend is configured: the
+    task is still served (status 1), the failure is in the message."""
+    if health == Health.FAILED:
+        message = "failed: no heartbeat from its batches (still served)"
+    else:
+        message = "running: its batches beat again"
+    backend.send_task_status(task_id, running=True, message=message)

@@ -45,6 +45,12 @@ def _recently_sent() -> Counter[str]:
     return counts
 
 
+def forget_recent() -> None:
+    """Forget the batches sent lately (tests: a fresh Redis is a fresh fleet)."""
+    with _recent_lock:
+        _recent.clear()
+
+
 def _note_sent(node_id: str) -> None:
     with _recent_lock:
         _recent.setdefault(node_id, deque()).append(time.monotonic())

@@ -43,7 +43,7 @@ from kakarot_workers.db.session import session_scope
 from kakarot_workers.keys import Keys
 from kakarot_workers.queues import STREAMS
 from kakarot_workers.settings import get_settings
-from kakarot_workers.status import LIVE, BatchStatus
+from kakarot_workers.status import LIVE, protocol_status
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +210,13 @@ class NodeAgent:
 
     # --- the backend's questions ---------------------------------------------------------
     def batch_report(self) -> list[dict[str, object]]:
-        """This node's batches as a backend heartbeat lists them."""
+        """This node's batches as a backend heartbeat lists them (statuses in the notes' set)."""
         return [
             {
                 "batch_id": h.batch_id,
                 "task_id": h.task_id,
-                "status": h.status,
-                "progress": 100 if h.status == BatchStatus.RUNNING else 0,
+                "status": protocol_status(h.status),
+                "progress": 100 if h.status in LIVE else 0,
             }
             for h in self.held()
         ]
@@ -271,7 +271,7 @@ class NodeAgent:
         pipe = client.pipeline(transaction=False)
         pipe.set(
             keys.node_heartbeat(self.node_id),
-            datetime.now(UTC).isoformat(timespec="seconds"),
+            heartbeat_time(),
             ex=max(1, round(self.heartbeat_s * 3)),
         )
         pipe.hset(keys.node_metrics(self.node_id), mapping=self.metrics())
@@ -306,6 +306,12 @@ class NodeAgent:
                 for h in self.held()
             ]
         )
+
+
+def heartbeat_time() -> str:
+    """A node heartbeat's value as the notes show it: ISO 8601 without an offset (UTC), which
+    Java's `LocalDateTime.parse` reads."""
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 _agent: NodeAgent | None = None

@@ -22,7 +22,7 @@ import redis
 from kakarot_workers import backend
 from kakarot_workers.keys import Keys
 from kakarot_workers.sources import SourceStats
-from kakarot_workers.status import BatchStatus
+from kakarot_workers.status import BatchStatus, protocol_status
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class StatusReporter:
         self.node_id = node_id
         self.ttl_s = ttl_s
         self._key = keys.batch_status(batch_id)
-        self._reported: BatchStatus | None = None
+        self._reported: str | None = None
 
     def write(self, status: BatchStatus, *, token: int, epoch: int, stats: SourceStats) -> None:
         """Refresh the status hash; queue a `batch_status` for the backend when it changed."""
@@ -72,16 +72,18 @@ class StatusReporter:
         )
         pipe.expire(self._key, self.ttl_s)
         pipe.execute()
-        if status != self._reported:  # the backend hears of changes only
-            self._reported = status
+        protocol = protocol_status(status)
+        if protocol != self._reported:  # the backend hears of changes (in its words) only
+            self._reported = protocol
             backend.send_event(
                 "batch_status",
                 {
                     "batch_id": self.batch_id,
                     "task_id": self.task_id,
-                    "status": status,
-                    "message": f"{self.consumer_id} epoch {epoch}",
+                    "status": protocol,
+                    "message": f"{status}: {self.consumer_id} epoch {epoch}",
                 },
+                node_id=self.node_id,
             )
 
     def emitted(self, count: int, last_event_ms: int) -> None:

@@ -248,6 +248,9 @@ def _task_running(task_id: int, *, on: bool) -> None:
 
     with session_scope() as session:
         batches = set_task_running(session, runtime.redis_client(), runtime.keys(), task_id, on=on)
+    from kakarot_workers import backend
+
+    backend.send_task_status(task_id, running=on, message="started" if on else "stopped")
     what = "started: reconcile serves" if on else "stopped: told to stop"
     typer.echo(f"task {task_id} {what} its {len(batches)} batch(es)")
 

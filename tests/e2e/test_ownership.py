@@ -81,8 +81,10 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
             5,
             "node metrics",
         )
-        beat = datetime.fromisoformat(redis_client.get(keys.node_heartbeat(worker.nodename)))
-        assert abs((datetime.now(UTC) - beat).total_seconds()) < 5
+        beat = redis_client.get(keys.node_heartbeat(worker.nodename))
+        assert "+" not in beat and not beat.endswith("Z")  # the notes' form: no offset (UTC)
+        at = datetime.fromisoformat(beat).replace(tzinfo=UTC)
+        assert abs((datetime.now(UTC) - at).total_seconds()) < 5
         assert 0 < redis_client.ttl(keys.node_heartbeat(worker.nodename)) <= 2
         metrics = redis_client.hgetall(keys.node_metrics(worker.nodename))
         assert float(metrics["memory_usage"]) > 10  # MiB of a real Python process

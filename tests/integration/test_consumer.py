@@ -345,7 +345,10 @@ def test_an_event_whose_first_raise_above_left_the_fence_log_is_refused(redis_cl
 def test_each_status_change_of_a_consumer_is_queued_once_for_the_backend(redis_client, use_env):
     use_env(KAKAROT_BACKEND_WS_URL="ws://127.0.0.1:9/unused")  # queued; nobody sends it here
     run([trade(i) for i in range(30)], redis_client)
-    queued = [json.loads(m) for m in redis_client.lrange("kakarot:backend:outbox", 0, -1)]
+    # on the serving node's own list: its connection sends them (`backend`)
+    outbox = runtime.keys().backend_outbox_of("test-node")
+    queued = [json.loads(m) for m in redis_client.lrange(outbox, 0, -1)]
+    assert queued and redis_client.llen("kakarot:backend:outbox") == 0
     assert [(m["type"], m["batch_id"]) for m in queued] == [("batch_status", 1)] * len(queued)
     statuses = [m["status"] for m in queued]
     assert statuses[0] == "running" and statuses[-1] == "stopped", statuses

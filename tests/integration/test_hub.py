@@ -95,10 +95,16 @@ def test_a_node_registers_beats_and_its_events_reach_subscribed_dashboards(hub, 
         ]
         # events queued by any process go out once, through whichever node is connected
         assert backend.send_event("batch_status", {"batch_id": 11, "status": "error"})
-        assert backend.send_event("task_status", {"taskId": 3, "health": "failed"})
+        assert backend.send_task_status(3, running=True, message="failed: no heartbeat")
         status = dashboard.wait("batch_status")
         assert status["data"]["batch_id"] == 11 and status["data"]["status"] == "error"
-        assert dashboard.wait("task_status")["data"] == {"taskId": 3, "health": "failed"}
+        task = dashboard.wait("task_status")["data"]
+        assert task | {"timestamp": 0} == {
+            "taskId": 3,
+            "status": 1,
+            "message": "failed: no heartbeat",
+            "timestamp": 0,
+        }
         # the alert push (notify/backend.py) arrives already wrapped in `data`; it must
         # register first, and each alert is acknowledged (a repeat once more, not relayed)
         pusher = websocket.create_connection(hub.url, timeout=5)
