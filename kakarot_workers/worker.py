@@ -141,6 +141,19 @@ class KakarotConsumer(Consumer):
         )
         return super().ensure_connected(conn)
 
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # Celery 5.7 closes the lost connection after `collect()` has taken it apart; when a
+        # late-acked message's ack failed with the connection (Redis killed mid-ack), closing
+        # the channel restores it through connection info that is gone, and the AttributeError
+        # stopped the worker ("Unrecoverable error"; seen once in `make faults`). The message
+        # stays in `unacked`, and comes back after the visibility timeout; the worker
+        # reconnects as for any lost connection.
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError as error:
+            log.warning("broker connection lost; closing it failed (%s): reconnecting", error)
+            self.connection = None
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _dead_letter(message, f"body not decodable ({message.content_type}): {exc}")
         message.ack()
