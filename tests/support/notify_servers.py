@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -246,7 +247,12 @@ class BackendServer:
             session: list[dict[str, Any]] = []
             self.sessions.append(session)
             try:
-                await connection.send(json.dumps({"type": "connected", "session_id": "s"}))
+                hello = {
+                    "type": "connected",
+                    "session_id": "s",
+                    "timestamp": int(time.time() * 1000),
+                }
+                await connection.send(json.dumps(hello))
                 async for message in connection:
                     frame = json.loads(message)
                     self.frames.append(frame)
@@ -254,8 +260,8 @@ class BackendServer:
                     kind = frame.get("type")
                     if kind == "register":
                         answer = {"type": "registered", "consumer_id": frame.get("consumer_id")}
-                    elif kind == "ping":
-                        answer = {"type": "pong"}
+                    elif kind in ("ping", "heartbeat"):
+                        answer = {"type": "pong", "timestamp": int(time.time() * 1000)}
                     elif kind == "alert" and self.acks:
                         answer = {"type": "alert_ack", "alertId": frame["data"]["alertId"]}
                     else:
