@@ -1,7 +1,8 @@
 """The admin backend's WebSocket: an `alert` push (SPEC §7, message format from the notes).
 
-`{"type": "alert", "data": {"alertId", "alertType", "alertData", "timestamp"}}`, one per alert
-(a digest sends each), on a connection of this process's own that talks like any client of the
+`{"type": "alert", "data": {"alertId", "alertType", "alertData", "timestamp"}, "timestamp"}`,
+one per alert (a digest sends each), in the notes' vocabulary (`alert_type`, `alert_data`;
+docs/backend-protocol.md), on a connection of this process's own that talks like any client of the
 backend: it waits for `connected`, registers (`register {consumer_id}`, this process's
 `hostname-pid`) and sends nothing before `registered`.
 
@@ -18,6 +19,7 @@ one. The outbox sends a failed delivery again later.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -25,14 +27,101 @@ from typing import Any
 
 import websocket
 from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from kakarot_workers import runtime
 from kakarot_workers.backend import auth_header, close_quietly
+from kakarot_workers.db.models import MonitorTaskTarget
+from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import NotifyError
 from kakarot_workers.notify.delivery import Delivery
+from kakarot_workers.notify.messages import Summary
+
+log = logging.getLogger(__name__)
 
 # What is read and ignored while waiting for one frame at most (a backend's broadcasts).
 MAX_FRAMES_SKIPPED = 1_000
+
+
+# The notes' alert types (`000`, `push_alert`): price_change, holder_change, volume_change,
+# block_event. The fleet's rules map onto them; the rule itself stays in `alertData.rule`.
+ALERT_TYPES = {
+    "price_change": "price_change",
+    "volume": "volume_change",
+    "cumulative": "volume_change",
+    "cumulative_interval": "volume_change",
+    "large_trade": "volume_change",
+    "min_transaction": "volume_change",
+    "top_holders": "holder_change",
+}
+NAMES_TTL_S = 300.0
+_names: dict[tuple[int, str], tuple[float, str | None]] = {}
+_names_lock = threading.Lock()
+
+
+def alert_type(rule: str) -> str:
+    """The notes' alert type of an alert filed under `rule`."""
+    return ALERT_TYPES.get(rule, "volume_change")
+
+
+def alert_data(summary: Summary, names: dict[tuple[int, str], str | None]) -> dict[str, Any]:
+    """`alertData` as the notes name it (`000` appendix C 5: tokenName, tokenSymbol, ca,
+    priceChange, volume, marketCap), then the rest of the alert in camelCase."""
+    task_id, ca = int(summary.get("task_id") or 0), str(summary.get("ca") or "")
+    return {
+        "tokenName": names.get((task_id, ca)),
+        "tokenSymbol": summary.get("symbol"),
+        "ca": ca,
+        "priceChange": summary.get("change_pct"),
+        "volume": summary.get("amount_usd"),
+        "marketCap": summary.get("market_cap_usd"),
+        "chain": summary.get("chain"),
+        "rule": summary.get("rule"),
+        "rules": summary.get("rules", []),
+        "side": summary.get("side"),
+        "priceUsd": summary.get("price_usd"),
+        "top10HolderPct": summary.get("top10_holders_pct"),
+        "incomplete": summary.get("incomplete", False),
+        "txHash": summary.get("tx_hash"),
+        "logIndex": summary.get("log_index"),
+        "blockNumber": summary.get("block_number"),
+        "eventTime": summary.get("event_time_ms"),
+        "explorerUrl": summary.get("explorer_url"),
+        "taskId": task_id,
+    }
+
+
+def token_names(summaries: Iterable[Summary]) -> dict[tuple[int, str], str | None]:
+    """The target rows' `token_name` of the alerts' tokens (cached for NAMES_TTL_S; a database
+    that does not answer leaves them unnamed rather than holding the push)."""
+    wanted = {(int(s.get("task_id") or 0), str(s.get("ca") or "")) for s in summaries}
+    now = time.monotonic()
+    with _names_lock:
+        known = {k: v for k, (at, v) in _names.items() if k in wanted and now - at < NAMES_TTL_S}
+    missing = wanted - known.keys()
+    if missing:
+        try:
+            with session_scope() as session:
+                rows = session.execute(
+                    select(
+                        MonitorTaskTarget.task_id,
+                        MonitorTaskTarget.target_value,
+                        MonitorTaskTarget.token_name,
+                    ).where(
+                        MonitorTaskTarget.task_id.in_({t for t, _ in missing}),
+                        MonitorTaskTarget.target_value.in_({c for _, c in missing}),
+                    )
+                ).all()
+        except SQLAlchemyError as exc:
+            log.warning("backend push: token names not read (%s)", str(exc).splitlines()[0])
+            return {**dict.fromkeys(missing), **known}
+        found: dict[tuple[int, str], str | None] = dict.fromkeys(missing)
+        found |= {(task, ca): name for task, ca, name in rows if (task, ca) in missing}
+        with _names_lock:
+            _names.update({k: (now, v) for k, v in found.items()})
+        known |= found
+    return known
 
 
 class NoEvidence(Exception):
@@ -51,15 +140,18 @@ class BackendNotifier:
     def send(self, delivery: Delivery) -> str | None:
         if not delivery.destination:
             raise NotifyError("backend: KAKAROT_BACKEND_WS_URL is not set", retryable=False)
+        names = token_names(delivery.summaries)
+        now = int(time.time() * 1000)
         alerts: list[dict[str, Any]] = [
             {
                 "type": "alert",
                 "data": {
                     "alertId": summary.get("alert_id"),
-                    "alertType": summary.get("rule"),
-                    "alertData": summary,
-                    "timestamp": int(time.time() * 1000),
+                    "alertType": alert_type(str(summary.get("rule") or "")),
+                    "alertData": alert_data(summary, names),
+                    "timestamp": now,
                 },
+                "timestamp": now,
             }
             for summary in delivery.summaries
         ]
