@@ -83,6 +83,24 @@ def keys() -> Keys:
 
 
 def consumer_id(slot: str | int | None = None) -> str:
-    """`hostname-pid` (plus the slot), the identity of one stream consumer."""
+    """`hostname-pid`: this process's identity towards the backend (the notes' consumer id: the
+    protocol's `register`, the batch rows' `consumer_id`). With a slot, `hostname-pid-slot`:
+    one stream consumer of the process, where several must be told apart (its lease, its
+    status hash, its log lines)."""
     base = f"{socket.gethostname()}-{os.getpid()}"
     return f"{base}-{slot}" if slot is not None else base
+
+
+def worker_id(node_name: str, pid: int | None = None) -> str:
+    """`pid@nodename`: a worker process, as the batch rows' `worker_id` names it (the notes)."""
+    return f"{os.getpid() if pid is None else pid}@{node_name}"
+
+
+def row_identity(
+    consumer: str | None, pid: int | None, node_name: str | None
+) -> tuple[str | None, str | None]:
+    """The batch rows' (consumer_id, worker_id) of a stream consumer known by its own id
+    (`hostname-pid-slot`), pid and node: `hostname-pid` and `pid@nodename`."""
+    process = consumer.rsplit("-", 1)[0] if consumer and consumer.count("-") >= 2 else consumer
+    worker = worker_id(node_name, pid) if node_name and pid else node_name
+    return process, worker

@@ -100,7 +100,7 @@ class BackendLink(bootsteps.StartStopStep):
         token = settings.backend_token.get_secret_value() if settings.backend_token else None
         return backend.BackendClient(
             settings.backend_ws_url or "",
-            agent.node_id,
+            runtime.consumer_id(),  # hostname-pid, the notes' consumer id
             node_id=agent.node_id,
             batches=agent.batch_report,
             on_batch_reload=agent.batch_reload,

@@ -51,7 +51,13 @@ def sync_heartbeats() -> int:
     if get_settings().heartbeat_writer != "beat":
         return 0
     client, keys = runtime.redis_client(), runtime.keys()
-    return heartbeats.write_heartbeats(reporter.read_statuses(client, keys))
+    rows = []
+    for row in reporter.read_statuses(client, keys):
+        consumer, worker = runtime.row_identity(
+            row["consumer_id"], row["worker_pid"], row["worker_id"]
+        )
+        rows.append({**row, "consumer_id": consumer, "worker_id": worker})
+    return heartbeats.write_heartbeats(rows)
 
 
 @app.task(name=queues.SYNC_HEARTBEATS, **_JOB)

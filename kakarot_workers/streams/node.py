@@ -298,8 +298,8 @@ class NodeAgent:
                     "batch_id": h.batch_id,
                     "task_id": h.task_id,
                     "status": h.status,
-                    "consumer_id": h.consumer_id,
-                    "worker_id": self.node_id,
+                    "consumer_id": runtime.consumer_id(),
+                    "worker_id": runtime.worker_id(self.node_id),
                     "worker_pid": pid,
                     "at": now,
                 }

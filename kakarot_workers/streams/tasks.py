@@ -110,8 +110,8 @@ def _serve(
             session,
             batch_id,
             BatchStatus.RUNNING,
-            consumer_id=cid,
-            worker_id=worker,
+            consumer_id=runtime.consumer_id(),
+            worker_id=runtime.worker_id(worker),
             worker_pid=os.getpid(),
         )
     log.info(

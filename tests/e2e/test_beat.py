@@ -140,7 +140,11 @@ def test_a_dead_consumers_batch_goes_stale_and_is_live_again_on_another_worker(
                 session.expunge(batch)
                 return batch
 
-        wait_for(lambda: row().worker_id == first.nodename, 20, "the first worker's heartbeat")
+        wait_for(
+            lambda: row().worker_id == f"{first.pid}@{first.nodename}",
+            20,
+            "the first worker's heartbeat",
+        )
         assert row().status == "running"
         first.kill()
         # the batch is `stale` until its new consumer starts, often too briefly to see: the
@@ -156,7 +160,7 @@ def test_a_dead_consumers_batch_goes_stale_and_is_live_again_on_another_worker(
             status = redis_client.hgetall(runtime.keys().batch_status(batch_id))
             return (
                 current.status == "running"
-                and current.worker_id == second.nodename
+                and current.worker_id == f"{second.pid}@{second.nodename}"
                 and status.get("status") == "running"
                 and status.get("node_id") == second.nodename
             )

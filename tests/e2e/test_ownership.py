@@ -7,6 +7,7 @@ reconcile job does (tests/e2e/test_beat.py runs beat itself).
 
 import os
 import signal
+import socket
 import time
 from datetime import UTC, datetime
 
@@ -96,7 +97,10 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
             with session_scope() as session:
                 rows = session.scalars(select(MonitorBatch).where(MonitorBatch.id.in_(batch_ids)))
                 return all(
-                    r.worker_id == worker.nodename and r.last_heartbeat and r.status == "running"
+                    r.worker_id == f"{worker.pid}@{worker.nodename}"
+                    and r.consumer_id == f"{socket.gethostname()}-{worker.pid}"
+                    and r.last_heartbeat
+                    and r.status == "running"
                     for r in rows
                 )
 

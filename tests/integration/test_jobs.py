@@ -129,8 +129,10 @@ def test_sync_heartbeats_copies_the_consumers_redis_status_in_bulk(db_url, redis
         rows = {b.id: b for b in session.scalars(select(MonitorBatch))}
         task = session.get(MonitorTask, task_id)
     assert (rows[first].status, rows[second].status) == ("running", "error")
-    assert rows[first].worker_id == "node-a" and rows[first].worker_pid == 4242
-    assert rows[first].consumer_id == f"node-a-{first}"
+    # the notes' identities: worker_id = pid@nodename, consumer_id = hostname-pid (the slot of
+    # the consumer's own id is dropped)
+    assert rows[first].worker_id == "4242@node-a" and rows[first].worker_pid == 4242
+    assert rows[first].consumer_id == "node-a"
     beat = rows[first].last_heartbeat
     assert abs((beat - (utcnow() - timedelta(seconds=3))).total_seconds()) < 1.5
     assert task.last_heartbeat == beat, "the task beats while one of its batches serves"
