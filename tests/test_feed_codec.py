@@ -102,3 +102,17 @@ def test_a_clean_trade_takes_the_fast_path():
     event = typed_trade(json.dumps(frame), "bsc")
     assert event is not None and event == parse_trade(frame, "bsc")
     assert event.amount_usd == 1200.0 and type(event.amount_usd) is float
+
+
+def test_progress_is_the_share_of_the_batchs_tokens_the_live_feed_covers():
+    from kakarot_workers.sources import SourceStats
+    from kakarot_workers.sources.feed import FeedSource
+
+    feed = FeedSource("ws://127.0.0.1:1", "bsc", ["0x" + "a" * 40] * 4)
+    assert feed.stats.progress(4) == 0  # not live
+    feed._decode(json.dumps({"type": "subscribed", "count": 3}))
+    assert feed.stats.live and feed.stats.progress(4) == 75
+    feed._decode(json.dumps({"type": "subscribed", "count": 4}))
+    assert feed.stats.progress(4) == 100
+    live = SourceStats(live=True)  # a source that does not count what it covers
+    assert live.progress(99) == 100

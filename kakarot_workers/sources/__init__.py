@@ -47,6 +47,18 @@ class SourceStats:
     since_ms: int | None = None
     # frames refused since the consumer last took them, by reason (a field, `frame`, `log`)
     rejects: Counter[str] = field(default_factory=Counter)
+    # how many of the batch's tokens the source says it covers (a feed's `subscribed {count}`);
+    # None: it does not say
+    covered: int | None = None
+
+    def progress(self, tokens: int) -> int:
+        """What a backend heartbeat calls a batch's progress: the share (%) of its tokens the
+        live source covers; 100 when live and the source does not count; 0 when not live."""
+        if not self.live:
+            return 0
+        if self.covered is None or tokens <= 0:
+            return 100
+        return max(0, min(100, round(100 * self.covered / tokens)))
 
     def went_live(self) -> None:
         """Subscribed and receiving; the first time, the batch is covered from now on."""

@@ -276,6 +276,9 @@ class FeedSource:
                 return event if event.ca in self._wanted else None
             if kind == "subscribed":
                 self.stats.went_live()
+                count = message.get("count")
+                if type(count) is int:  # noqa: E721 (a bool is no count)
+                    self.stats.covered = count
             elif kind == "error":
                 log.warning("feed %s says: %s", self.url, excerpt(str(message.get("message"))))
             return None

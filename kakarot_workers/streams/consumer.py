@@ -143,6 +143,11 @@ class BatchConsumer:
         return BatchStatus.RUNNING if self.source.stats.live else BatchStatus.CONNECTING
 
     @property
+    def progress(self) -> int:
+        """The share (%) of the batch's tokens its live source covers (`SourceStats.progress`)."""
+        return self.source.stats.progress(len(self.plan.tokens))
+
+    @property
     def pending(self) -> int:
         """Events read and not yet sent: in the micro-batch, and kept through an outage."""
         return len(self.batcher.pending) + self.emitter.unsent_events

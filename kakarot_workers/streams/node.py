@@ -65,6 +65,9 @@ class Held(Protocol):
     def pending(self) -> int: ...
 
     @property
+    def progress(self) -> int: ...
+
+    @property
     def epoch(self) -> int: ...
 
 
@@ -216,7 +219,7 @@ class NodeAgent:
                 "batch_id": h.batch_id,
                 "task_id": h.task_id,
                 "status": protocol_status(h.status),
-                "progress": 100 if h.status in LIVE else 0,
+                "progress": h.progress,
             }
             for h in self.held()
         ]

@@ -26,6 +26,10 @@ class Consumer:
     consumer_id: str = "c"
     pending: int = 0
 
+    @property
+    def progress(self) -> int:
+        return 100 if self.status in ("running", "handing_over") else 0
+
 
 def _ms(value: object) -> bool:
     """An integer of milliseconds, within a minute of now."""

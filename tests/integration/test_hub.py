@@ -33,6 +33,7 @@ class Consumer:
     consumer_id: str = "c"
     status: str = "running"
     pending: int = 0
+    progress: int = 100
 
 
 class Dashboard:
