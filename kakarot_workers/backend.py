@@ -154,7 +154,7 @@ class BackendClient(Reconnecting):
             if self.registered.is_set() and now - last_heartbeat >= self.heartbeat_s:
                 self._send(conn, self.heartbeat())
                 last_heartbeat = now
-            if now - last_ping >= self.ping_s:
+            if self.registered.is_set() and now - last_ping >= self.ping_s:
                 self._send(conn, {"type": "ping"})
                 last_ping = now
             if self.registered.is_set():
