@@ -143,8 +143,12 @@ def test_sync_heartbeats_copies_the_consumers_redis_status_in_bulk(db_url, redis
         assert session.get(MonitorBatch, first).last_heartbeat == beat
 
 
-def test_sync_heartbeats_writes_nothing_when_another_writer_is_named(db_url, redis_client, use_env):
-    use_env(KAKAROT_HEARTBEAT_WRITER="hub")
+@pytest.mark.parametrize("writer", ["hub", "none"])
+def test_sync_heartbeats_writes_nothing_when_another_writer_is_named(
+    db_url, redis_client, use_env, writer
+):
+    """`hub`: the hub writes them; `none`: the Java backend does (the notes)."""
+    use_env(KAKAROT_HEARTBEAT_WRITER=writer)
     task_id = create_task_with(_cas(10, 11))
     (batch_id,) = ensure_allocated(task_id)
     redis_client.hset(
