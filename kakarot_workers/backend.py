@@ -5,18 +5,23 @@ One `BackendClient` per worker node (a thread of its main process, started by th
 
     node → backend: register {consumer_id}; heartbeat {consumer_id, batches, timestamp} every
                     `backend_heartbeat_s`; ping; batch_reload_ack {task_id, consumer_id,
-                    action}; and the events queued by any process of the fleet (`send_event`):
-                    batch_status, task_status.
+                    action}; and the queued events: the batch_status of the batches it serves
+                    (`send_event`), the fleet's task_status (`send_task_status`).
     backend → node: connected {session_id}, registered {consumer_id}, batch_reload {task_id,
                     epoch}, pong, error {code, message}.
+
+Every message, field and unit: docs/backend-protocol.md. Nothing is sent before `registered`;
+timestamps are milliseconds; `consumer_id` is the process's `hostname-pid`.
 
 A lost connection is re-opened with back-off (jittered, capped), and the node registers again.
 An optional bearer token (`KAKAROT_BACKEND_TOKEN`) goes in the Authorization header; it is
 never logged.
 
-Events raised in pool children or on other nodes (a batch changing status, a task failing) are
-put on one Redis list, `kakarot:backend:outbox` (capped); whichever node's client is connected
-takes them off and sends them, so each is sent once, by one node.
+Events go through Redis lists (capped): a batch's status change onto the list of the node that
+serves it (`kakarot:backend:outbox:{node}`), which that node's client sends on its own
+connection; a task's status (raised in a pool child, on any node) onto the fleet's list
+(`kakarot:backend:outbox`), which whichever node's client is connected takes. Each is taken off
+atomically, so it is sent once.
 """
 
 from __future__ import annotations
