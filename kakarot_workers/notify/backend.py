@@ -4,7 +4,7 @@
 one per alert (a digest sends each), in the notes' vocabulary (`alert_type`, `alert_data`;
 docs/backend-protocol.md), on a connection of this process's own that talks like any client of the
 backend: it waits for `connected`, registers (`register {consumer_id}`, this process's
-`hostname-pid`) and sends nothing before `registered`.
+`hostname-pid-alerts`) and sends nothing before `registered`.
 
 A write to a socket the backend has closed (a restart, an idle timeout) succeeds locally and is
 lost, so an alert counts as delivered only on evidence that the backend read it: its
@@ -39,6 +39,10 @@ from kakarot_workers.notify.delivery import Delivery
 from kakarot_workers.notify.messages import Summary
 
 log = logging.getLogger(__name__)
+
+# The alert push registers as `hostname-pid-alerts`: the process's node link already holds
+# `hostname-pid`, and a backend keeps one session per consumer id.
+PUSH_SLOT = "alerts"
 
 # What is read and ignored while waiting for one frame at most (a backend's broadcasts).
 MAX_FRAMES_SKIPPED = 1_000
@@ -210,7 +214,8 @@ class BackendNotifier:
         socket = websocket.create_connection(url, timeout=self.timeout_s, header=auth_header(token))
         try:
             self._read(socket, "connected")
-            consumer_id = runtime.consumer_id()
+            # not the process's own id: its node link (same process) is registered under it
+            consumer_id = runtime.consumer_id(PUSH_SLOT)
             socket.send(json.dumps({"type": "register", "consumer_id": consumer_id}))
             self._read(socket, "registered")
         except BaseException:
