@@ -18,6 +18,7 @@ import json
 from queue import Empty
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
@@ -73,6 +74,17 @@ class CheckedItems:
     _q_for_pri: Any
     _maybe_update_queues_expire: Any
     _flush_brpop_reauth: Any
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # kombu has taken this connection apart (Celery's cleanup of a lost broker connection
+        # calls `collect()`), and an ack, a reject or a restore of one of its messages comes
+        # late (a task that ended during the outage): say so as a connection error, which
+        # Celery logs and survives, the message staying in `unacked` for the visibility
+        # timeout, not as an AttributeError that stops the worker ("Unrecoverable error",
+        # seen in `make faults` with Redis killed)
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection is already closed")
+        return super()._connparams(asynchronous)  # type: ignore[misc]
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's _brpop_read, with the item checked before it is delivered
