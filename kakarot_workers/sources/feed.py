@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -63,22 +64,27 @@ _FIELD_MAP = {
 }
 
 
-class _Frame(msgspec.Struct, frozen=True):
-    """A feed frame as the fast path reads it: every field typed as a clean trade has it, the
-    feed's names, anything else ignored. A frame that does not fit goes the slow way."""
+class _Frame(
+    msgspec.Struct,
+    frozen=True,
+    rename={ours: theirs for theirs, ours in _FIELD_MAP.items()},  # the feed's names
+):
+    """A feed frame as the fast path reads it: the fields of `_FIELD_MAP` under SwapEvent's
+    names, typed as a clean trade has them; anything else ignored. A frame that does not fit
+    goes the slow way."""
 
     type: str | None = None
-    token: str | None = None
-    txHash: str | None = None  # noqa: N815 (the feed's names)
-    logIndex: int | None = None  # noqa: N815
-    blockNumber: int | None = None  # noqa: N815
-    timestamp: int | None = None
+    ca: str | None = None
+    tx_hash: str | None = None
+    log_index: int | None = None
+    block_number: int | None = None
+    ts_ms: int | None = None
     side: str | None = None
-    priceUsd: float | None = None  # noqa: N815
-    volumeUsd: float | None = None  # noqa: N815
-    amount: float | None = None
-    marketCapUsd: float | None = None  # noqa: N815
-    top10HolderPct: float | None = None  # noqa: N815
+    price_usd: float | None = None
+    amount_usd: float | None = None
+    amount_token: float | None = None
+    market_cap_usd: float | None = None
+    top10_holders_pct: float | None = None
     symbol: str | None = None
     pair: str | None = None
     chain: str | None = None
@@ -88,7 +94,7 @@ _FRAMES = msgspec.json.Decoder(_Frame)
 
 
 def _clean_number(value: float | None) -> bool:
-    return value is None or 0 <= value < float("inf")
+    return value is None or 0 <= value < math.inf
 
 
 def typed_trade(raw: str | bytes, default_chain: str) -> SwapEvent | None:
@@ -103,42 +109,41 @@ def typed_trade(raw: str | bytes, default_chain: str) -> SwapEvent | None:
         return None
     if (
         frame.type != "trade"
-        or not frame.token
-        or not frame.txHash
-        or frame.logIndex is None
-        or frame.timestamp is None
+        or not frame.ca
+        or not frame.tx_hash
+        or frame.log_index is None
+        or frame.ts_ms is None
         or frame.side not in ("buy", "sell")
-        or not frame.priceUsd  # zero or missing: the slow path decides
-        or not frame.volumeUsd
+        or not frame.price_usd  # zero or missing: the slow path decides
+        or not frame.amount_usd
         or not (
-            _clean_number(frame.priceUsd)
-            and _clean_number(frame.volumeUsd)
-            and _clean_number(frame.amount)
-            and _clean_number(frame.marketCapUsd)
-            and _clean_number(frame.top10HolderPct)
+            _clean_number(frame.price_usd)
+            and _clean_number(frame.amount_usd)
+            and _clean_number(frame.amount_token)
+            and _clean_number(frame.market_cap_usd)
+            and _clean_number(frame.top10_holders_pct)
         )
         or frame.chain == ""
     ):
         return None
-    event = SwapEvent(
+    return SwapEvent(
         chain=frame.chain if frame.chain is not None else default_chain,
-        ca=frame.token,
-        tx_hash=frame.txHash,
-        log_index=frame.logIndex,
-        ts_ms=frame.timestamp,
+        ca=frame.ca,
+        tx_hash=frame.tx_hash,
+        log_index=frame.log_index,
+        ts_ms=frame.ts_ms,
         side=frame.side,  # type: ignore[arg-type]  # one of the two, checked above
-        amount_usd=float(frame.volumeUsd),
-        price_usd=float(frame.priceUsd),
-        amount_token=float(frame.amount) if frame.amount is not None else 0.0,
-        block_number=frame.blockNumber,
+        amount_usd=float(frame.amount_usd),
+        price_usd=float(frame.price_usd),
+        amount_token=float(frame.amount_token) if frame.amount_token is not None else 0.0,
+        block_number=frame.block_number,
         symbol=frame.symbol if frame.symbol is not None else "",
         pair=frame.pair if frame.pair is not None else "",
-        market_cap_usd=float(frame.marketCapUsd) if frame.marketCapUsd is not None else None,
+        market_cap_usd=float(frame.market_cap_usd) if frame.market_cap_usd is not None else None,
         top10_holders_pct=(
-            float(frame.top10HolderPct) if frame.top10HolderPct is not None else None
+            float(frame.top10_holders_pct) if frame.top10_holders_pct is not None else None
         ),
     )
-    return event
 
 
 def parse_trade(

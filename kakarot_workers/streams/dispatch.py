@@ -131,8 +131,7 @@ def redispatch(batch_id: int, node_id: str | None = None, *, exclude: str | None
     client, keys = runtime.redis_client(), runtime.keys()
     if node_id is None:
         loads = placement.node_loads(client, keys)
-        planned = placement.in_flight(client, keys, [batch_id]) + _recently_sent()
-        node_id = placement.choose(loads, planned, exclude=[exclude] if exclude else [])
+        node_id = placement.choose(loads, _recently_sent(), exclude=[exclude] if exclude else [])
     client.set(keys.batch_dispatch(batch_id), node_id or placement.ANY_NODE, px=_marker_ttl_ms())
     dispatch([batch_id], node_id)
 

@@ -368,10 +368,15 @@ def live_nodes(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
     }
 
 
+def serves_streams(metrics: dict[str, str]) -> bool:
+    """A node (by its metrics) that serves `streams` and is not going down."""
+    return STREAMS in metrics.get("queues", "").split(",") and metrics.get("leaving") != "1"
+
+
 def could_take_a_batch(metrics: dict[str, str]) -> bool:
     """A node (by its metrics) that serves `streams`, is not going down and has a free slot
     (or does not say how many it has): a batch and a hot standby each hold one."""
-    if STREAMS not in metrics.get("queues", "").split(",") or metrics.get("leaving") == "1":
+    if not serves_streams(metrics):
         return False
     slots = int(metrics.get("slots") or 0)
     used = int(metrics.get("batch_count") or 0) + int(metrics.get("standby_count") or 0)

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from kakarot_workers.keys import Keys
-from kakarot_workers.queues import STREAMS
-from kakarot_workers.streams.node import could_take_a_batch, live_nodes
+from kakarot_workers.streams.node import live_nodes, serves_streams
 
 # A dispatch marker's value when the batch went to the shared queue.
 ANY_NODE = "*"
@@ -46,25 +45,18 @@ class NodeLoad:
 def node_loads(client: redis.Redis, keys: Keys, *, full: bool = False) -> list[NodeLoad]:
     """Every live streams node that could take a batch (`full`: and those with no free slot),
     not going down, with its load."""
-    loads = []
-    for node_id, metrics in live_nodes(client, keys).items():
-        if not could_take_a_batch(metrics) and not (full and _serves_streams(metrics)):
-            continue
-        batches = int(metrics.get("batch_count") or 0)
-        loads.append(
-            NodeLoad(
-                node_id=node_id,
-                batches=batches,
-                used=batches + int(metrics.get("standby_count") or 0),
-                slots=int(metrics.get("slots") or 0),
-                cpu=float(metrics.get("cpu_usage") or 0.0),
-            )
+    loads = [
+        NodeLoad(
+            node_id=node_id,
+            batches=int(metrics.get("batch_count") or 0),
+            used=int(metrics.get("batch_count") or 0) + int(metrics.get("standby_count") or 0),
+            slots=int(metrics.get("slots") or 0),
+            cpu=float(metrics.get("cpu_usage") or 0.0),
         )
-    return loads
-
-
-def _serves_streams(metrics: dict[str, str]) -> bool:
-    return STREAMS in metrics.get("queues", "").split(",") and metrics.get("leaving") != "1"
+        for node_id, metrics in live_nodes(client, keys).items()
+        if serves_streams(metrics)
+    ]
+    return loads if full else [n for n in loads if n.free()]
 
 
 def in_flight(client: redis.Redis, keys: Keys, batch_ids: Iterable[int]) -> Counter[str]:

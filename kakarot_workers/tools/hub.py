@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 RELAYED = ("batch_status", "alert", "task_status", "batch_reload_ack")
 KEEP_LAST = 1_000
+SEEN_CAP = 100_000
 
 
 @dataclass
@@ -88,9 +89,10 @@ class Hub:
         self.write_heartbeats = write_heartbeats
         self.epoch_poll_s = epoch_poll_s
         self.idle_close_s = idle_close_s
-        # every alert id received, duplicates included, in order (tests count them)
+        # the latest alert ids received, duplicates included, in order (tests count them)
         self.alert_ids: list[Any] = []
-        self._alerts_seen: set[Any] = set()
+        # the ids already relayed (the newest SEEN_CAP; a repeat older than that relays again)
+        self._alerts_seen: dict[Any, None] = {}
         self.nodes: dict[str, NodeState] = {}
         # the latest, for tests and a look at a running hub (bounded: a hub runs for long)
         self.acks: deque[dict[str, Any]] = deque(maxlen=KEEP_LAST)
@@ -284,8 +286,11 @@ class Hub:
             await _error(connection, "bad_alert", "an alert needs data.alertId")
             return
         self.alert_ids.append(alert_id)
+        del self.alert_ids[:-KEEP_LAST]
         if alert_id not in self._alerts_seen:
-            self._alerts_seen.add(alert_id)
+            self._alerts_seen[alert_id] = None
+            if len(self._alerts_seen) > SEEN_CAP:
+                del self._alerts_seen[next(iter(self._alerts_seen))]
             await self._relay("alert", message)
         await _send(connection, {"type": "alert_ack", "alertId": alert_id, "timestamp": _now_ms()})
 
