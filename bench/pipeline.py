@@ -6,9 +6,10 @@
 On 127.0.0.1, real parts: an embedded Redis (broker, windows, cooldowns), a SQLite database,
 alert workers as Celery subprocesses laid out as the README deploys them: one process per core,
 each with the threads pool and 2 slots (while one slot waits on Redis or the database, the other
-computes; prefork's parent-to-child hand-off cost more). Events come as the stream side sends them:
-micro-batches of 200 in one `evaluate_events` message. Ten tasks on 100 tokens each judge them
-with a layer-1 gate, a volume window and a price-change window, and default cooldowns.
+computes; prefork's parent-to-child hand-off cost more). Events come as the stream side sends
+them: micro-batches of 200 of one task, packed in one `evaluate_events` message (`events.pack`).
+Ten tasks on 100 tokens each judge them with a layer-1 gate, a volume window and a price-change
+window, and default cooldowns.
 
 1. Throughput of the pool with 1 and 2 worker processes: the messages are queued at once and
    the clock runs until the pool has judged every event. `--trials` runs of each, alternating
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import multiprocessing
 import os
 import random
@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import use_local_services  # noqa: E402
+from bench import speed_reference_ms, use_local_services  # noqa: E402
 from kakarot_workers.tools.embedded_redis import EmbeddedRedis  # noqa: E402
 
 EVENTS_PER_MESSAGE = 200
@@ -108,20 +108,28 @@ def make_events(tasks, count: int, run: int, seed: int) -> list[dict]:
     return events
 
 
-def chunks(events: list[dict], size: int = EVENTS_PER_MESSAGE) -> list[list[dict]]:
-    return [events[i : i + size] for i in range(0, len(events), size)]
+def messages(events: list[dict], size: int = EVENTS_PER_MESSAGE) -> list[dict]:
+    """`events` as the stream side sends them: packed micro-batches of up to `size`, each of one
+    task's events (a consumer serves one batch of one task), in the order they came."""
+    from kakarot_workers.events import SwapEvent, pack
+
+    by_task: dict[int, list[SwapEvent]] = {}
+    for event in events:
+        routing = {"task_id": event["task_id"]}
+        by_task.setdefault(event["task_id"], []).append(
+            SwapEvent(**{k: v for k, v in event.items() if k not in routing})
+        )
+    packed = []
+    for task_id, task_events in by_task.items():
+        for i in range(0, len(task_events), size):
+            packed.append(pack(task_events[i : i + size], task_id=task_id))
+    return packed
 
 
-def speed_reference_ms() -> float:
-    """The machine's speed now: the best of three runs of a fixed pure-Python loop (ms)."""
-    best = math.inf
-    for _ in range(3):
-        started = time.process_time()
-        total = 0
-        for i in range(1_000_000):
-            total += i * i % 7
-        best = min(best, time.process_time() - started)
-    return best * 1000
+def send(message: dict) -> None:
+    from kakarot_workers.celery import send_packed
+
+    send_packed("kakarot.alerts.evaluate_events", [message], queue="alerts", argsrepr="[…]")
 
 
 def forget_windows() -> None:
@@ -162,16 +170,16 @@ def alert_pool(
 def pool_throughput(workdir: Path, processes: int, events: list[dict]) -> float:
     """Events/s through `evaluate_events` with `processes` alert worker processes."""
     from kakarot_workers import runtime
-    from kakarot_workers.celery import app
 
     client, keys = runtime.redis_client(), runtime.keys()
     counter = keys.alert_stat("evaluated")
     client.delete(counter)
     forget_windows()
     with alert_pool(workdir, f"bench-alerts-{processes}", processes):
+        packed = messages(events)
         started = time.perf_counter()
-        for message in chunks(events):
-            app.send_task("kakarot.alerts.evaluate_events", args=[message])
+        for message in packed:
+            send(message)
         _wait(lambda: int(client.get(counter) or 0) >= len(events), 600, "the pool")
         elapsed = time.perf_counter() - started
     return len(events) / elapsed
@@ -207,7 +215,7 @@ def _drain(redis_url: str, key: str, done_key: str) -> None:
         item = client.brpop([key], timeout=2)
         if item is None:
             return
-        events = json.loads(item[1])
+        events = json.loads(item[1])["rows"]
         client.incrby(done_key, len(events))
 
 
@@ -228,7 +236,7 @@ def ceiling_throughput(events: list[dict]) -> float:
     time.sleep(1.0)  # both waiting on BRPOP
     started = time.perf_counter()
     pipe = client.pipeline(transaction=False)
-    for message in chunks(events):
+    for message in messages(events):
         pipe.lpush(key, json.dumps(message))
     pipe.execute()
     _wait(lambda: int(client.get(done_key) or 0) >= len(events), 120, "the drainers")
@@ -242,7 +250,6 @@ def latency(workdir: Path, task_id: int, rate: int, seconds: float) -> list[floa
     """Latencies (ms) from event creation to alert row at `rate` events/s offered."""
     from sqlalchemy import select
 
-    from kakarot_workers.celery import app
     from kakarot_workers.db.models import MonitorAlertLog
     from kakarot_workers.db.session import session_scope
 
@@ -272,7 +279,7 @@ def latency(workdir: Path, task_id: int, rate: int, seconds: float) -> list[floa
                 }
                 for i in range(per_tick)
             ]
-            app.send_task("kakarot.alerts.evaluate_events", args=[message])
+            send(messages(message)[0])
             sent += per_tick
             tick += 1
             pause = started + tick * 0.01 - time.perf_counter()

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from typing import Any, NoReturn
 
 import kombu.exceptions
+import msgspec
 import redis
 from celery import Celery, Task
 from celery.apps.worker import Worker
@@ -256,3 +258,28 @@ app = KakarotCelery(
     task_cls=KakarotTask,
 )
 app.config_from_object("kakarot_workers.celeryconfig")
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def send_packed(name: str, args: list[Any], *, queue: str, argsrepr: str) -> None:
+    """Send task `name` with `args` to `queue`: the same Celery message `app.send_task` makes
+    (protocol 2, JSON, read by any worker), made for a hot path. Its body is encoded by msgspec
+    (a tenth of the standard library's cost for a micro-batch of numbers), and no `task-sent`
+    event goes with it (Flower sees the task when a worker receives it: one publish, not two).
+    No retries: raises while the broker is away, like `send_task(retry=False)`."""
+    message = app.amqp.create_task_message(
+        str(uuid.uuid4()), name, args, {}, argsrepr=argsrepr, kwargsrepr="{}"
+    )
+    body = _encode_json(message.body)  # (args, kwargs, embed): what the json serializer writes
+    with app.producer_or_acquire() as producer:
+        app.amqp.send_task_message(
+            producer,
+            name,
+            message._replace(body=body),
+            queue=queue,
+            retry=False,
+            content_type="application/json",  # kombu sends a body it is given typed as-is
+            content_encoding="utf-8",
+        )

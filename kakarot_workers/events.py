@@ -1,74 +1,82 @@
 """The swap event: one trade of one token, as every source produces it and the alert pool reads it.
 
 Pure: no I/O. On the wire (Celery JSON messages) an event is a flat dict made by `to_wire`;
-`from_wire` validates it and says which field is wrong. Every event is checked on its own, at
-the source and again in the pool (`check`): types, finite and plausible ranges, a timestamp near
-now, a known chain, strings that fit the alert log's columns. A bad event is rejected alone.
+`from_wire` validates it and says which field is wrong. A stream consumer sends its events in
+micro-batches packed by `pack` (the routing fields once, each trade as a row of values); `unpack`
+turns such a message, or a plain list of wire dicts, back into wire dicts. Every event is checked
+on its own, at the source and again in the pool (`check`): types, finite and plausible ranges, a
+timestamp near now, a known chain, strings that fit the alert log's columns. A bad event is
+rejected alone.
+
+`SwapEvent` is a msgspec Struct: its field types carry the fixed limits (`Meta`), so a clean
+event is decoded or converted and validated in one step in C (`from_wire`'s usual case, the feed's
+frames); what is not clean goes the slow way, which names the first bad field.
 """
 
 from __future__ import annotations
 
 import math
+import operator
+import sys
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from kakarot_workers.addresses import KNOWN_CHAINS
 from kakarot_workers.errors import EventError
 
 Side = Literal["buy", "sell"]
 
+# Sizes of the alert log's columns (db/models.py) and of its integers.
+_MAX_CHARS = {"chain": 16, "ca": 128, "tx_hash": 128, "symbol": 64, "pair": 128}
+_MAX_INT = {"log_index": 2**31 - 1, "epoch": 2**31 - 1}
+_MAX_BIGINT = 2**63 - 1
+_NON_EMPTY = ("chain", "ca", "tx_hash")
 
-@dataclass(frozen=True, slots=True)
-class SwapEvent:
+# The fixed limits as types (enforced when msgspec decodes or converts, not by the constructor;
+# `check` holds an event made in code to the same ones, and to those that depend on settings).
+ChainName = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_CHARS["chain"])]
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_CHARS["ca"])]
+TxHash = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_CHARS["tx_hash"])]
+Symbol = Annotated[str, msgspec.Meta(max_length=_MAX_CHARS["symbol"])]
+Pair = Annotated[str, msgspec.Meta(max_length=_MAX_CHARS["pair"])]
+Index = Annotated[int, msgspec.Meta(ge=0, le=_MAX_INT["log_index"])]
+Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_BIGINT)]
+Amount = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]  # finite, not negative
+Share = Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+class SwapEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One trade. Identity is (chain, tx_hash, log_index); the rest is what rules look at."""
 
-    chain: str
-    ca: str
-    tx_hash: str
-    log_index: int
-    ts_ms: int
+    chain: ChainName
+    ca: Address
+    tx_hash: TxHash
+    log_index: Index
+    ts_ms: Count
     side: Side
-    amount_usd: float
-    price_usd: float
-    amount_token: float = 0.0
-    block_number: int | None = None
-    symbol: str = ""
-    pair: str = ""
-    market_cap_usd: float | None = None
-    top10_holders_pct: float | None = None
+    amount_usd: Amount
+    price_usd: Amount
+    amount_token: Amount = 0.0
+    block_number: Count | None = None
+    symbol: Symbol = ""
+    pair: Pair = ""
+    market_cap_usd: Amount | None = None
+    top10_holders_pct: Share | None = None
     # Routing: which task/batch/epoch saw it, the consumer's fencing token, and when the
     # consumer sent it, by Redis's clock (ms; the fence acts at that moment, see `leases`).
-    task_id: int = 0
-    batch_id: int = 0
-    epoch: int = 0
-    fencing_token: int = 0
-    sent_ms: int = 0
+    task_id: Count = 0
+    batch_id: Count = 0
+    epoch: Index = 0
+    fencing_token: Count = 0
+    sent_ms: Count = 0
 
     def to_wire(self) -> dict[str, Any]:
-        """The flat dict of every field (what `dataclasses.asdict` gives, at a tenth of its
-        cost: every field is a scalar, nothing to copy deeply)."""
-        return {
-            "chain": self.chain,
-            "ca": self.ca,
-            "tx_hash": self.tx_hash,
-            "log_index": self.log_index,
-            "ts_ms": self.ts_ms,
-            "side": self.side,
-            "amount_usd": self.amount_usd,
-            "price_usd": self.price_usd,
-            "amount_token": self.amount_token,
-            "block_number": self.block_number,
-            "symbol": self.symbol,
-            "pair": self.pair,
-            "market_cap_usd": self.market_cap_usd,
-            "top10_holders_pct": self.top10_holders_pct,
-            "task_id": self.task_id,
-            "batch_id": self.batch_id,
-            "epoch": self.epoch,
-            "fencing_token": self.fencing_token,
-            "sent_ms": self.sent_ms,
-        }
+        """The flat dict of every field."""
+        return msgspec.structs.asdict(self)
 
     @property
     def identity(self) -> tuple[str, str, int]:
@@ -86,6 +94,62 @@ def event_key(chain: str, tx_hash: str, log_index: int) -> str:
     return f"{chain}:{tx_hash}:{log_index}"
 
 
+# A micro-batch on the wire: `{"v": 1, <ROUTING_FIELDS>, "fields": TRADE_FIELDS, "rows": [[…], …]}`.
+# The routing fields are the same for every event a consumer sends at once (its task, batch,
+# epoch, lease token and send time), so they travel once; each trade is a row of values in the
+# order `fields` names (a reader maps them by these names, not by position).
+# About half the size of the same events as dicts, and a tenth of the cost to encode.
+PACKED_VERSION = 1
+ROUTING_FIELDS = ("task_id", "batch_id", "epoch", "fencing_token", "sent_ms")
+TRADE_FIELDS = tuple(
+    f.name for f in msgspec.structs.fields(SwapEvent) if f.name not in ROUTING_FIELDS
+)
+trade_values = operator.attrgetter(*TRADE_FIELDS)
+"""The values of an event's `TRADE_FIELDS`, as a tuple (one row of a packed micro-batch)."""
+
+
+def pack(events: Sequence[SwapEvent], **routing: int) -> dict[str, Any]:
+    """`events` as one packed micro-batch under `routing` (every name of `ROUTING_FIELDS`)."""
+    return {
+        "v": PACKED_VERSION,
+        **routing,
+        "fields": TRADE_FIELDS,
+        "rows": [trade_values(e) for e in events],
+    }
+
+
+def unpack(message: Any) -> list[Any]:
+    """The wire events of an `evaluate_events` argument: a packed micro-batch (`pack`) or a
+    list of wire dicts (what consumers sent before, still accepted). A row is made a dict of its
+    fields and the routing fields; a row that is no list of as many values as `fields` stays as
+    it is, for `from_wire` to reject alone. Raise EventError when `message` is neither form."""
+    if isinstance(message, list):
+        return message
+    if not isinstance(message, dict):
+        raise EventError(
+            f"micro-batch: expected a list of events or a packed micro-batch, got a "
+            f"{type(message).__name__}"
+        )
+    if message.get("v") != PACKED_VERSION:
+        raise EventError(
+            f"micro-batch: packed version {_shown(message.get('v'))} unknown (this worker reads "
+            f"version {PACKED_VERSION})"
+        )
+    names, rows = message.get("fields"), message.get("rows")
+    if not isinstance(names, list) or not all(type(n) is str for n in names):  # noqa: E721
+        raise EventError("micro-batch: `fields` is not a list of names")
+    if not isinstance(rows, list):
+        raise EventError(f"micro-batch: `rows` is not a list (got {_shown(rows)})")
+    routing = {name: message[name] for name in ROUTING_FIELDS if name in message}
+    width = len(names)
+    return [
+        {**dict(zip(names, row, strict=True)), **routing}
+        if isinstance(row, list) and len(row) == width
+        else row
+        for row in rows
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Plausible:
     """What a real trade can look like (the settings `event_max_future_s`/`event_max_age_s`
@@ -98,14 +162,9 @@ class Plausible:
 
 
 PLAUSIBLE = Plausible()
-# Sizes of the alert log's columns (db/models.py) and of its integers.
-_MAX_CHARS = {"chain": 16, "ca": 128, "tx_hash": 128, "symbol": 64, "pair": 128}
-_MAX_INT = {"log_index": 2**31 - 1, "epoch": 2**31 - 1}
-_MAX_BIGINT = 2**63 - 1
-_NON_EMPTY = ("chain", "ca", "tx_hash")
 
 _REQUIRED = ("chain", "ca", "tx_hash", "log_index", "ts_ms", "side", "amount_usd", "price_usd")
-_FIELD_NAMES = frozenset(f.name for f in fields(SwapEvent))
+_FIELD_NAMES = frozenset(f.name for f in msgspec.structs.fields(SwapEvent))
 _INT_FIELDS = (
     "log_index",
     "ts_ms",
@@ -120,10 +179,44 @@ _NUMBER_FIELDS = ("amount_usd", "price_usd", "amount_token", "market_cap_usd", "
 _OPTIONAL = frozenset(("block_number", "market_cap_usd", "top10_holders_pct"))
 
 
+_convert = msgspec.convert
+
+
 def from_wire(
     data: Any, *, now_ms: int | None = None, plausible: Plausible = PLAUSIBLE
 ) -> SwapEvent:
-    """Validate a wire dict and build the event; raise EventError naming the bad field."""
+    """Validate a wire dict and build the event; raise EventError naming the bad field.
+
+    The usual case, a clean event, is converted and held to the fixed limits in one step
+    (msgspec), then to the bounds of `plausible` and now; anything else takes the slow way,
+    which accepts what it can (a number as a string) and names the first bad field. Both make
+    the same event of what both accept (a hypothesis test holds them to it)."""
+    try:
+        event = _convert(data, SwapEvent)
+    except msgspec.ValidationError:
+        pass
+    else:
+        if within_bounds(event, now_ms, plausible):
+            return event
+    return _from_wire_slowly(data, now_ms, plausible)
+
+
+def within_bounds(event: SwapEvent, now_ms: int | None, plausible: Plausible = PLAUSIBLE) -> bool:
+    """Whether an event that has the fixed limits (decoded or converted by msgspec) also has
+    those of `check` that depend on settings and now: a known chain, amounts, prices and market
+    cap below belief, a timestamp near now. `check` says which one fails."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    cap = event.market_cap_usd
+    return (
+        event.chain in KNOWN_CHAINS
+        and event.amount_usd <= plausible.max_usd
+        and event.price_usd <= plausible.max_usd
+        and (cap is None or cap <= plausible.max_market_cap_usd)
+        and now - plausible.max_age_ms <= event.ts_ms <= now + plausible.max_future_ms
+    )
+
+
+def _from_wire_slowly(data: Any, now_ms: int | None, plausible: Plausible) -> SwapEvent:
     if not isinstance(data, dict):
         raise EventError(f"event: expected an object, got {type(data).__name__}")
     missing = [name for name in _REQUIRED if data.get(name) in (None, "")]

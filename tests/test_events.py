@@ -1,10 +1,21 @@
-import dataclasses
+import json
 import time
 
+import hypothesis
+import msgspec
 import pytest
+from hypothesis import strategies as st
 
 from kakarot_workers.errors import EventError
-from kakarot_workers.events import Plausible, SwapEvent, from_wire
+from kakarot_workers.events import (
+    PLAUSIBLE,
+    Plausible,
+    SwapEvent,
+    _from_wire_slowly,
+    from_wire,
+    pack,
+    unpack,
+)
 
 NOW_MS = int(time.time() * 1000)
 DAY_MS = 86_400_000
@@ -136,24 +147,94 @@ def test_the_largest_values_that_fit_are_accepted():
     assert event.log_index == 2**31 - 1 and event.symbol == "S" * 64
 
 
-def test_the_wire_form_is_every_field_as_asdict_gives_it():
-    """`to_wire` is written out field by field (asdict's deep copy cost the consumer most of
-    its time): it must stay every field, by name, with its value."""
-    event = SwapEvent(
-        **{
-            **GOOD,
-            "block_number": 7,
-            "market_cap_usd": 1e6,
-            "top10_holders_pct": 12.5,
-            "task_id": 3,
-            "batch_id": 4,
-            "epoch": 5,
-            "fencing_token": 6,
-            "sent_ms": 8,
-            "symbol": "TKN",
-            "pair": "0x" + "b" * 40,
-            "amount_token": 2.5,
-        }
-    )
-    assert event.to_wire() == dataclasses.asdict(event)
-    assert list(event.to_wire()) == [f.name for f in dataclasses.fields(SwapEvent)]
+def test_a_packed_micro_batch_reads_back_as_the_same_events_under_its_routing():
+    events = [
+        SwapEvent(**{**GOOD, "log_index": 1, "block_number": 7, "market_cap_usd": 1e6}),
+        SwapEvent(**{**GOOD, "log_index": 2, "symbol": "TKN", "top10_holders_pct": 12.5}),
+    ]
+    routing = {"task_id": 3, "batch_id": 4, "epoch": 5, "fencing_token": 6, "sent_ms": 8}
+    packed = json.loads(json.dumps(pack(events, **routing)))  # as the pool receives it
+    assert [from_wire(w) for w in unpack(packed)] == [
+        msgspec.structs.replace(e, **routing) for e in events
+    ]
+    many = events * 100
+    as_dicts = [{**e.to_wire(), **routing} for e in many]
+    assert len(json.dumps(pack(many, **routing))) < 0.6 * len(json.dumps(as_dicts))
+    assert unpack([GOOD]) == [GOOD], "a list of wire dicts is still read"
+
+
+def test_a_packed_row_that_does_not_fit_is_rejected_alone_and_a_bad_envelope_says_so():
+    packed = json.loads(json.dumps(pack([SwapEvent(**GOOD)] * 2, task_id=1)))
+    packed["rows"][0] = packed["rows"][0][:3]
+    first, second = unpack(packed)
+    with pytest.raises(EventError, match="expected an object, got list"):
+        from_wire(first)
+    assert from_wire(second).task_id == 1
+    with pytest.raises(EventError, match="packed version 2 unknown"):
+        unpack({**packed, "v": 2})
+    with pytest.raises(EventError, match="got a str"):
+        unpack("junk")
+    with pytest.raises(EventError, match="`rows` is not a list"):
+        unpack({**packed, "rows": 3})
+
+
+wire_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),  # NaN and infinities too: Python's json reads them
+    st.sampled_from(["", "12.5", "x", "bsc", "buy"]),
+)
+
+
+def _mostly(clean: st.SearchStrategy, *odd: st.SearchStrategy) -> st.SearchStrategy:
+    """`clean` 19 times in 20, else one of `odd` or anything (about half the events clean)."""
+    return st.integers(0, 19).flatmap(lambda n: clean if n else st.one_of(*odd, wire_values))
+
+
+wire_events = st.fixed_dictionaries(
+    {
+        "chain": _mostly(st.sampled_from(["bsc", "eth"]), st.sampled_from(["mars", "b" * 17])),
+        "ca": _mostly(st.just("0x" + "a" * 40), st.just("a" * 129)),
+        "tx_hash": _mostly(st.just("0x" + "b" * 64)),
+        "log_index": _mostly(st.integers(0, 2**31 - 1), st.sampled_from([-1, 2**31, "7"])),
+        "ts_ms": _mostly(
+            st.integers(NOW_MS - 7 * DAY_MS, NOW_MS + 300_000),
+            st.sampled_from([NOW_MS - 7 * DAY_MS - 1, NOW_MS + 300_001, float(NOW_MS)]),
+        ),
+        "side": _mostly(st.sampled_from(["buy", "sell"]), st.just("hold")),
+        "amount_usd": _mostly(st.floats(0, 1e12), st.sampled_from([-0.5, 1e12 + 1, 3, True])),
+        "price_usd": _mostly(st.floats(0, 1e12), st.sampled_from([-0.5, 2e12, "0.5"])),
+    },
+    optional={
+        "amount_token": _mostly(st.floats(0, 1e300), st.sampled_from([-1.0, 7])),
+        "block_number": _mostly(st.integers(0, 2**63 - 1), st.sampled_from([-1, 2**63, None])),
+        "symbol": _mostly(st.text(max_size=64), st.just("S" * 65)),
+        "pair": _mostly(st.just("0x" + "d" * 40), st.just("p" * 129)),
+        "market_cap_usd": _mostly(st.floats(0, 1e15), st.sampled_from([None, 2e15])),
+        "top10_holders_pct": _mostly(st.floats(0, 100), st.sampled_from([None, 100.5])),
+        "task_id": _mostly(st.integers(0, 2**63 - 1), st.just(2**63)),
+        "epoch": _mostly(st.integers(0, 2**31 - 1), st.just(2**31)),
+        "fencing_token": _mostly(st.integers(0, 2**53), st.just(-3)),
+        "extra": wire_values,
+    },
+)
+
+
+def _outcome(read, data):
+    try:
+        return read(data)
+    except EventError as exc:
+        return str(exc)
+
+
+@hypothesis.settings(max_examples=1500, deadline=None)
+@hypothesis.given(wire_events)
+def test_from_wires_fast_path_makes_the_slow_paths_event_or_steps_aside(data):
+    """`from_wire` converts a clean event in one step (msgspec) and leaves the rest to the slow
+    path: on any wire dict, the outcome (the event, or the error line) is the slow path's."""
+    fast = _outcome(lambda d: from_wire(d, now_ms=NOW_MS), data)
+    slow = _outcome(lambda d: _from_wire_slowly(d, NOW_MS, PLAUSIBLE), data)
+    assert fast == slow
+    if isinstance(fast, SwapEvent):
+        assert all(type(getattr(fast, n)) is float for n in ("amount_usd", "price_usd"))

@@ -1,6 +1,6 @@
 """The feed's fast path (msgspec, `typed_trade`) against its slow path (`json.loads` +
-`parse_trade`, which `from_wire` validates): on any frame, the fast path either steps aside or
-makes the very event the slow path makes, and fails the check with the very same error."""
+`parse_trade`, which `from_wire` validates): on any frame, the fast path either steps aside (the
+slow path then decides, and names what is wrong) or makes the very event the slow path makes."""
 
 from __future__ import annotations
 
@@ -79,11 +79,7 @@ def test_the_fast_path_makes_the_slow_paths_event_or_steps_aside(frame):
     event = typed_trade(raw, "bsc")
     if event is None:
         return  # the slow path decides alone
-    try:
-        check(event)
-    except EventError as exc:
-        assert _slow(raw) == str(exc)
-        return
+    check(event)  # what the fast path lets through passes the whole check
     assert _slow(raw) == event
 
 

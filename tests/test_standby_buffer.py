@@ -20,8 +20,8 @@ def _buffer(*trades: tuple[float, SwapEvent], keep_s: float = 30) -> Buffer:
 def test_the_trades_after_the_owners_mark_exactly():
     trades = [_trade(i, 1_000 + i) for i in range(6)]
     buffer = _buffer(*((float(i), t) for i, t in enumerate(trades)))
-    assert buffer.after(mark_of(trades[3].to_wire())) == trades[4:]
-    assert buffer.after(mark_of(trades[5].to_wire())) == []
+    assert buffer.after(mark_of(trades[3])) == trades[4:]
+    assert buffer.after(mark_of(trades[5])) == []
     assert buffer.after(None) == trades, "an owner that sent nothing: everything"
 
 
@@ -41,7 +41,7 @@ def test_old_trades_leave_and_retracted_ones_are_not_sent():
 
 
 def test_a_mark_survives_its_text_form():
-    mark = mark_of(_trade(7, 123).to_wire())
+    mark = mark_of(_trade(7, 123))
     assert Mark.decode(mark.encode()) == mark
     assert Mark.decode("") is None and Mark.decode("junk") is None
 

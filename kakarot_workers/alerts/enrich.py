@@ -9,7 +9,6 @@ marked incomplete (see `rules.judge`): a missing metric never silences a token.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import msgspec
 import redis
 
 from kakarot_workers.events import SwapEvent
@@ -56,7 +56,7 @@ def enrich(
     for event in events:
         metrics = known.get((event.chain, event.ca))
         if metrics and missing_metrics(event):
-            event = dataclasses.replace(
+            event = msgspec.structs.replace(
                 event,
                 market_cap_usd=event.market_cap_usd
                 if event.market_cap_usd is not None

@@ -12,6 +12,8 @@ from kakarot_workers import metrics, queues, runtime
 from kakarot_workers.alerts.evaluate import configs_in_force, parse_events, process, screen
 from kakarot_workers.alerts.retract import retract
 from kakarot_workers.celery import app
+from kakarot_workers.errors import EventError
+from kakarot_workers.events import unpack
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +25,16 @@ log = logging.getLogger(__name__)
     ignore_result=True,
     retry_store_errors=True,
 )
-def evaluate_events(events: list[Any]) -> int:
-    """Judge a micro-batch of wire events; record and notify the alerts; return how many are new."""
-    if not isinstance(events, list):
-        evaluate_events.poison(f"expected a list of events, got a {type(events).__name__}")
+def evaluate_events(events: list[Any] | dict[str, Any]) -> int:
+    """Judge a micro-batch (packed by `events.pack`, or a list of wire events); record and
+    notify the alerts; return how many are new."""
+    try:
+        wire = unpack(events)
+    except EventError as exc:
+        evaluate_events.poison(str(exc))
         return 0
     client, keys = runtime.redis_client(), runtime.keys()
-    parsed = parse_events(events)
+    parsed = parse_events(wire)
     with metrics.POOL_STEP.labels("screen").time():
         kept, announced = screen(parsed, configs_in_force(parsed))
     new, stats = process(kept, announced)
@@ -39,7 +44,7 @@ def evaluate_events(events: list[Any]) -> int:
             pipe.incrby(keys.alert_stat(name), value)
     pipe.execute()
     _count(stats)
-    _summary.add(len(events), stats["evaluated"], new)
+    _summary.add(len(wire), stats["evaluated"], new)
     return new
 
 

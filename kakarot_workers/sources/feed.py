@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +36,23 @@ import msgspec
 import websocket
 
 from kakarot_workers.errors import EventError
-from kakarot_workers.events import PLAUSIBLE, Plausible, SwapEvent, check, from_wire
+from kakarot_workers.events import (
+    PLAUSIBLE,
+    Address,
+    Amount,
+    ChainName,
+    Count,
+    Index,
+    Pair,
+    Plausible,
+    Share,
+    Side,
+    SwapEvent,
+    Symbol,
+    TxHash,
+    from_wire,
+    within_bounds,
+)
 from kakarot_workers.reconnect import backoff
 from kakarot_workers.sources import SourceStats
 
@@ -70,80 +85,69 @@ class _Frame(
     rename={ours: theirs for theirs, ours in _FIELD_MAP.items()},  # the feed's names
 ):
     """A feed frame as the fast path reads it: the fields of `_FIELD_MAP` under SwapEvent's
-    names, typed as a clean trade has them; anything else ignored. A frame that does not fit
-    goes the slow way."""
+    names, typed and bounded as a clean trade has them (SwapEvent's own field types); anything
+    else ignored. A frame that does not fit goes the slow way."""
 
     type: str | None = None
-    ca: str | None = None
-    tx_hash: str | None = None
-    log_index: int | None = None
-    block_number: int | None = None
-    ts_ms: int | None = None
-    side: str | None = None
-    price_usd: float | None = None
-    amount_usd: float | None = None
-    amount_token: float | None = None
-    market_cap_usd: float | None = None
-    top10_holders_pct: float | None = None
-    symbol: str | None = None
-    pair: str | None = None
-    chain: str | None = None
+    ca: Address | None = None
+    tx_hash: TxHash | None = None
+    log_index: Index | None = None
+    block_number: Count | None = None
+    ts_ms: Count | None = None
+    side: Side | None = None
+    price_usd: Amount | None = None
+    amount_usd: Amount | None = None
+    amount_token: Amount | None = None
+    market_cap_usd: Amount | None = None
+    top10_holders_pct: Share | None = None
+    symbol: Symbol | None = None
+    pair: Pair | None = None
+    chain: ChainName | None = None
 
 
 _FRAMES = msgspec.json.Decoder(_Frame)
 
 
-def _clean_number(value: float | None) -> bool:
-    return value is None or 0 <= value < math.inf
-
-
-def typed_trade(raw: str | bytes, default_chain: str) -> SwapEvent | None:
-    """The trade of a clean `trade` frame, decoded and typed in one step (msgspec), not yet
-    checked (`events.check` is the caller's); None when the frame is anything else or not clean
-    (a missing field, a number as a string, a negative amount, …): `parse_trade` then says
-    what is wrong, or accepts what `from_wire` accepts. Checked, the event is the one
-    `parse_trade` makes of the same frame, or fails with the same error."""
+def typed_trade(
+    raw: str | bytes, default_chain: str, plausible: Plausible = PLAUSIBLE
+) -> SwapEvent | None:
+    """The trade of a clean `trade` frame, decoded, typed and checked in one step (msgspec, then
+    `events.within_bounds`); None when the frame is anything else or not clean (a missing field,
+    a number as a string, a negative amount, a timestamp too old, …): `parse_trade` then says
+    what is wrong, or accepts what `from_wire` accepts. The event is the one `parse_trade`
+    makes of the same frame (a hypothesis test holds the two to it)."""
     try:
         frame = _FRAMES.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         return None
     if (
         frame.type != "trade"
-        or not frame.ca
-        or not frame.tx_hash
+        or frame.ca is None
+        or frame.tx_hash is None
         or frame.log_index is None
         or frame.ts_ms is None
-        or frame.side not in ("buy", "sell")
+        or frame.side is None
         or not frame.price_usd  # zero or missing: the slow path decides
         or not frame.amount_usd
-        or not (
-            _clean_number(frame.price_usd)
-            and _clean_number(frame.amount_usd)
-            and _clean_number(frame.amount_token)
-            and _clean_number(frame.market_cap_usd)
-            and _clean_number(frame.top10_holders_pct)
-        )
-        or frame.chain == ""
     ):
         return None
-    return SwapEvent(
+    event = SwapEvent(
         chain=frame.chain if frame.chain is not None else default_chain,
         ca=frame.ca,
         tx_hash=frame.tx_hash,
         log_index=frame.log_index,
         ts_ms=frame.ts_ms,
-        side=frame.side,  # type: ignore[arg-type]  # one of the two, checked above
-        amount_usd=float(frame.amount_usd),
-        price_usd=float(frame.price_usd),
-        amount_token=float(frame.amount_token) if frame.amount_token is not None else 0.0,
+        side=frame.side,
+        amount_usd=frame.amount_usd,
+        price_usd=frame.price_usd,
+        amount_token=frame.amount_token if frame.amount_token is not None else 0.0,
         block_number=frame.block_number,
         symbol=frame.symbol if frame.symbol is not None else "",
         pair=frame.pair if frame.pair is not None else "",
-        market_cap_usd=float(frame.market_cap_usd) if frame.market_cap_usd is not None else None,
-        top10_holders_pct=(
-            float(frame.top10_holders_pct) if frame.top10_holders_pct is not None else None
-        ),
+        market_cap_usd=frame.market_cap_usd,
+        top10_holders_pct=frame.top10_holders_pct,
     )
+    return event if within_bounds(event, None, plausible) else None
 
 
 def parse_trade(
@@ -266,10 +270,9 @@ class FeedSource:
 
     def _decode(self, raw: str | bytes) -> SwapEvent | None:
         try:
-            event = typed_trade(raw, self.chain)
+            event = typed_trade(raw, self.chain, self.plausible)
             if event is not None:
                 self.stats.went_live()
-                check(event, plausible=self.plausible)
                 return event if event.ca in self._wanted else None
             message = json.loads(raw)
             if not isinstance(message, dict):

@@ -1,7 +1,8 @@
 """The long-lived consumer of one batch: source → stamped events → the `alerts` queue.
 
-It stamps every trade with (task, batch, epoch, fencing token) and sends them to the alert pool
-in micro-batches of up to `emit_max_events` events or `emit_max_ms` milliseconds. It renews the
+It sends its trades to the alert pool in micro-batches of up to `emit_max_events` events or
+`emit_max_ms` milliseconds, each one message packed with (task, batch, epoch, fencing token, send
+time) once (`events.pack`). It renews the
 lease every third of its TTL and stops at once when the lease is lost; it follows the control
 plane (a new epoch, an order to stop) and the depth of the alerts queue. On a warm shutdown it
 hands the batch over (`handover`). What it reports goes through `reporter`; `consume_batch` in
@@ -22,9 +23,9 @@ import kombu.exceptions
 import redis
 
 from kakarot_workers import degrade, logs, metrics, queues, runtime
-from kakarot_workers.celery import app
+from kakarot_workers.celery import app, send_packed
 from kakarot_workers.errors import EventError
-from kakarot_workers.events import SwapEvent, check
+from kakarot_workers.events import SwapEvent, check, pack
 from kakarot_workers.settings import get_settings
 from kakarot_workers.sources import BatchPlan, Retraction, Source
 from kakarot_workers.status import BatchStatus
@@ -35,7 +36,6 @@ from kakarot_workers.streams.emitter import (
     Emitter,
     EventBatcher,
     LeaseUnconfirmed,
-    WireEvent,
 )
 from kakarot_workers.streams.handover import Handover, Phase
 from kakarot_workers.streams.leases import Lease
@@ -87,10 +87,12 @@ class BatchConsumer:
         self.keys = runtime.keys()
         self.queue_limit = settings.alerts_queue_limit
         self.queue_cap = settings.alerts_queue_cap
-        self.batcher = EventBatcher(settings.emit_max_events, settings.emit_max_ms, self._emit)
+        self.batcher: EventBatcher[SwapEvent] = EventBatcher(
+            settings.emit_max_events, settings.emit_max_ms, self._emit
+        )
         self._emit_max_events, self._emit_max_s = self.batcher.max_events, self.batcher.max_s
         self.degradation = _shared_degradation(settings.degrade_backlog)
-        self.emitter = Emitter(self._send, settings.outage_buffer_events)
+        self.emitter: Emitter[SwapEvent] = Emitter(self._send, settings.outage_buffer_events)
         self.reporter = StatusReporter(
             self.redis,
             self.keys,
@@ -186,12 +188,7 @@ class BatchConsumer:
                 elif event is not None and (self._source_checks or self._plausible(event)):
                     if self._retracted_keys and event.key in self._retracted_keys:
                         self._reinstate(event.key)
-                    wire = event.to_wire()
-                    wire["task_id"] = self.task_id
-                    wire["batch_id"] = self.batch_id
-                    wire["epoch"] = self.epoch
-                    wire["fencing_token"] = self.lease.token
-                    self.batcher.add(wire)
+                    self.batcher.add(event)
                 now = time.monotonic()
                 if event is not None and now < next_chores:
                     continue  # a busy stream: the rest of the loop at most every CHORES_S
@@ -371,9 +368,7 @@ class BatchConsumer:
             self.lease = self.handover.lease = lease
             if self.handover.phase in (Phase.SERVING, Phase.TAKING_OVER):  # not leaving since
                 self.handover.phase = Phase.SERVING if lease.fenced else Phase.TAKING_OVER
-            restamp = {"fencing_token": lease.token}
-            self.batcher.pending = [{**e, **restamp} for e in self.batcher.pending]
-            self.emitter.restamp(**restamp)
+            # what waits to be sent goes out under this token (`_send` stamps it)
         self.emitter.resume()
         self._lease_stale_logged = False
         return True
@@ -452,7 +447,7 @@ class BatchConsumer:
         with contextlib.suppress(*STORE_DOWN, *BROKER_DOWN):  # asked again later
             standby.ensure(self.redis, self.keys, self.batch_id, self.agent.node_id)
 
-    def _emit(self, events: list[WireEvent]) -> None:
+    def _emit(self, events: list[SwapEvent]) -> None:
         counters = self.agent.counters
         if self.alerts_depth > self.queue_limit:
             counters.add(backpressure_count=1)
@@ -471,21 +466,25 @@ class BatchConsumer:
             counters.add(dropped_events=self.emitter.dropped - self._dropped_seen)
             self._dropped_seen = self.emitter.dropped
 
-    def _send(self, events: list[WireEvent]) -> None:
-        """One message to the alert pool, each event dated by Redis's clock as it leaves (the
-        fence acts at that moment, see `leases`); raises while the broker is away (no retries
-        here: the emitter keeps the events and tries again)."""
+    def _send(self, events: list[SwapEvent]) -> None:
+        """One message to the alert pool: the events packed under the batch's task, epoch and
+        the lease's token now, dated by Redis's clock as they leave (the fence acts at that
+        moment, see `leases`); raises while the broker is away (no retries here: the emitter
+        keeps the events and tries again)."""
         if self.lease.expired_locally():  # kept until the lease is confirmed (or lost)
             raise LeaseUnconfirmed(f"lease of batch {self.batch_id} not confirmed for a full TTL")
-        sent_ms = self.lease.server_now_ms()
-        for event in events:
-            event["sent_ms"] = sent_ms
-        # argsrepr: Celery would otherwise `saferepr` the whole micro-batch for its logs and
-        # task events on every send (7 % of a consumer's time)
-        app.send_task(
+        packed = pack(
+            events,
+            task_id=self.task_id,
+            batch_id=self.batch_id,
+            epoch=self.epoch,
+            fencing_token=self.lease.token,
+            sent_ms=self.lease.server_now_ms(),
+        )
+        send_packed(
             queues.EVALUATE_EVENTS,
-            args=[events],
-            retry=False,
+            [packed],
+            queue=queues.ALERTS,
             argsrepr=f"[<{len(events)} events of batch {self.batch_id}>]",
         )
         self._sent_metric.inc(len(events))
@@ -494,15 +493,15 @@ class BatchConsumer:
             self._quietly(self.redis.set, self.keys.batch_sent_mark(self.batch_id), mark, ex=86_400)
         self.events_emitted += len(events)
         self.agent.counters.add(total_events=len(events))
-        self._quietly(self.reporter.emitted, len(events), events[-1]["ts_ms"])
+        self._quietly(self.reporter.emitted, len(events), events[-1].ts_ms)
 
     def _retract(self, gone: Retraction) -> None:
         """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
         record the retraction (`_send_retractions`)."""
         identity = (gone.tx_hash, gone.log_index)
 
-        def other(event: WireEvent) -> bool:
-            return (event["tx_hash"], event["log_index"]) != identity
+        def other(event: SwapEvent) -> bool:
+            return (event.tx_hash, event.log_index) != identity
 
         before = len(self.batcher.pending)
         self.batcher.pending = [e for e in self.batcher.pending if other(e)]

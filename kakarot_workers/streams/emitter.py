@@ -1,13 +1,15 @@
 """How events leave a consumer: in micro-batches, and through a Redis outage without loss.
 
-`EventBatcher` groups events: a group is full at `max_events` and due `max_ms` after its first
-event. `Emitter` sends each group to the alert pool; when the broker (Redis) cannot take it, the
-group is kept, in order, and sent before anything newer once the broker answers again (tried at
-most every `RETRY_S`, so a consumer keeps reading its source meanwhile). After a failure the
-emitter is `held` until the consumer has confirmed its lease with Redis (`resume`): events kept
-under a lease that expired meanwhile must go out with the token of the lease taken again, or
-the alert pool would fence them off. What is kept is bounded (`cap_events`): beyond it the
-newest groups are dropped and counted, never the oldest.
+`EventBatcher` groups events (of any type; a consumer's are `SwapEvent`s, packed into one message
+per group when sent): a group is full at `max_events` and due `max_ms` after its first event.
+`Emitter` sends each group to the alert pool; when the broker (Redis) cannot take it, the group
+is kept, in order, and sent before anything newer once the broker answers again (tried at most
+every `RETRY_S`, so a consumer keeps reading its source meanwhile). After a failure the emitter
+is `held` until the consumer has confirmed its lease with Redis (`resume`): events kept under a
+lease that expired meanwhile must go out with the token of the lease taken again, or the alert
+pool would fence them off (the consumer stamps each group with its lease's token as it sends
+it). What is kept is bounded (`cap_events`): beyond it the newest groups are dropped and
+counted, never the oldest.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 import kombu.exceptions
 import redis
 
 log = logging.getLogger(__name__)
 
-WireEvent = dict[str, Any]
+E = TypeVar("E")
 
 
 class LeaseUnconfirmed(ConnectionError):
@@ -37,24 +39,24 @@ BROKER_DOWN = (kombu.exceptions.OperationalError, redis.RedisError, ConnectionEr
 RETRY_S = 1.0
 
 
-class EventBatcher:
+class EventBatcher(Generic[E]):
     """Collects events and hands them on in groups: full at `max_events`, due after `max_ms`."""
 
     def __init__(
         self,
         max_events: int,
         max_ms: int,
-        send: Callable[[list[WireEvent]], None],
+        send: Callable[[list[E]], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_events = max_events
         self.max_s = max_ms / 1000
         self.send = send
         self.clock = clock
-        self.pending: list[WireEvent] = []
+        self.pending: list[E] = []
         self._first_at = 0.0
 
-    def add(self, event: WireEvent) -> None:
+    def add(self, event: E) -> None:
         if not self.pending:
             self._first_at = self.clock()
         self.pending.append(event)
@@ -71,19 +73,19 @@ class EventBatcher:
             self.send(events)
 
 
-class Emitter:
+class Emitter(Generic[E]):
     """Sends groups of events with `send`; keeps them while the broker is away (see module)."""
 
     def __init__(
         self,
-        send: Callable[[list[WireEvent]], None],
+        send: Callable[[list[E]], None],
         cap_events: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.send = send
         self.cap_events = cap_events
         self.clock = clock
-        self.unsent: deque[list[WireEvent]] = deque()
+        self.unsent: deque[list[E]] = deque()
         self.unsent_events = 0
         self.dropped = 0  # events dropped because the buffer was full
         self.sent_events = 0
@@ -95,7 +97,7 @@ class Emitter:
     def broker_down(self) -> bool:
         return self._down_since is not None
 
-    def emit(self, events: list[WireEvent]) -> None:
+    def emit(self, events: list[E]) -> None:
         """Send `events` now, or keep them behind those already waiting."""
         if self.held or self.unsent or self.clock() < self._next_try:
             self._keep(events)
@@ -134,13 +136,7 @@ class Emitter:
         self.held = False
         self._next_try = 0.0
 
-    def restamp(self, **fields: Any) -> None:
-        """Set `fields` on every kept event (the new fencing token of a lease taken again)."""
-        for events in self.unsent:
-            for event in events:
-                event.update(fields)
-
-    def keep_only(self, wanted: Callable[[WireEvent], bool]) -> int:
+    def keep_only(self, wanted: Callable[[E], bool]) -> int:
         """Drop the kept events that are not `wanted` (a re-org retracted them); how many."""
         before = self.unsent_events
         groups = [[e for e in events if wanted(e)] for events in self.unsent]
@@ -148,7 +144,7 @@ class Emitter:
         self.unsent_events = sum(len(g) for g in self.unsent)
         return before - self.unsent_events
 
-    def _keep(self, events: list[WireEvent]) -> None:
+    def _keep(self, events: list[E]) -> None:
         if self.unsent_events + len(events) > self.cap_events:
             self.dropped += len(events)
             return

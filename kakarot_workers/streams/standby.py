@@ -71,8 +71,8 @@ class Mark:
             return None
 
 
-def mark_of(event: dict[str, object]) -> Mark:
-    return Mark(str(event["tx_hash"]), int(event["log_index"]), int(event["ts_ms"]))  # type: ignore[call-overload]
+def mark_of(event: SwapEvent) -> Mark:
+    return Mark(event.tx_hash, event.log_index, event.ts_ms)
 
 
 class Buffer:
