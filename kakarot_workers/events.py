@@ -136,7 +136,7 @@ def unpack(message: Any) -> list[Any]:
             f"version {PACKED_VERSION})"
         )
     names, rows = message.get("fields"), message.get("rows")
-    if not isinstance(names, list) or not all(type(n) is str for n in names):  # noqa: E721
+    if not isinstance(names, list | tuple) or not all(type(n) is str for n in names):  # noqa: E721
         raise EventError("micro-batch: `fields` is not a list of names")
     if not isinstance(rows, list):
         raise EventError(f"micro-batch: `rows` is not a list (got {_shown(rows)})")
@@ -144,7 +144,7 @@ def unpack(message: Any) -> list[Any]:
     width = len(names)
     return [
         {**dict(zip(names, row, strict=True)), **routing}
-        if isinstance(row, list) and len(row) == width
+        if isinstance(row, list | tuple) and len(row) == width
         else row
         for row in rows
     ]

@@ -66,6 +66,13 @@ POOL_STEP = Histogram(
     ["step"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+GC_PAUSES = Histogram(
+    "kakarot_gc_pause_seconds",
+    "Pauses of Python's cyclic garbage collector in a worker process, by generation (a full "
+    "collection stops every thread of the process)",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
 
 # --- notify ---------------------------------------------------------------------------------
 DELIVERIES = Counter(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from kakarot_workers.alerts.alert_log import AlertData, AlertDraft, AlertRow, dedup_key
 from kakarot_workers.alerts.profiles import TaskProfile
-from kakarot_workers.alerts.rules import Verdict, WindowStats
+from kakarot_workers.alerts.rules import Verdict, Windows
 from kakarot_workers.events import SwapEvent
 from kakarot_workers.notify.messages import AlertSummary
 from kakarot_workers.settings import get_settings
@@ -14,7 +14,7 @@ from kakarot_workers.status import NotifyStatus
 
 
 def summarise(
-    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: dict[int, WindowStats]
+    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: Windows
 ) -> AlertSummary:
     """What a notification says about an alert (stored in the outbox, rendered per channel)."""
     template = get_settings().explorer_tx_url.get(event.chain)
@@ -49,9 +49,7 @@ def summarise(
     )
 
 
-def draft(
-    profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: dict[int, WindowStats]
-) -> AlertDraft:
+def draft(profile: TaskProfile, event: SwapEvent, verdict: Verdict, windows: Windows) -> AlertDraft:
     """The alert row and notifications for one alerting event."""
     rules = profile.rules
     summary = summarise(profile, event, verdict, windows)

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -197,7 +197,7 @@ def _fenced_off(
 
 def window_stats(
     judged: Sequence[tuple[TaskProfile, SwapEvent]],
-) -> list[dict[int, WindowStats] | None]:
+) -> list[Mapping[int, WindowStats] | None]:
     """Each event's windows (by length), after adding it to them; None for a copy of a trade
     already counted with other values (`windows`: the first copy wins, this one is not judged)."""
     observations = [

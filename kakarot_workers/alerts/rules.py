@@ -404,8 +404,8 @@ def _layer1(rules: RuleSet, event: SwapEvent, windows: Windows) -> list[Firing]:
             )
         )
     cumulative = rules.cumulative_min_amount_usd
-    stats = windows.get(rules.time_interval_s)
-    if _positive(cumulative) and stats is not None and stats.volume_usd >= cumulative:  # type: ignore[operator]
+    stats = windows.get(rules.time_interval_s) if _positive(cumulative) else None
+    if stats is not None and stats.volume_usd >= cumulative:  # type: ignore[operator]
         firings.append(
             Firing(
                 "cumulative_interval",

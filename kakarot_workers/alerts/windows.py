@@ -14,9 +14,10 @@ are integer cents: exact, whatever the order of additions and expiries. The scri
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import redis
@@ -69,7 +70,9 @@ class Windows:
         ]
         return bool(self._retract(keys=keys, args=[key]))
 
-    def observe(self, observations: Sequence[Observation]) -> list[dict[int, WindowStats] | None]:
+    def observe(
+        self, observations: Sequence[Observation]
+    ) -> list[Mapping[int, WindowStats] | None]:
         """Add each trade to its token's windows (once, ever, by identity) and return, per
         trade, each window (by length in seconds) as the trade saw it; None for a copy of a
         trade already counted with other values (a conflict: the first copy wins)."""
@@ -106,13 +109,9 @@ class Windows:
             self._raw(self._observe, keys, [int(time.time() * 1000), batch])
         )
         conflicting = {position - 1 for position in conflicts}
-        results: list[dict[int, WindowStats] | None] = []
+        results: list[Mapping[int, WindowStats] | None] = []
         for i, (obs, reply) in enumerate(zip(observations, replies, strict=True)):
-            if i in conflicting:
-                results.append(None)
-                continue
-            ordered = sorted(obs.seconds)
-            results.append({s: _stats(s, reply[6 * j : 6 * j + 6]) for j, s in enumerate(ordered)})
+            results.append(None if i in conflicting else SeenWindows(obs.seconds, reply))
         return results
 
     def _raw(self, script: Script, keys: list[str], args: list[object]) -> bytes:
@@ -130,6 +129,41 @@ class Windows:
         except NoScriptError:
             script.sha = self.client.script_load(script.script)
             return run()
+
+
+class SeenWindows(Mapping[int, WindowStats]):
+    """A trade's windows (by length in seconds) as the script replied them, each made a
+    `WindowStats` only when read: most trades are turned away by an amount gate that reads
+    none of them."""
+
+    __slots__ = ("_seconds", "_reply", "_made")
+
+    def __init__(self, seconds: Sequence[int], reply: Sequence[int | str]) -> None:
+        self._seconds = sorted(seconds)  # the script's order
+        self._reply = reply
+        self._made: dict[int, WindowStats] = {}
+
+    def __getitem__(self, seconds: int) -> WindowStats:
+        made = self._made.get(seconds)
+        if made is None:
+            j = self._seconds.index(seconds)  # ValueError: not one of them
+            made = self._made[seconds] = _stats(seconds, self._reply[6 * j : 6 * j + 6])
+        return made
+
+    def get(self, seconds: int, default: Any = None) -> Any:
+        return self[seconds] if seconds in self._seconds else default
+
+    def __contains__(self, seconds: object) -> bool:
+        return seconds in self._seconds
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._seconds)
+
+    def __len__(self) -> int:
+        return len(self._seconds)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def _stats(seconds: int, fields: Sequence[int | str]) -> WindowStats:

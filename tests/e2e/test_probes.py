@@ -109,6 +109,7 @@ def test_the_metrics_of_each_process_move_in_a_simulator_run(
     assert pool[judged] > before.get(judged, 0) + 100, "the pool's series move"
     assert pool['kakarot_pool_step_seconds_count{step="windows"}'] > 0
     assert pool["kakarot_db_seconds_count"] > 0
+    assert pool['kakarot_gc_pause_seconds_count{generation="0"}'] > 0, "GC pauses observed"
     assert sum(v for k, v in pool.items() if k.startswith("kakarot_alerts_total{")) > 0
     assert (
         sum(v for k, v in pool.items() if k.startswith("kakarot_trade_to_alert_seconds_count")) > 0

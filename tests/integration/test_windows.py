@@ -4,6 +4,9 @@ correct when several processes feed the same token at once."""
 import multiprocessing
 import random
 
+import hypothesis
+from hypothesis import strategies as st
+
 from kakarot_workers import runtime
 from kakarot_workers.alerts.cooldown import Claim, Cooldowns
 from kakarot_workers.alerts.rules import WindowStats
@@ -238,3 +241,113 @@ def test_a_cooldown_seen_held_is_answered_without_redis_until_it_ends(redis_clie
     assert here.claim([rival]) == [True]
     assert _claim_calls(redis_client) == calls + 1
     assert there.claim([holder]) == [False]  # the rival holds it now
+
+
+class _ModelWindows:
+    """The windows from first principles, for one token: every counted trade kept, each window
+    summed afresh over (head − W, head] after each trade. What `window_observe.lua` must equal."""
+
+    def __init__(self, lengths_ms: tuple[int, ...]) -> None:
+        self.lengths = sorted(lengths_ms)
+        self.counted: dict[str, tuple[int, str, int, str, str]] = {}  # id → ts, member, …
+        self.seen: dict[str, tuple[str, tuple[WindowStats, ...]]] = {}  # id → member, result
+        self.head: tuple[int, str, str] | None = None  # ts, member, price
+
+    def observe(self, trade_id: str, ts: int, cents: int, price: str, side: str):
+        member = f"{trade_id}|{cents}|{price}|{side}"
+        if trade_id in self.seen:
+            first, result = self.seen[trade_id]
+            return None if first != member else result
+        if self.head is not None and ts <= self.head[0] - self.lengths[-1]:
+            return self._windows()  # older than the longest window: not counted, not kept
+        self.counted[trade_id] = (ts, member, cents, price, side)
+        if self.head is None or (ts, member) > self.head[:2]:
+            self.head = (ts, member, price)
+        for gone in [i for i, t in self.counted.items() if t[0] <= self.head[0] - self.lengths[-1]]:
+            del self.counted[gone]  # left every window: forgotten, its record too
+            self.seen.pop(gone, None)
+        result = self._windows()
+        self.seen[trade_id] = (member, result)
+        return result
+
+    def _windows(self) -> tuple[WindowStats, ...]:
+        out = []
+        for w in self.lengths:
+            inside = sorted(
+                (ts, member, cents, price, side)
+                for ts, member, cents, price, side in self.counted.values()
+                if ts > self.head[0] - w  # type: ignore[index]
+            )
+            buys = sum(c for _, _, c, _, s in inside if s == "b")
+            sells = sum(c for _, _, c, _, s in inside if s == "s")
+            out.append(
+                WindowStats(
+                    w // 1000,
+                    (buys + sells) / 100,
+                    buys / 100,
+                    sells / 100,
+                    len(inside),
+                    float(inside[0][3]) if inside else 0.0,
+                    float(self.head[2]),  # type: ignore[index]
+                )
+            )
+        return tuple(out)
+
+
+_model_runs = iter(range(1, 10**9))
+
+
+@hypothesis.settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(
+    trades=st.lists(
+        st.tuples(
+            st.integers(0, 11),  # the trade's id: copies, and copies with other values
+            # ts ms on a coarse grid: ties, late trades, trades right on a window's edge,
+            # trades leaving every window
+            st.integers(0, 36).map(lambda q: q * 250),
+            st.integers(1, 500),  # cents
+            st.sampled_from([0.5, 1.0, 1.25, 2.0]),
+            st.sampled_from(["buy", "sell"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    lengths=st.sampled_from([(1,), (3,), (1, 3), (2, 5)]),
+    cuts=st.lists(st.integers(1, 40), max_size=4),
+)
+def test_the_windows_equal_a_model_summed_afresh_after_every_trade(
+    redis_client, trades, lengths, cuts
+):
+    """Any sequence of trades of one token, sent in micro-batches cut anywhere: each trade sees
+    exactly the windows a model that keeps every trade and sums each window afresh sees; a copy
+    sees what its first did, a copy with other values is a conflict."""
+    task_id, windows = next(_model_runs), _windows()
+    model = _ModelWindows(tuple(s * 1000 for s in lengths))
+    t0 = 1_000_000_000
+    events = [
+        SwapEvent(
+            chain="bsc",
+            ca=CA,
+            tx_hash=f"0x{n:064x}",
+            log_index=0,
+            ts_ms=t0 + ts,
+            side=side,  # type: ignore[arg-type]
+            amount_usd=cents / 100,
+            price_usd=price,
+        )
+        for n, ts, cents, price, side in trades
+    ]
+    expected = [
+        model.observe(e.key, e.ts_ms - t0, cents, repr(e.price_usd), e.side[0])
+        for e, (_, _, cents, _, _) in zip(events, trades, strict=True)
+    ]
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    seen = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        seen += windows.observe([Observation(task_id, lengths, e) for e in events[start:end]])
+    got = [None if s is None else tuple(s[w] for w in sorted(lengths)) for s in seen]
+    assert got == expected
