@@ -393,7 +393,8 @@ class BatchConsumer:
         pipe.llen(self.keys.queue(queues.ALERTS))
         control, self.alerts_depth = pipe.execute()
         self._degrade(self.alerts_depth)
-        if control.get("epoch"):
+        if control.get("epoch") and int(control["epoch"]) != self.epoch:
+            self.batcher.flush()  # what was read under the old epoch is sent under it
             self.epoch = int(control["epoch"])
         if control.get("move"):
             self._follow_move(control["move"])
