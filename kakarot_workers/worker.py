@@ -24,6 +24,7 @@ its blueprint, and beat before it makes its scheduler.
 
 from __future__ import annotations
 
+import collections
 import functools
 import gc
 import json
@@ -207,8 +208,10 @@ def _after_fork(**_: Any) -> None:
 # latency tail). The modules and objects a worker loads once are moved out of the collector's
 # reach (`gc.freeze`) when it is ready, and again after its first task (what that task loaded
 # lazily), so a full collection walks only what came after. Pauses are observed in
-# `kakarot_gc_pause_seconds`.
+# `kakarot_gc_pause_seconds` after each task (not inside the collector's callback: a thread that
+# holds the metrics' lock when a collection starts would wait on itself).
 _gc_started: dict[int, float] = {}
+_gc_pauses: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
 _first_task_frozen: set[int] = set()
 
 
@@ -222,8 +225,7 @@ def _observe_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started[generation] = time.perf_counter()
     elif generation in _gc_started:
-        pause = time.perf_counter() - _gc_started.pop(generation)
-        metrics.GC_PAUSES.labels(str(generation)).observe(pause)
+        _gc_pauses.append((generation, time.perf_counter() - _gc_started.pop(generation)))
 
 
 @signals.worker_init.connect
@@ -233,7 +235,10 @@ def _watch_gc(**_: Any) -> None:
 
 
 @signals.task_postrun.connect
-def _after_first_task(**_: Any) -> None:
+def _after_a_task(**_: Any) -> None:
+    while _gc_pauses:
+        generation, pause = _gc_pauses.popleft()
+        metrics.GC_PAUSES.labels(str(generation)).observe(pause)
     pid = os.getpid()
     if pid not in _first_task_frozen:
         _first_task_frozen.add(pid)

@@ -55,6 +55,9 @@ RETRACT_DELAY_S = 5.0
 # On a busy stream, what the loop does besides taking events (the micro-batch's deadline, the
 # lease, the control hash, the status, the checkpoint) runs at most this often, not per event.
 CHORES_S = 0.002
+# What was sent is counted in Redis (the fleet's and the batch's counters) this often, not per
+# micro-batch: a round trip per send cost a busy consumer a tenth of its time.
+REPORT_S = 0.2
 
 
 _degradations: dict[tuple[int, ...], degrade.Degradation] = {}
@@ -103,6 +106,8 @@ class BatchConsumer:
             ttl_s=settings.batch_status_ttl_s,
         )
         self.events_emitted = 0
+        self._unreported = 0  # sent, not yet counted in Redis (`_report_emitted`)
+        self._last_event_ms = 0
         self.epoch = plan.epoch
         # why it stopped, when that is not simply "stopped": handed_over, lease_lost, or the
         # control plane's order (retired)
@@ -180,7 +185,7 @@ class BatchConsumer:
         now = time.monotonic()
         next_refresh, next_control = now + STATUS_REFRESH_S, now
         next_renew = now + self.lease.renew_interval_s
-        next_chores = now
+        next_chores = next_report = now
         try:
             for event in self.source.events(stop):
                 if isinstance(event, Retraction):
@@ -195,6 +200,9 @@ class BatchConsumer:
                 next_chores = now + CHORES_S
                 self.batcher.flush_if_due()
                 self.emitter.retry()
+                if self._unreported and now >= next_report:
+                    self._quietly(self._report_emitted)
+                    next_report = now + REPORT_S
                 if self._retractions:
                     self._send_retractions()
                 if self.handover.phase is Phase.LEAVING:
@@ -293,6 +301,7 @@ class BatchConsumer:
                     self.agent.counters.add(dropped_events=self.pending)
                 else:
                     self._save_checkpoint()
+            self._report_emitted()
             self._count_rejects()
         except STORE_DOWN as exc:
             log.error("batch %s: could not flush on stop: %s", self.batch_id, exc)
@@ -494,7 +503,14 @@ class BatchConsumer:
             self._quietly(self.redis.set, self.keys.batch_sent_mark(self.batch_id), mark, ex=86_400)
         self.events_emitted += len(events)
         self.agent.counters.add(total_events=len(events))
-        self._quietly(self.reporter.emitted, len(events), events[-1].ts_ms)
+        self._unreported += len(events)
+        self._last_event_ms = events[-1].ts_ms
+
+    def _report_emitted(self) -> None:
+        """Count what was sent since the last time (the fleet's and the batch's counters)."""
+        if self._unreported:
+            self.reporter.emitted(self._unreported, self._last_event_ms)
+            self._unreported = 0
 
     def _retract(self, gone: Retraction) -> None:
         """A re-org removed a swap: drop it if it is still buffered (it never alerts), else
