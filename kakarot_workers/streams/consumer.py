@@ -4,9 +4,8 @@ It sends its trades to the alert pool in micro-batches of up to `emit_max_events
 `emit_max_ms` milliseconds, each one message packed with (task, batch, epoch, fencing token, send
 time) once (`events.pack`). It renews the lease every third of its TTL and stops at once when the
 lease is lost; it follows the control plane (a new epoch, an order to stop) and the depth of the
-alerts queue. On a warm shutdown it
-hands the batch over (`handover`). What it reports goes through `reporter`; `consume_batch` in
-`streams.tasks` runs it.
+alerts queue. On a warm shutdown it hands the batch over (`handover`). What it reports goes
+through `reporter`; `consume_batch` in `streams.tasks` runs it.
 """
 
 from __future__ import annotations
