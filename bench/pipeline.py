@@ -116,11 +116,8 @@ def messages(events: list[dict], size: int = EVENTS_PER_MESSAGE) -> list[dict]:
     from kakarot_workers.events import SwapEvent, pack
 
     by_task: dict[int, list[SwapEvent]] = {}
-    for event in events:
-        routing = {"task_id": event["task_id"]}
-        by_task.setdefault(event["task_id"], []).append(
-            SwapEvent(**{k: v for k, v in event.items() if k not in routing})
-        )
+    for event in events:  # pack takes each event's trade fields, the task once per message
+        by_task.setdefault(event["task_id"], []).append(SwapEvent(**event))
     packed = []
     for task_id, task_events in by_task.items():
         for i in range(0, len(task_events), size):
