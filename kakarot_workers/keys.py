@@ -196,6 +196,11 @@ class Keys:
         """Marker with the digest window's TTL: a flush of the task's digest is scheduled."""
         return self._k(f"kakarot:digest:{task_id}:{channel}")
 
+    def notify_sent(self, outbox_id: int) -> str:
+        """A notification the service accepted while the database could not record it: the
+        service's message reference, until the outbox row is marked sent (`notify.journal`)."""
+        return self._k(f"kakarot:notify:sent:{outbox_id}")
+
     def alert_stat(self, name: str) -> str:
         """Counters of the alert pool: evaluated, alerts, cooldown, rejected_<layer>, …"""
         return self._k(f"kakarot:stats:alerts:{name}")

@@ -4,8 +4,9 @@ A delivery claims its row (`pending` → `sending`, with a claim that expires), 
 `sent` with the service's message reference. A retryable failure puts it back to `pending` with
 `next_attempt_at` (Retry-After when the service gave one, else exponential back-off); a permanent
 one, or the last attempt, marks it `failed` with the error. A row whose claim expired (its worker
-died mid-send) may be claimed again: the only window for a second message is between the
-service's answer and the `sent` commit.
+died mid-send) may be claimed again: the only window for a second message is a worker dying
+between the service's answer and the `sent` commit (a database failing there is covered by
+`notify.journal`).
 """
 
 from __future__ import annotations

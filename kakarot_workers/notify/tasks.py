@@ -14,12 +14,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
 from kakarot_workers import metrics, queues, runtime
 from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertOutbox, utcnow
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import NotifyError
-from kakarot_workers.notify import outbox
+from kakarot_workers.keys import Keys
+from kakarot_workers.notify import journal, outbox
 from kakarot_workers.notify.channels import CHANNELS
 from kakarot_workers.notify.delivery import Delivery
 from kakarot_workers.notify.notifiers import notifier
@@ -105,9 +109,13 @@ def sweep_outbox() -> int:
 
 
 def send(rows: Sequence[outbox.Claimed]) -> int:
-    """Send claimed rows (one, or a digest) as one message and record the outcome."""
+    """Send claimed rows (one, or a digest) as one message and record the outcome; rows the
+    journal says were sent already are recorded as sent instead."""
     settings = get_settings()
     client, keys = runtime.redis_client(), runtime.keys()
+    rows = _not_sent_yet(client, keys, rows)
+    if not rows:
+        return 0
     first = rows[0]
     message = Delivery(
         ids=tuple(r.id for r in rows),
@@ -158,10 +166,8 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
             else:
                 deliver.apply_async(args=[[first.id]], countdown=wait)
         return 0
-    with session_scope() as session:
-        outbox.mark_sent(session, rows, reference)
-    client.incr(keys.notify_stat(first.channel, "sent"))
-    metrics.DELIVERIES.labels(first.channel, "sent").inc()
+    _record_sent(client, keys, rows, reference)
+    _count_sent(client, keys, first.channel)
     log.info(
         "notification %s sent by %s in %.0f ms",
         message.ids,
@@ -169,6 +175,69 @@ def send(rows: Sequence[outbox.Claimed]) -> int:
         (time.perf_counter() - started) * 1000,
     )
     return 1
+
+
+def _record_sent(
+    client: redis.Redis, keys: Keys, rows: Sequence[outbox.Claimed], reference: str | None
+) -> None:
+    """Mark the rows of a message the service accepted `sent`. When the database fails, the
+    journal keeps the fact (and the error goes on: the task retries, and whichever delivery
+    takes the rows next records them from the journal)."""
+    try:
+        with session_scope() as session:
+            outbox.mark_sent(session, rows, reference)
+    except SQLAlchemyError as exc:
+        ids = [r.id for r in rows]
+        try:
+            journal.remember(client, keys, ids, reference)
+        except redis.RedisError:
+            log.error(
+                "notification %s was sent, but neither the database nor Redis could record "
+                "it: it may be sent again once its claim expires",
+                ids,
+            )
+            raise exc from None
+        log.warning(
+            "notification %s was sent, but the database could not record it (%s): recorded "
+            "as sent once it answers",
+            ids,
+            str(exc).splitlines()[0][:200],
+        )
+        raise
+
+
+def _not_sent_yet(
+    client: redis.Redis, keys: Keys, rows: Sequence[outbox.Claimed]
+) -> list[outbox.Claimed]:
+    """The rows still to send. Those the journal holds (sent while the database was away)
+    are marked sent with their message's reference. A row claimed for the first time cannot
+    be in the journal: it is not read then."""
+    if all(r.attempts <= 1 for r in rows):
+        return list(rows)
+    sent = journal.recall(client, keys, [r.id for r in rows])
+    if not sent:
+        return list(rows)
+    messages: dict[str | None, list[outbox.Claimed]] = defaultdict(list)
+    for row in rows:
+        if row.id in sent:
+            messages[sent[row.id]].append(row)
+    with session_scope() as session:
+        for reference, done in messages.items():
+            outbox.mark_sent(session, done, reference)
+    journal.forget(client, keys, sent)
+    for done in messages.values():
+        _count_sent(client, keys, done[0].channel)
+        log.info(
+            "notification %s (%s) was sent before the database went away: recorded as sent",
+            tuple(r.id for r in done),
+            done[0].channel,
+        )
+    return [r for r in rows if r.id not in sent]
+
+
+def _count_sent(client: redis.Redis, keys: Keys, channel: str) -> None:
+    client.incr(keys.notify_stat(channel, "sent"))
+    metrics.DELIVERIES.labels(channel, "sent").inc()
 
 
 def _is_id(value: Any) -> bool:

@@ -2,12 +2,13 @@
 answer as Telegram, WeCom, a webhook receiver, the backend WebSocket and a metrics provider do."""
 
 import json
+import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 
 from kakarot_workers import runtime
 from kakarot_workers.alerts import evaluate as alerts
@@ -15,7 +16,7 @@ from kakarot_workers.alerts.tasks import evaluate_events
 from kakarot_workers.alerts.windows import Windows
 from kakarot_workers.celery import app
 from kakarot_workers.db.models import MonitorAlertLog, MonitorAlertOutbox, MonitorConfig
-from kakarot_workers.db.session import session_scope
+from kakarot_workers.db.session import SQLITE_BUSY_TIMEOUT_MS, session_scope
 from tests.support.notify_servers import (
     BOT_TOKEN,
     WEBHOOK_SECRET,
@@ -179,6 +180,62 @@ def test_a_permanent_error_fails_at_once_with_the_reason(db_url, redis_client, w
     assert row.status == "failed" and row.attempts == 1
     assert "chat not found" in row.last_error
     assert BOT_TOKEN not in row.last_error
+
+
+@pytest.mark.parametrize("digest", [None, "1s"], ids=["alone", "digest"])
+def test_a_message_the_database_could_not_mark_sent_is_not_sent_again(
+    db_url, redis_client, workers, services, use_env, digest
+):
+    # Given a task notifying a webhook, and claims that expire after a second
+    server, _ = services
+    use_env(KAKAROT_NOTIFY_CLAIM_S="1", KAKAROT_OUTAGE_RETRY_MAX_S="1")
+    methods: dict = {"webhook": {}}
+    if digest:
+        methods["digest"] = {"window": digest}
+    task_id = create_task_with(
+        CAS[:2],
+        min_transaction_usd=1000,
+        events_config={"cooldown": {"seconds": 0}},
+        notify_methods=methods,
+    )
+    worker = workers("alerts,notify", concurrency=2)
+
+    # When another writer locks the database for longer than SQLite's busy timeout from the
+    # moment the webhook has the message until after the claim expired
+    locked, released = threading.Event(), threading.Event()
+
+    def lock_the_database() -> None:
+        locker = sqlite3.connect(
+            make_url(db_url).database, isolation_level=None, check_same_thread=False
+        )
+        locker.execute("BEGIN EXCLUSIVE")
+        locked.set()
+
+        def release() -> None:
+            locker.execute("ROLLBACK")
+            locker.close()
+            released.set()
+
+        threading.Timer(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2, release).start()
+
+    server.before_answer("webhook", lock_the_database)
+    app.send_task(
+        "kakarot.alerts.evaluate_events",
+        args=[[wire_event(task_id, CAS[i], i, amount_usd=5000.0) for i in range(2)]],
+    )
+    wait_for(locked.is_set, 15, "the webhook to receive the message")
+    wait_for(released.is_set, 20, "the lock to be released")
+    wait_for(lambda: len(_outbox(task_id)) == 2 and _settled(task_id), 20, "the rows to settle")
+    wait_drained(redis_client, ["alerts", "notify"])
+
+    # Then the message went once, and its rows are sent (not left claimed, not sent again)
+    hooks = server.messages("webhook")
+    expected = 1 if digest else 2
+    assert len(hooks) == expected, [h.get("_delivery") for h in hooks]
+    rows = _outbox(task_id)
+    assert {r.status for r in rows} == {"sent"}
+    assert {a.notify_status for a in _alerts(task_id)} == {"sent"}
+    assert "could not record" in worker.log_text()
 
 
 def test_digest_sends_one_message_listing_the_window(db_url, redis_client, workers, services):

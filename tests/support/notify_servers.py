@@ -8,7 +8,9 @@
 - WeCom robot: `POST /cgi-bin/webhook/send?key=…` → HTTP 200 `{"errcode": 0, "errmsg": "ok"}`;
   a wrong key → errcode 93000; rate limited → errcode 45009 (still HTTP 200, as WeCom does).
 - A webhook receiver: `POST /hook` → 200, verifying the HMAC signature (401 if wrong).
-`fail_next(service, count, how)` scripts failures: "429", "500", "wecom_limit", "drop".
+`fail_next(service, count, how)` scripts failures: "429", "500", "wecom_limit", "drop";
+`before_answer(service, action)` runs `action` once the next message is received, before it is
+answered (a fault at the worst moment for the sender).
 `BackendServer` is a WebSocket server (websockets) that records every frame it receives.
 """
 
@@ -21,6 +23,7 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -39,6 +42,7 @@ class NotifyServer:
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.attempts: dict[str, int] = defaultdict(int)
         self._failures: dict[str, list[str]] = defaultdict(list)
+        self._before_answer: dict[str, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._next_id = 0
         server = self
@@ -69,6 +73,10 @@ class NotifyServer:
         with self._lock:
             self._failures[service] += [how] * count
 
+    def before_answer(self, service: str, action: Callable[[], None]) -> None:
+        with self._lock:
+            self._before_answer[service] = action
+
     def messages(self, service: str) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.received[service])
@@ -95,7 +103,11 @@ class NotifyServer:
         with self._lock:
             self._next_id += 1
             self.received[service].append(document)
-            return self._next_id
+            message_id = self._next_id
+            action = self._before_answer.pop(service, None)
+        if action is not None:
+            action()
+        return message_id
 
     def _telegram(self, handler: BaseHTTPRequestHandler, token: str, raw: bytes) -> None:
         failure = self._scripted("telegram")
