@@ -121,8 +121,9 @@ def pack(events: Sequence[SwapEvent], **routing: int) -> dict[str, Any]:
 def unpack(message: Any) -> list[Any]:
     """The wire events of an `evaluate_events` argument: a packed micro-batch (`pack`) or a
     list of wire dicts (what consumers sent before, still accepted). A row is made a dict of its
-    fields and the routing fields; a row that is no list of as many values as `fields` stays as
-    it is, for `from_wire` to reject alone. Raise EventError when `message` is neither form."""
+    fields and the routing fields; a row that is no list of as many values as `fields` becomes
+    a `MisfitRow`, for `from_wire` to reject alone. Raise EventError when `message` is neither
+    form."""
     if isinstance(message, list):
         return message
     if not isinstance(message, dict):
@@ -145,9 +146,23 @@ def unpack(message: Any) -> list[Any]:
     return [
         {**dict(zip(names, row, strict=True)), **routing}
         if isinstance(row, list | tuple) and len(row) == width
-        else row
+        else MisfitRow(row, width)
         for row in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class MisfitRow:
+    """A packed row that is no list of as many values as the micro-batch's `fields`: left in
+    its place for `from_wire` to reject alone, saying what it is."""
+
+    row: Any
+    width: int
+
+    def __str__(self) -> str:
+        if isinstance(self.row, list | tuple):
+            return f"packed row: {len(self.row)} value(s) where `fields` names {self.width}"
+        return f"packed row: expected a list of {self.width} values, got {_shown(self.row)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +232,8 @@ def within_bounds(event: SwapEvent, now_ms: int | None, plausible: Plausible = P
 
 
 def _from_wire_slowly(data: Any, now_ms: int | None, plausible: Plausible) -> SwapEvent:
+    if isinstance(data, MisfitRow):
+        raise EventError(str(data))
     if not isinstance(data, dict):
         raise EventError(f"event: expected an object, got {type(data).__name__}")
     missing = [name for name in _REQUIRED if data.get(name) in (None, "")]

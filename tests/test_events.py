@@ -165,11 +165,16 @@ def test_a_packed_micro_batch_reads_back_as_the_same_events_under_its_routing():
 
 def test_a_packed_row_that_does_not_fit_is_rejected_alone_and_a_bad_envelope_says_so():
     packed = json.loads(json.dumps(pack([SwapEvent(**GOOD)] * 2, task_id=1)))
-    packed["rows"][0] = packed["rows"][0][:3]
-    first, second = unpack(packed)
-    with pytest.raises(EventError, match="expected an object, got list"):
-        from_wire(first)
-    assert from_wire(second).task_id == 1
+    width = len(packed["fields"])
+    packed["rows"] = [packed["rows"][0][:3], packed["rows"][1], {"ca": "0x1"}]
+    short, good, not_a_row = unpack(packed)
+    with pytest.raises(
+        EventError, match=f"packed row: 3 value\\(s\\) where `fields` names {width}"
+    ):
+        from_wire(short)
+    assert from_wire(good).task_id == 1
+    with pytest.raises(EventError, match=f"expected a list of {width} values, got a dict"):
+        from_wire(not_a_row)
     with pytest.raises(EventError, match="packed version 2 unknown"):
         unpack({**packed, "v": 2})
     with pytest.raises(EventError, match="got a str"):
