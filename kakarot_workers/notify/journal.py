@@ -12,31 +12,43 @@ When Redis fails too, nothing holds the fact and the message may go twice: the l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import redis
 
 from kakarot_workers.keys import Keys
 
-# Longer than any outage the fleet waits out before its alert messages go to the dead letters.
+# A week: far longer than any database outage a fleet is expected to ride out.
 KEEP_S = 7 * 24 * 3600
 
-# Stored for a reference the service did not give (Redis keeps no None).
-_NO_REFERENCE = ""
+
+class Sent(NamedTuple):
+    """One message the service accepted: `message` is its first row's id (the rows of a
+    digest share it), `reference` the service's message reference."""
+
+    message: int
+    reference: str | None
 
 
-def remember(client: redis.Redis, keys: Keys, ids: Iterable[int], reference: str | None) -> None:
+def remember(client: redis.Redis, keys: Keys, ids: Sequence[int], reference: str | None) -> None:
     """These rows were sent as one message with `reference`."""
+    value = f"{ids[0]}\n{reference or ''}"
     pipe = client.pipeline(transaction=False)
     for outbox_id in ids:
-        pipe.set(keys.notify_sent(outbox_id), reference or _NO_REFERENCE, ex=KEEP_S)
+        pipe.set(keys.notify_sent(outbox_id), value, ex=KEEP_S)
     pipe.execute()
 
 
-def recall(client: redis.Redis, keys: Keys, ids: list[int]) -> dict[int, str | None]:
-    """The rows of `ids` already sent: outbox id → the message reference (None if none)."""
+def recall(client: redis.Redis, keys: Keys, ids: Sequence[int]) -> dict[int, Sent]:
+    """The rows of `ids` already sent, by outbox id."""
     values: list[str | None] = client.mget([keys.notify_sent(i) for i in ids])  # type: ignore[assignment]
-    return {i: (v or None) for i, v in zip(ids, values, strict=True) if v is not None}
+    found = {}
+    for outbox_id, value in zip(ids, values, strict=True):
+        if value is not None:
+            message, _, reference = value.partition("\n")
+            found[outbox_id] = Sent(int(message), reference or None)
+    return found
 
 
 def forget(client: redis.Redis, keys: Keys, ids: Iterable[int]) -> None:

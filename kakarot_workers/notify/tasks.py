@@ -217,18 +217,19 @@ def _not_sent_yet(
     sent = journal.recall(client, keys, [r.id for r in rows])
     if not sent:
         return list(rows)
-    messages: dict[str | None, list[outbox.Claimed]] = defaultdict(list)
+    messages: dict[journal.Sent, list[outbox.Claimed]] = defaultdict(list)
     for row in rows:
         if row.id in sent:
             messages[sent[row.id]].append(row)
     with session_scope() as session:
-        for reference, done in messages.items():
-            outbox.mark_sent(session, done, reference)
+        for message, done in messages.items():
+            outbox.mark_sent(session, done, message.reference)
     journal.forget(client, keys, sent)
     for done in messages.values():
         _count_sent(client, keys, done[0].channel)
         log.info(
-            "notification %s (%s) was sent before the database went away: recorded as sent",
+            "notification %s (%s) had been sent while the database could not record it: "
+            "recorded as sent",
             tuple(r.id for r in done),
             done[0].channel,
         )

@@ -236,6 +236,9 @@ def test_a_message_the_database_could_not_mark_sent_is_not_sent_again(
     assert {r.status for r in rows} == {"sent"}
     assert {a.notify_status for a in _alerts(task_id)} == {"sent"}
     assert "could not record" in worker.log_text()
+    sent = int(redis_client.get(runtime.keys().notify_stat("webhook", "sent")))
+    assert sent == expected, "each message counted once, when it is recorded"
+    assert not redis_client.keys(runtime.keys().notify_sent(0).removesuffix("0") + "*")
 
 
 def test_digest_sends_one_message_listing_the_window(db_url, redis_client, workers, services):
