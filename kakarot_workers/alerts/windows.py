@@ -78,40 +78,50 @@ class Windows:
         trade already counted with other values (a conflict: the first copy wins)."""
         if not observations:
             return []
+        window_entries, window_state, window_seen = (
+            self.keys.window_entries,
+            self.keys.window_state,
+            self.keys.window_seen,
+        )
         slots: dict[tuple[int, str], int] = {}
         keys: list[str] = []
         specs: dict[tuple[int, ...], int] = {}  # window-length set (ms) → its index (1-based)
         spec_of: list[int] = []  # per token
+        ordered: dict[tuple[int, ...], tuple[int, ...]] = {}  # lengths as given → ascending
         trades: list[object] = []
+        add = trades.extend
         for obs in observations:
             event = obs.event
             slot = (obs.task_id, event.ca)
             index = slots.get(slot)
+            seconds = ordered.get(obs.seconds)
+            if seconds is None:
+                seconds = ordered[obs.seconds] = tuple(sorted(obs.seconds))
             if index is None:
                 index = slots[slot] = len(slots) + 1
-                keys += [
-                    self.keys.window_entries(*slot),
-                    self.keys.window_state(*slot),
-                    self.keys.window_seen(*slot),
-                ]
-                spec = tuple(s * 1000 for s in sorted(obs.seconds))
+                keys += [window_entries(*slot), window_state(*slot), window_seen(*slot)]
+                spec = tuple(s * 1000 for s in seconds)
                 spec_of.append(specs.setdefault(spec, len(specs) + 1))
-            trades += [
-                index,
-                event.ts_ms,
-                round(event.amount_usd * 100),
-                repr(event.price_usd),
-                "b" if event.side == "buy" else "s",
-                event.key,
-            ]
+            add(
+                (
+                    index,
+                    event.ts_ms,
+                    round(event.amount_usd * 100),
+                    repr(event.price_usd),
+                    "b" if event.side == "buy" else "s",
+                    event.key,
+                )
+            )
         batch = msgpack.packb([list(specs), spec_of, trades])
         *replies, conflicts = msgpack.unpackb(
             self._raw(self._observe, keys, [int(time.time() * 1000), batch])
         )
-        conflicting = {position - 1 for position in conflicts}
-        results: list[Mapping[int, WindowStats] | None] = []
-        for i, (obs, reply) in enumerate(zip(observations, replies, strict=True)):
-            results.append(None if i in conflicting else SeenWindows(obs.seconds, reply))
+        results: list[Mapping[int, WindowStats] | None] = [
+            SeenWindows(ordered[obs.seconds], reply)
+            for obs, reply in zip(observations, replies, strict=True)
+        ]
+        for position in conflicts:
+            results[position - 1] = None
         return results
 
     def _raw(self, script: Script, keys: list[str], args: list[object]) -> bytes:
@@ -139,7 +149,7 @@ class SeenWindows(Mapping[int, WindowStats]):
     __slots__ = ("_seconds", "_reply", "_made")
 
     def __init__(self, seconds: Sequence[int], reply: Sequence[int | str]) -> None:
-        self._seconds = sorted(seconds)  # the script's order
+        self._seconds = seconds  # ascending: the script's order
         self._reply = reply
         self._made: dict[int, WindowStats] = {}
 
