@@ -16,6 +16,31 @@ def test_a_channel_of_a_connection_taken_apart_fails_as_a_lost_connection(redis_
     channel shares the code: `broker.CheckedItems`.)"""
     connection = kombu.Connection(redis_server.url, transport=Transport)
     channel = connection.channel()
+    with channel.conn_or_acquire() as client:  # the channel keeps this client
+        client.ping()
     connection.collect()
     with pytest.raises(redis.exceptions.ConnectionError), channel.conn_or_acquire():
         pass
+
+
+def test_a_booked_message_comes_back_whole_when_restored(redis_server):
+    """A received message is booked as unacknowledged (its envelope encoded by msgspec);
+    kombu's restore reads that booking back: a message given back, or left by a worker lost
+    before its ack, is delivered again with the same body and headers."""
+    body = {"v": 1, "rows": [["bsc", "0xabc", 1.5, None, "é"]], "n": 2**40}
+    connection = kombu.Connection(redis_server.url, transport=Transport)
+    with connection, connection.SimpleQueue("restore-test", serializer="json") as queue:
+        queue.put(body, headers={"task": "t"})
+        first = queue.get(timeout=5)
+        client = redis.Redis.from_url(redis_server.url)
+        assert client.hlen("unacked") == 1, "booked as unacknowledged"
+        first.requeue()  # kombu's restore_by_tag, from the booking
+        assert client.hlen("unacked") == 0
+        again = queue.get(timeout=5)
+        assert again.payload == body and again.headers["task"] == "t"
+        again.ack()
+        assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+        queue.put(body)
+        queue.get(timeout=5)  # booked, never acknowledged: as a worker killed mid-task
+        connection.default_channel.qos.restore_unacked()
+        assert queue.get(timeout=5).payload == body
