@@ -29,18 +29,45 @@ def test_a_booked_message_comes_back_whole_when_restored(redis_server):
     before its ack, is delivered again with the same body and headers."""
     body = {"v": 1, "rows": [["bsc", "0xabc", 1.5, None, "é"]], "n": 2**40}
     connection = kombu.Connection(redis_server.url, transport=Transport)
+    client = redis.Redis.from_url(redis_server.url)
     with connection, connection.SimpleQueue("restore-test", serializer="json") as queue:
         queue.put(body, headers={"task": "t"})
         first = queue.get(timeout=5)
-        client = redis.Redis.from_url(redis_server.url)
         assert client.hlen("unacked") == 1, "booked as unacknowledged"
         first.requeue()  # kombu's restore_by_tag, from the booking
         assert client.hlen("unacked") == 0
         again = queue.get(timeout=5)
         assert again.payload == body and again.headers["task"] == "t"
-        again.ack()
-        assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
         queue.put(body)
         queue.get(timeout=5)  # booked, never acknowledged: as a worker killed mid-task
         connection.default_channel.qos.restore_unacked()
         assert queue.get(timeout=5).payload == body
+
+
+def test_acknowledgements_are_written_in_batches_and_none_is_lost(redis_server):
+    """An ack frees its slot at once; its booking goes with the next booking (one round trip),
+    or with the event loop's flush, and always before the channel gives messages back (an
+    acknowledged message never comes back)."""
+    connection = kombu.Connection(redis_server.url, transport=Transport)
+    client = redis.Redis.from_url(redis_server.url)
+    with connection, connection.SimpleQueue("ack-test", serializer="json") as queue:
+        for n in range(4):
+            queue.put({"n": n})
+        first = queue.get(timeout=5)
+        first.ack()
+        assert client.hlen("unacked") == 1, "not yet written: waits for the next round trip"
+        second = queue.get(timeout=5)  # its booking deletes the first one's
+        assert client.hkeys("unacked") == [second.delivery_tag.encode()]
+        second.ack()
+        connection.transport.flush_acks()  # the event loop's timer
+        assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+        third = queue.get(timeout=5)
+        third.ack()
+        fourth = queue.get(timeout=5)  # received, not acknowledged: given back on shutdown
+        connection.default_channel.qos.restore_unacked()
+        assert client.hlen("unacked") == 0
+        back = queue.get(timeout=5)
+        assert back.payload == fourth.payload == {"n": 3}
+        back.ack()
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.2)
