@@ -1,13 +1,14 @@
 """Alert-pool benchmark: events/s through the pool and latency to the committed alert row.
 
     .venv/bin/python bench/pipeline.py [--events 100000] [--naive-events 3000] \
-        [--rate 1000] [--latency-s 10] [--trials 3]
+        [--rate 1000] [--latency-s 10] [--trials 3] [--events-per-message 200]
 
 On 127.0.0.1, real parts: an embedded Redis (broker, windows, cooldowns), a SQLite database,
 alert workers as Celery subprocesses laid out as the README deploys them: one process per core,
 each with the threads pool and 2 slots (while one slot waits on Redis or the database, the other
 computes; prefork's parent-to-child hand-off cost more). Events come as the stream side sends
-them: micro-batches of 200 of one task, packed in one `evaluate_events` message (`events.pack`).
+them: micro-batches of 200 of one task, packed in one `evaluate_events` message (`events.pack`);
+`--events-per-message` sets another size (a real fleet's micro-batches of 50 ms carry fewer).
 Ten tasks on 100 tokens each judge them with a layer-1 gate, a volume window and a price-change
 window, and default cooldowns.
 
@@ -167,7 +168,9 @@ def alert_pool(
         ]
 
 
-def pool_throughput(workdir: Path, processes: int, events: list[dict]) -> float:
+def pool_throughput(
+    workdir: Path, processes: int, events: list[dict], size: int = EVENTS_PER_MESSAGE
+) -> float:
     """Events/s through `evaluate_events` with `processes` alert worker processes."""
     from kakarot_workers import runtime
 
@@ -176,7 +179,7 @@ def pool_throughput(workdir: Path, processes: int, events: list[dict]) -> float:
     client.delete(counter)
     forget_windows()
     with alert_pool(workdir, f"bench-alerts-{processes}", processes):
-        packed = messages(events)
+        packed = messages(events, size)
         started = time.perf_counter()
         for message in packed:
             send(message)
@@ -219,7 +222,7 @@ def _drain(redis_url: str, key: str, done_key: str) -> None:
         client.incrby(done_key, len(events))
 
 
-def ceiling_throughput(events: list[dict]) -> float:
+def ceiling_throughput(events: list[dict], size: int = EVENTS_PER_MESSAGE) -> float:
     """Raw Redis: LPUSH the same payloads, 2 processes BRPOP and json.loads them."""
     from kakarot_workers import runtime
 
@@ -236,7 +239,7 @@ def ceiling_throughput(events: list[dict]) -> float:
     time.sleep(1.0)  # both waiting on BRPOP
     started = time.perf_counter()
     pipe = client.pipeline(transaction=False)
-    for message in messages(events):
+    for message in messages(events, size):
         pipe.lpush(key, json.dumps(message))
     pipe.execute()
     _wait(lambda: int(client.get(done_key) or 0) >= len(events), 120, "the drainers")
@@ -318,6 +321,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--latency-s", type=float, default=10.0)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--events-per-message", type=int, default=EVENTS_PER_MESSAGE)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kakarot-bench-"))
     os.chdir(Path(__file__).resolve().parents[1])
@@ -328,12 +332,13 @@ def main() -> None:
         trials: dict[int, list[float]] = {1: [], 2: []}
         ceilings: list[float] = []
         for run, processes in enumerate([1, 2] * args.trials, start=1):
+            events = make_events(tasks, args.events, run, seed=run)
             trials[processes].append(
-                pool_throughput(workdir, processes, make_events(tasks, args.events, run, seed=run))
+                pool_throughput(workdir, processes, events, args.events_per_message)
             )
             if processes == 2:  # the ceiling in the same spell as the pool's trials
                 events = make_events(tasks, args.events, 100 + run, seed=100 + run)
-                ceilings.append(ceiling_throughput(events))
+                ceilings.append(ceiling_throughput(events, args.events_per_message))
         naive = naive_throughput(workdir, make_events(tasks, args.naive_events, 9, seed=9))
         ceiling = statistics.median(ceilings)
         latencies = latency(workdir, latency_task, args.rate, args.latency_s)
@@ -341,7 +346,7 @@ def main() -> None:
     rates = {processes: statistics.median(runs) for processes, runs in trials.items()}
 
     print(
-        f"Alert pool, {args.events:,} events in messages of {EVENTS_PER_MESSAGE} "
+        f"Alert pool, {args.events:,} events in messages of {args.events_per_message} "
         f"({TASKS} tasks × {TOKENS_PER_TASK} tokens, gate + volume + price windows, cooldowns); "
         f"worker processes of {THREADS} threads each"
     )
