@@ -230,11 +230,20 @@ class QoS(kombu_redis.QoS):
             raise
 
     def restore_unacked(self, client: Any = None) -> None:
+        self._flush_before_closing()
+        super().restore_unacked(client)
+
+    def restore_unacked_once(self, stderr: Any = None) -> Any:
+        # kombu's channel close: it restores only when messages are unacknowledged, and the
+        # acknowledged ones must be written either way
+        self._flush_before_closing()
+        return super().restore_unacked_once(stderr)
+
+    def _flush_before_closing(self) -> None:
         try:
             self.flush_acks()
         except redis.exceptions.RedisError as exc:  # they come back later: judged again
-            log.warning("acknowledgements not written before giving messages back: %s", exc)
-        super().restore_unacked(client)
+            log.warning("acknowledgements not written before closing: %s", exc)
 
     def _unbook(self, pipe: Any, acked: list[str]) -> None:
         if acked:

@@ -71,3 +71,5 @@ def test_acknowledgements_are_written_in_batches_and_none_is_lost(redis_server):
         back.ack()
         with pytest.raises(queue.Empty):
             queue.get(timeout=0.2)
+    # the channel closed with an acknowledgement waiting and nothing unacknowledged: written
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
