@@ -1,4 +1,8 @@
+from collections.abc import Mapping
+
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from kakarot_workers.alerts.rules import (
     CooldownOverride,
@@ -8,6 +12,7 @@ from kakarot_workers.alerts.rules import (
     judge,
     parse_events_config,
     parse_interval,
+    reads_windows,
 )
 from kakarot_workers.errors import ConfigError
 from kakarot_workers.events import SwapEvent
@@ -333,3 +338,50 @@ def test_the_enabled_rules_are_the_rule_sets_triggers_and_conditions_in_order():
 )
 def test_cooldown_tiers(cap, override, seconds):
     assert cooldown_seconds(cap, override) == seconds
+
+
+class _Unreadable(Mapping):
+    """Windows that fail the test when read."""
+
+    def __getitem__(self, seconds):
+        raise AssertionError(f"the {seconds} s window was read")
+
+    def __iter__(self):
+        raise AssertionError("the windows were listed")
+
+    def __len__(self):
+        return 1
+
+
+_gates = st.one_of(st.none(), st.just(0.0), st.floats(1, 10_000))
+
+
+@hypothesis.given(
+    min_usd=_gates,
+    cumulative_usd=_gates,
+    amount=st.floats(0, 20_000),
+    volume=st.floats(0, 1e6),
+    open_price=st.floats(0.5, 2),
+)
+def test_an_event_that_reads_no_windows_is_judged_alike_without_them(
+    min_usd, cumulative_usd, amount, volume, open_price
+):
+    """The pool asks the window script to keep and return what an event saw only when its
+    rules read it (`reads_windows`); for any other event the verdict needs no window."""
+    rules = _rules(
+        min_usd,
+        cumulative_usd=cumulative_usd,
+        events={
+            "price_change": {"threshold_pct": 5, "window": "1m"},
+            "volume": {"min_usd": 1000, "window": "5m"},
+        },
+    )
+    event = _event(amount)
+    windows = {
+        s: WindowStats(s, volume, volume / 2, volume / 2, 3, open_price, 1.0) for s in (60, 300)
+    }
+    if reads_windows(rules, event):
+        return
+    verdict = judge(rules, event, _Unreadable())
+    assert not verdict.alert
+    assert verdict == judge(rules, event, windows)

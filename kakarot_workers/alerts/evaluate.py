@@ -30,7 +30,7 @@ from kakarot_workers.alerts.cooldown import Claim, Cooldowns
 from kakarot_workers.alerts.drafts import draft
 from kakarot_workers.alerts.enrich import enrich
 from kakarot_workers.alerts.profiles import ProfileCache, TaskProfile
-from kakarot_workers.alerts.rules import WindowStats, cooldown_seconds, judge
+from kakarot_workers.alerts.rules import WindowStats, cooldown_seconds, judge, reads_windows
 from kakarot_workers.alerts.windows import Observation, Windows
 from kakarot_workers.db.session import session_scope
 from kakarot_workers.errors import EventError, NotFoundError
@@ -198,10 +198,16 @@ def _fenced_off(
 def window_stats(
     judged: Sequence[tuple[TaskProfile, SwapEvent]],
 ) -> list[Mapping[int, WindowStats] | None]:
-    """Each event's windows (by length), after adding it to them; None for a copy of a trade
-    already counted with other values (`windows`: the first copy wins, this one is not judged)."""
+    """Each event's windows (by length), after adding it to them (none for an event its rules
+    turn away without them); None for a copy of a trade already counted with other values
+    (`windows`: the first copy wins, this one is not judged)."""
     observations = [
-        Observation(profile.rules.task_id, profile.rules.window_lengths, event)
+        Observation(
+            profile.rules.task_id,
+            profile.rules.window_lengths,
+            event,
+            quiet=not reads_windows(profile.rules, event),
+        )
         for profile, event in judged
         if profile.rules.window_lengths
     ]

@@ -389,6 +389,15 @@ def judge(rules: RuleSet, event: SwapEvent, windows: Windows | None = None) -> V
     return Verdict(True, tuple(firings), incomplete=bool(missing), missing=tuple(missing))
 
 
+def reads_windows(rules: RuleSet, event: SwapEvent) -> bool:
+    """Whether `judge` reads any window to judge `event`: not when layer 1 turns it away on its
+    amount alone (below the trade gate, with no cumulative gate), as it does most trades."""
+    if _positive(rules.cumulative_min_amount_usd):
+        return True
+    threshold = rules.min_transaction_usd
+    return not (_positive(threshold) and event.amount_usd < threshold)  # type: ignore[operator]
+
+
 def _layer1(rules: RuleSet, event: SwapEvent, windows: Windows) -> list[Firing]:
     firings = []
     threshold = rules.min_transaction_usd

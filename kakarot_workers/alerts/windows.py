@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -38,11 +39,18 @@ RETRACT = _STATE + (_LUA / "window_retract.lua").read_text()
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One trade seen through its task's windows (their lengths in seconds)."""
+    """One trade seen through its task's windows (their lengths in seconds). `quiet`: the caller
+    will not read what the trade saw (an amount gate turns it away, `rules.reads_windows`); it
+    counts in the windows all the same, and costs the script less."""
 
     task_id: int
     seconds: tuple[int, ...]
     event: SwapEvent
+    quiet: bool = False
+
+
+UNREAD: Mapping[int, WindowStats] = MappingProxyType({})
+"""What `observe` gives for a quiet trade: no windows."""
 
 
 class Windows:
@@ -74,8 +82,9 @@ class Windows:
         self, observations: Sequence[Observation]
     ) -> list[Mapping[int, WindowStats] | None]:
         """Add each trade to its token's windows (once, ever, by identity) and return, per
-        trade, each window (by length in seconds) as the trade saw it; None for a copy of a
-        trade already counted with other values (a conflict: the first copy wins)."""
+        trade, each window (by length in seconds) as the trade saw it (`UNREAD` for a quiet
+        one); None for a copy of a trade already counted with other values (a conflict: the
+        first copy wins)."""
         if not observations:
             return []
         window_entries, window_state, window_seen = (
@@ -110,6 +119,7 @@ class Windows:
                     repr(event.price_usd),
                     "b" if event.side == "buy" else "s",
                     event.key,
+                    obs.quiet,
                 )
             )
         batch = msgpack.packb([list(specs), spec_of, trades])
@@ -117,7 +127,7 @@ class Windows:
             self._raw(self._observe, keys, [int(time.time() * 1000), batch])
         )
         results: list[Mapping[int, WindowStats] | None] = [
-            SeenWindows(ordered[obs.seconds], reply)
+            UNREAD if obs.quiet else SeenWindows(ordered[obs.seconds], reply)
             for obs, reply in zip(observations, replies, strict=True)
         ]
         for position in conflicts:

@@ -253,13 +253,17 @@ class _ModelWindows:
         self.seen: dict[str, tuple[str, tuple[WindowStats, ...]]] = {}  # id → member, result
         self.head: tuple[int, str, str] | None = None  # ts, member, price
 
-    def observe(self, trade_id: str, ts: int, cents: int, price: str, side: str):
+    def observe(self, trade_id: str, ts: int, cents: int, price: str, side: str, quiet: bool):
+        """What the trade saw; {} for a quiet trade (what it saw is not kept: a copy that
+        reads it sees the windows as they are then)."""
         member = f"{trade_id}|{cents}|{price}|{side}"
         if trade_id in self.seen:
             first, result = self.seen[trade_id]
-            return None if first != member else result
+            if first != member:
+                return None
+            return {} if quiet else result or self._windows()
         if self.head is not None and ts <= self.head[0] - self.lengths[-1]:
-            return self._windows()  # older than the longest window: not counted, not kept
+            return {} if quiet else self._windows()  # older than the longest: not counted
         self.counted[trade_id] = (ts, member, cents, price, side)
         if self.head is None or (ts, member) > self.head[:2]:
             self.head = (ts, member, price)
@@ -267,8 +271,8 @@ class _ModelWindows:
             del self.counted[gone]  # left every window: forgotten, its record too
             self.seen.pop(gone, None)
         result = self._windows()
-        self.seen[trade_id] = (member, result)
-        return result
+        self.seen[trade_id] = (member, () if quiet else result)
+        return {} if quiet else result
 
     def _windows(self) -> tuple[WindowStats, ...]:
         out = []
@@ -312,21 +316,26 @@ _model_runs = iter(range(1, 10**9))
             st.integers(1, 500),  # cents
             st.sampled_from([0.5, 1.0, 1.25, 2.0]),
             st.sampled_from(["buy", "sell"]),
+            st.booleans(),  # quiet: its caller reads no window of it
         ),
         min_size=1,
         max_size=40,
     ),
     lengths=st.sampled_from([(1,), (3,), (1, 3), (2, 5)]),
-    cuts=st.lists(st.integers(1, 40), max_size=4),
+    cuts=st.lists(st.integers(1, 50), max_size=4),
+    copies=st.lists(st.tuples(st.integers(0, 39), st.booleans()), max_size=10),
 )
 def test_the_windows_equal_a_model_summed_afresh_after_every_trade(
-    redis_client, trades, lengths, cuts
+    redis_client, trades, lengths, cuts, copies
 ):
     """Any sequence of trades of one token, sent in micro-batches cut anywhere: each trade sees
     exactly the windows a model that keeps every trade and sums each window afresh sees; a copy
-    sees what its first did, a copy with other values is a conflict."""
+    sees what its first did (the windows as they are, if its first was quiet), a copy with other
+    values is a conflict. Quiet trades count alike and are given no windows."""
     task_id, windows = next(_model_runs), _windows()
     model = _ModelWindows(tuple(s * 1000 for s in lengths))
+    # re-deliveries: the same values again, read or not
+    trades = trades + [(*trades[i % len(trades)][:5], q) for i, q in copies]
     t0 = 1_000_000_000
     events = [
         SwapEvent(
@@ -339,15 +348,23 @@ def test_the_windows_equal_a_model_summed_afresh_after_every_trade(
             amount_usd=cents / 100,
             price_usd=price,
         )
-        for n, ts, cents, price, side in trades
+        for n, ts, cents, price, side, _ in trades
     ]
+    quiet = [q for *_, q in trades]
     expected = [
-        model.observe(e.key, e.ts_ms - t0, cents, repr(e.price_usd), e.side[0])
-        for e, (_, _, cents, _, _) in zip(events, trades, strict=True)
+        model.observe(e.key, e.ts_ms - t0, trade[2], repr(e.price_usd), e.side[0], trade[5])
+        for e, trade in zip(events, trades, strict=True)
     ]
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
     seen = []
     for start, end in zip(bounds, bounds[1:], strict=False):
-        seen += windows.observe([Observation(task_id, lengths, e) for e in events[start:end]])
-    got = [None if s is None else tuple(s[w] for w in sorted(lengths)) for s in seen]
+        seen += windows.observe(
+            [
+                Observation(task_id, lengths, e, quiet=q)
+                for e, q in zip(events[start:end], quiet[start:end], strict=True)
+            ]
+        )
+    got = [
+        None if s is None else {} if not s else tuple(s[w] for w in sorted(lengths)) for s in seen
+    ]
     assert got == expected

@@ -4,9 +4,12 @@
 -- longest window), KEYS[3k-1] its state (window_state.lua), KEYS[3k] what each trade first saw (hash
 -- id → its member, a newline, and the msgpack of its result).
 -- ARGV: the time now (ms), and one msgpack array [sets, set of each token, trades]: the window-
--- length sets (each ms, ascending), per token k the index of its set, then six per trade: k, ts
--- ms, cents, price, side ('b' or 's'), trade id. One packed argument costs the server far less
--- than six per trade, and msgpack numbers need no parsing.
+-- length sets (each ms, ascending), per token k the index of its set, then seven per trade: k,
+-- ts ms, cents, price, side ('b' or 's'), trade id, quiet. One packed argument costs the server
+-- far less than seven per trade, and msgpack numbers need no parsing. A quiet trade is one whose
+-- windows its caller will not read (an amount gate turns it away): it counts in them as any
+-- other, but what it saw is neither kept nor returned (its result is an empty array); a later
+-- copy that does read them sees the windows as they are then.
 -- A trade counts once by its id (chain:tx:log index), whatever values a later copy carries: a copy
 -- gets the result stored for the first one, as it is; a copy whose values differ is a conflict.
 -- Returns a msgpack array with, per trade, a flat array, per window: volume, buys, sells (cents),
@@ -70,9 +73,10 @@ local function result_of(k, st)
   return out
 end
 local out, conflicts = {}, {}
-for i = 1, #trades, 6 do
-  local k, ts, cents, price, side, id =
-    trades[i], trades[i + 1], trades[i + 2], trades[i + 3], trades[i + 4], trades[i + 5]
+local EMPTY = '\144'  -- msgpack's empty array: what a quiet trade saw
+for i = 1, #trades, 7 do
+  local k, ts, cents, price, side, id, quiet = trades[i], trades[i + 1], trades[i + 2],
+    trades[i + 3], trades[i + 4], trades[i + 5], trades[i + 6]
   local z, seen = KEYS[3 * k - 2], KEYS[3 * k]
   local ws = lengths[k]
   local st = state_of(k)
@@ -83,8 +87,9 @@ for i = 1, #trades, 6 do
   if saved then  -- seen before: judged as it was then
     local cut = string.find(saved, '\n', 1, true)
     if cut then
-      if string.sub(saved, 1, cut - 1) ~= member then conflicts[#conflicts + 1] = (i + 5) / 6 end
+      if string.sub(saved, 1, cut - 1) ~= member then conflicts[#conflicts + 1] = (i + 6) / 7 end
       result = string.sub(saved, cut + 1)
+      if result == EMPTY then result = nil end  -- first seen quiet: the windows as they are
     else
       result = saved  -- stored before members were kept beside results
     end
@@ -123,10 +128,11 @@ for i = 1, #trades, 6 do
         first_after(z, head - w, x)
       end
     end
-    result = cmsgpack.pack(result_of(k, st))
+    result = quiet and EMPTY or cmsgpack.pack(result_of(k, st))
     redis.call('HSET', seen, id, member .. '\n' .. result)
     dirty[k] = true
   end
+  if quiet then result = EMPTY end
   out[#out + 1] = result or cmsgpack.pack(result_of(k, st))
 end
 for k, st in pairs(states) do
