@@ -6,7 +6,8 @@ newest trade seen: a late trade still inside it counts, one older is ignored. A 
 once, by its identity (chain, tx hash, log index), whatever values a later copy carries, and what
 it first saw is stored beside it (`seen`): a re-delivered message judges its events exactly as
 the first pass did, and a copy with other values (a back-fill that priced it differently) is a
-*conflict*: the first copy wins, the other is not judged (`observe` gives None for it). Sums
+*conflict*: the first copy wins, the other is not judged (`observe` gives None for it). What a
+*quiet* trade saw (one its caller will not read) is neither stored nor returned. Sums
 are integer cents: exact, whatever the order of additions and expiries. The scripts are
 `lua/window_*.lua`.
 """
