@@ -66,7 +66,9 @@ broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
 broker_transport_options: dict[str, Any] = {
     # Unacknowledged (acks_late) alert messages come back after this many seconds if their
-    # worker vanished. Stream tasks are acknowledged on receipt and never come back this way.
+    # worker vanished. Stream tasks are acknowledged on receipt: one comes back this way only
+    # if its worker died within the 50 ms its acknowledgement may wait (`broker.QoS`), and
+    # then finds its batch's lease taken, or takes it as any dispatch would.
     "visibility_timeout": _settings.broker_visibility_timeout_s,
     # kombu looks for such messages every 10 s but scans only every 10th time (~100 s): an
     # alert of a dead worker would wait that long on top. One ZRANGE every 2 s is cheap.
