@@ -196,15 +196,11 @@ class QoS(kombu_redis.QoS):
             booked = _encode(entry)
         except TypeError:  # not plain JSON: kombu's encoder knows more types
             booked = kombu_json.dumps(entry).encode()
-        acked = self._take_acked()
-        try:
-            with self.pipe_or_acquire() as pipe:
-                self._unbook(pipe, acked)
-                pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-                pipe.hset(self.unacked_key, delivery_tag, booked).execute()
-        except BaseException:
-            self._give_back(acked)
-            raise
+        self._write(
+            lambda pipe: pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}).hset(
+                self.unacked_key, delivery_tag, booked
+            )
+        )
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
@@ -218,15 +214,25 @@ class QoS(kombu_redis.QoS):
     def flush_acks(self) -> None:
         """Delete the bookings of the messages acknowledged since the last flush (kept for the
         next one if Redis cannot be reached)."""
-        acked = self._take_acked()
-        if not acked:
+        self._write()
+
+    def _write(self, also: Any = None) -> None:
+        """One round trip: the waiting acknowledgements' deletions, and `also(pipe)`."""
+        with self._acked_lock:
+            acked, self._acked = self._acked, []
+        if not acked and also is None:
             return
         try:
             with self.pipe_or_acquire() as pipe:
-                self._unbook(pipe, acked)
+                if acked:
+                    pipe.zrem(self.unacked_index_key, *acked).hdel(self.unacked_key, *acked)
+                if also is not None:
+                    also(pipe)
                 pipe.execute()
         except BaseException:
-            self._give_back(acked)
+            if acked:  # kept for the next round trip
+                with self._acked_lock:
+                    self._acked[:0] = acked
             raise
 
     def restore_unacked(self, client: Any = None) -> None:
@@ -244,20 +250,6 @@ class QoS(kombu_redis.QoS):
             self.flush_acks()
         except redis.exceptions.RedisError as exc:  # they come back later: judged again
             log.warning("acknowledgements not written before closing: %s", exc)
-
-    def _unbook(self, pipe: Any, acked: list[str]) -> None:
-        if acked:
-            pipe.zrem(self.unacked_index_key, *acked).hdel(self.unacked_key, *acked)
-
-    def _take_acked(self) -> list[str]:
-        with self._acked_lock:
-            acked, self._acked = self._acked, []
-        return acked
-
-    def _give_back(self, acked: list[str]) -> None:
-        if acked:
-            with self._acked_lock:
-                self._acked[:0] = acked
 
 
 class FlushesAcks:

@@ -154,8 +154,8 @@ class Windows:
 
 class SeenWindows(Mapping[int, WindowStats]):
     """A trade's windows (by length in seconds) as the script replied them, each made a
-    `WindowStats` only when read: most trades are turned away by an amount gate that reads
-    none of them."""
+    `WindowStats` only when read: a trade's rules often read one of them, or none (a trigger
+    that turns it away first)."""
 
     __slots__ = ("_seconds", "_reply", "_made")
 
