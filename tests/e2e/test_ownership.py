@@ -82,6 +82,12 @@ def test_a_streams_worker_with_no_flags_holds_many_batches_and_leaves_cleanly(
             5,
             "node metrics",
         )
+        # the snapshot that first counts 40 batches may come before their first micro-batch
+        wait_for(
+            lambda: int(redis_client.hget(keys.node_metrics(worker.nodename), "total_events")) > 0,
+            5,
+            "the node's metrics to count events",
+        )
         beat = redis_client.get(keys.node_heartbeat(worker.nodename))
         assert "+" not in beat and not beat.endswith("Z")  # the notes' form: no offset (UTC)
         at = datetime.fromisoformat(beat).replace(tzinfo=UTC)
