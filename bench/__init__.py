@@ -28,3 +28,23 @@ def speed_reference_ms() -> float:
             total += i * i % 7
         best = min(best, time.process_time() - started)
     return best * 1000
+
+
+def round_trip_us(redis_url: str, count: int = 2_000) -> float:
+    """The machine's round trips now: the best of three runs of `count` PINGs to the Redis at
+    `redis_url` (µs each). A ratio to a bulk baseline moves with it: the alert pool waits on
+    several round trips per message, the raw Redis ceiling on two, and a VM that is slow to wake
+    a process slows the first more (the fixed Python loop above does not see it)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    best = math.inf
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(count):
+                client.ping()
+            best = min(best, time.perf_counter() - started)
+    finally:
+        client.close()
+    return best / count * 1e6
