@@ -1,6 +1,8 @@
-"""kombu's Redis transport, with two changes: an item on a queue that is no message kombu can
-read goes to the dead letters instead of stopping the worker, and a received message costs the
-worker's event loop less (`QoS`, `CheckedItems._create_client`).
+"""kombu's Redis transport, with three changes: an item on a queue that is no message kombu can
+read goes to the dead letters instead of stopping the worker; a worker taking messages from
+queues that have some pops and books each in one step (`TAKE`), so that a worker killed
+between the two no longer loses the message; and a received message costs the worker's event
+loop less (`QoS`, `CheckedItems._create_client`).
 
 kombu pops a queue item and parses it as a JSON envelope before any of Celery's error handling
 can see it; a raw non-JSON item, or JSON without the envelope's fields, raised out of the event
@@ -15,6 +17,7 @@ Celery's to refuse, and `worker.KakarotConsumer` moves those aside too.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import logging
 import threading
@@ -69,6 +72,43 @@ def envelope(text: str, decode_body: Any) -> dict[str, Any]:
     return payload
 
 
+TAKE = """
+-- broker.CheckedItems's take of a message while the queues have some: pop the first message of
+-- the queues and book it as unacknowledged in the same step, as QoS.append would (its envelope,
+-- exchange and routing key, under its delivery tag, in the unacked hash and its index), so a
+-- message is always in a queue or booked, never only in a worker's memory. Also deletes the
+-- bookings of acknowledged messages.
+-- KEYS[1] the unacked hash, KEYS[2] its index, KEYS[3..] the queues' lists in BRPOP's order.
+-- ARGV[1] the time now; ARGV[2..] the acknowledged tags.
+-- Returns nil (the queues are empty) or {queue key, item, tag}; the tag is '' when the item is
+-- no envelope this script can book (the worker checks it and books or dead-letters it).
+for from = 2, #ARGV, 1000 do  -- unpack has a stack limit
+  local to = math.min(from + 999, #ARGV)
+  redis.call('ZREM', KEYS[2], unpack(ARGV, from, to))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, from, to))
+end
+for i = 3, #KEYS do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local ok, envelope = pcall(cjson.decode, item)
+    local properties = ok and type(envelope) == 'table' and envelope.properties
+    local info = type(properties) == 'table' and properties.delivery_info
+    local tag = type(properties) == 'table' and properties.delivery_tag
+    if type(tag) == 'string' and tag ~= '' and type(info) == 'table'
+        and type(info.exchange) == 'string' and type(info.routing_key) == 'string' then
+      redis.call('ZADD', KEYS[2], ARGV[1], tag)
+      redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info.exchange) .. ','
+                                        .. cjson.encode(info.routing_key) .. ']')
+      return {KEYS[i], item, tag}
+    end
+    return {KEYS[i], item, ''}
+  end
+end
+return false
+"""
+_TAKE_SHA = hashlib.sha1(TAKE.encode()).hexdigest()
+
+
 class CheckedItems:
     """kombu's Redis channel reading of queue items, with each item checked first."""
 
@@ -84,6 +124,10 @@ class CheckedItems:
     _q_for_pri: Any
     _maybe_update_queues_expire: Any
     _flush_brpop_reauth: Any
+    active_queues: Any
+    qos: Any
+    global_keyprefix: Any
+    _brpop_sent_at: Any
 
     def _connparams(self, asynchronous: bool = False) -> Any:
         # kombu has taken this connection apart (Celery's cleanup of a lost broker connection
@@ -110,28 +154,101 @@ class CheckedItems:
             client = self._client = super()._create_client(asynchronous)  # type: ignore[misc]
         return client
 
+    # Taking a message. kombu BRPOPs it and then books it as unacknowledged (`QoS.append`) in a
+    # second round trip: a worker killed in between, after Redis popped the message and before
+    # the booking reached it, loses the message (a micro-batch of trades never judged; measured:
+    # 5 of 23 kill -9s of a loaded alerts worker). So while the queues have messages (the last
+    # take found one), a worker takes the next one with `TAKE`, which pops and books it in one
+    # step; only a worker that found them empty waits in BRPOP, and books what that brings as
+    # kombu does (an idle worker, whose booking follows at once).
+    _busy = False  # the last take found a message: the queues likely hold more
+    _taking: list[str] | None = None  # a TAKE in flight: the acknowledgements it deletes
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        lost, self._taking = self._taking, None  # a TAKE whose connection went away unread
+        if lost:
+            self.qos.give_back_acked(lost)
+        if not self._busy:
+            super()._brpop_start(timeout)  # type: ignore[misc]
+            return
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        qos = self.qos
+        prefix = self.global_keyprefix
+        keys = [qos.unacked_key, qos.unacked_index_key] + [
+            self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues
+        ]
+        acked = qos.take_acked()
+        self._taking = acked
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command(
+            "EVALSHA", _TAKE_SHA, len(keys), *(prefix + k for k in keys), time.time(), *acked
+        )
+
     def _brpop_read(self, **options: Any) -> bool:
-        # kombu's _brpop_read, with the item checked before it is delivered
+        # kombu's _brpop_read, with the item checked before it is delivered, and TAKE's reply
+        taking, self._taking = self._taking, None
         try:
             try:
-                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                if taking is None:
+                    reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                    booked = None
+                else:
+                    reply = self._taken(taking, **options)
+                    if reply:
+                        reply, booked = reply[:2], bytes_to_str(reply[2]) or None
             except self.connection_errors:
                 # a connection error: disconnect, the next iteration reconnects
                 self.client.connection.disconnect()
                 raise
-            if not dest__item:
+            if not reply:
+                self._busy = False
                 raise Empty()
-            dest, item = dest__item
+            self._busy = True
+            dest, item = reply
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             payload = self._checked(dest, item)
-            if payload is None:
+            if payload is None:  # dead-lettered: its booking goes with the acknowledgements
+                if booked is not None:
+                    self.qos.give_back_acked([booked])
                 raise Empty()
-            self.connection._deliver(payload, dest)
+            self._booked = booked
+            try:
+                self.connection._deliver(payload, dest)
+            finally:
+                self._booked = None
             return True
         finally:
             self._in_poll = None  # as kombu resets it
             self._flush_brpop_reauth()
+
+    _booked: str | None = None  # the tag of the message being delivered, if TAKE booked it
+
+    def _taken(self, acked: list[str], **options: Any) -> Any:
+        """TAKE's reply: [queue key, item, tag booked ('' if none)], or None (queues empty)."""
+        try:
+            reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it again
+            self.qos.give_back_acked(acked)
+            with self.conn_or_acquire() as client:
+                client.script_load(TAKE)
+            return None
+        except BaseException:
+            self.qos.give_back_acked(acked)  # deleted or not: deleting again is harmless
+            raise
+        if reply and self.global_keyprefix:
+            reply[0] = bytes_to_str(reply[0])[len(self.global_keyprefix) :]
+        return reply
+
+    def _poll_error(self, type: str, **options: Any) -> None:
+        if type == "BRPOP" and self._taking is not None:  # the reply to read is TAKE's
+            acked, self._taking = self._taking, None
+            self._taken(acked, **options)
+            return
+        super()._poll_error(type, **options)  # type: ignore[misc]
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         with self.conn_or_acquire() as client:
@@ -190,6 +307,9 @@ class QoS(kombu_redis.QoS):
         self._acked_lock = threading.Lock()
 
     def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag is not None and delivery_tag == self.channel._booked:  # TAKE booked it
+            virtual.QoS.append(self, message, delivery_tag)
+            return
         delivery = message.delivery_info
         entry = [message._raw, delivery["exchange"], delivery["routing_key"]]
         try:
@@ -211,6 +331,19 @@ class QoS(kombu_redis.QoS):
         if full:
             self.flush_acks()
 
+    def take_acked(self) -> list[str]:
+        """The acknowledged tags waiting for their bookings' deletion, handed to the caller."""
+        with self._acked_lock:
+            acked, self._acked = self._acked, []
+        return acked
+
+    def give_back_acked(self, acked: list[str]) -> None:
+        """Tags whose bookings are still to be deleted (a round trip that failed, a message
+        booked and then refused)."""
+        if acked:
+            with self._acked_lock:
+                self._acked[:0] = acked
+
     def flush_acks(self) -> None:
         """Delete the bookings of the messages acknowledged since the last flush (kept for the
         next one if Redis cannot be reached)."""
@@ -218,8 +351,7 @@ class QoS(kombu_redis.QoS):
 
     def _write(self, also: Any = None) -> None:
         """One round trip: the waiting acknowledgements' deletions, and `also(pipe)`."""
-        with self._acked_lock:
-            acked, self._acked = self._acked, []
+        acked = self.take_acked()
         if not acked and also is None:
             return
         try:
@@ -230,9 +362,7 @@ class QoS(kombu_redis.QoS):
                     also(pipe)
                 pipe.execute()
         except BaseException:
-            if acked:  # kept for the next round trip
-                with self._acked_lock:
-                    self._acked[:0] = acked
+            self.give_back_acked(acked)  # kept for the next round trip
             raise
 
     def restore_unacked(self, client: Any = None) -> None:

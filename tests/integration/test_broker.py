@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import kombu
 import pytest
 import redis
@@ -73,3 +76,69 @@ def test_acknowledgements_are_written_in_batches_and_none_is_lost(redis_server):
             queue.get(timeout=0.2)
     # the channel closed with an acknowledgement waiting and nothing unacknowledged: written
     assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+
+
+def test_a_busy_queue_is_taken_from_with_pop_and_booking_in_one_step(redis_client, redis_server):
+    """Once a take found a message, the next ones are taken with `broker.TAKE`, which pops and
+    books in one step (a worker killed between a BRPOP and its booking lost that message:
+    `tests/faults/test_alerts_taken.py`). What it books is what kombu's restore reads: messages
+    given back come back whole. An item that is no envelope, or an envelope whose body cannot
+    be read, goes to the dead letters and stays booked nowhere."""
+    from kakarot_workers import deadletters, runtime
+
+    connection = kombu.Connection(redis_server.url, transport=Transport)
+    queue = kombu.Queue("take-test", routing_key="take-test")
+    received: list[kombu.Message] = []
+    booked_when_delivered = []
+
+    def on_message(body: object, message: kombu.Message) -> None:
+        received.append(message)
+        booked_when_delivered.append(redis_client.hexists("unacked", message.delivery_tag))
+
+    bad_body = json.dumps(
+        {
+            "body": "%%% not base64 %%%",
+            "content-type": "application/json",
+            "content-encoding": "utf-8",
+            "headers": {},
+            "properties": {
+                "body_encoding": "base64",
+                "delivery_tag": "bad-body-tag",
+                "delivery_info": {"exchange": "", "routing_key": "take-test"},
+            },
+        }
+    )
+    with connection:
+        producer = connection.Producer(serializer="json")
+        for n in range(3):
+            producer.publish({"n": n}, routing_key="take-test", declare=[queue])
+        redis_client.lpush("take-test", "not an envelope", bad_body)
+        for n in range(3, 6):
+            producer.publish({"n": n}, routing_key="take-test", declare=[queue])
+        redis_client.config_resetstat()
+        with connection.Consumer(queue, callbacks=[on_message], accept=["json"]):
+            while len(received) < 6:
+                connection.drain_events(timeout=5)
+        takes = redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        assert takes >= 5, "taken with TAKE after the first BRPOP"
+        assert [m.payload for m in received] == [{"n": n} for n in range(6)]
+        assert all(booked_when_delivered)
+        reasons = [
+            letter.reason
+            for letter in deadletters.entries(
+                runtime.redis_client(), runtime.keys(), "take-test", 10
+            )
+        ]
+        assert len(reasons) == 2, reasons
+        channel = connection.default_channel
+        connection.transport.flush_acks()  # the refused envelope's booking goes
+        assert sorted(redis_client.hkeys("unacked")) == sorted(m.delivery_tag for m in received)
+        channel.qos.restore_unacked()  # never acknowledged: given back, whole
+        assert redis_client.hlen("unacked") == 0
+        back = [json.loads(item) for item in redis_client.lrange("take-test", 0, -1)]
+        assert sorted(
+            kombu.serialization.loads(
+                base64.b64decode(e["body"]), e["content-type"], e["content-encoding"]
+            )["n"]
+            for e in back
+        ) == list(range(6))
