@@ -1,8 +1,8 @@
 """kombu's Redis transport, with three changes: an item on a queue that is no message kombu can
-read goes to the dead letters instead of stopping the worker; a worker taking messages from
-queues that have some pops and books each in one step (`TAKE`), so that a worker killed
-between the two no longer loses the message; and a received message costs the worker's event
-loop less (`QoS`, `CheckedItems._create_client`).
+read goes to the dead letters instead of stopping the worker; a worker pops and books each
+message in one step (`TAKE`, with BLMOVE to wait), so that a worker killed between the two no
+longer loses the message; and a received message costs the worker's event loop less (`QoS`,
+`CheckedItems._create_client`).
 
 kombu pops a queue item and parses it as a JSON envelope before any of Celery's error handling
 can see it; a raw non-JSON item, or JSON without the envelope's fields, raised out of the event
@@ -78,7 +78,8 @@ TAKE = """
 -- exchange and routing key, under its delivery tag, in the unacked hash and its index), so a
 -- message is always in a queue or booked, never only in a worker's memory. Also deletes the
 -- bookings of acknowledged messages.
--- KEYS[1] the unacked hash, KEYS[2] its index, KEYS[3..] the queues' lists in BRPOP's order.
+-- KEYS[1] the unacked hash, KEYS[2] its index, KEYS[3..] the queues' landing lists, then their
+-- lists in BRPOP's order.
 -- ARGV[1] the time now; ARGV[2..] the acknowledged tags.
 -- Returns nil (the queues are empty) or {queue key, item, tag}; the tag is '' when the item is
 -- no envelope this script can book (the worker checks it and books or dead-letters it).
@@ -124,6 +125,7 @@ class CheckedItems:
     _q_for_pri: Any
     _maybe_update_queues_expire: Any
     _flush_brpop_reauth: Any
+    brpop_timeout: Any
     active_queues: Any
     qos: Any
     global_keyprefix: Any
@@ -157,41 +159,73 @@ class CheckedItems:
     # Taking a message. kombu BRPOPs it and then books it as unacknowledged (`QoS.append`) in a
     # second round trip: a worker killed in between, after Redis popped the message and before
     # the booking reached it, loses the message (a micro-batch of trades never judged; measured:
-    # 5 of 23 kill -9s of a loaded alerts worker). So while the queues have messages (the last
-    # take found one), a worker takes the next one with `TAKE`, which pops and books it in one
-    # step; only a worker that found them empty waits in BRPOP, and books what that brings as
-    # kombu does (an idle worker, whose booking follows at once).
+    # 5 of 23 kill -9s of a loaded alerts worker). Here a message is taken with `TAKE`, which
+    # pops and books it in one step. While the queues have messages (the last take found one),
+    # a worker sends TAKE at once. A worker that found them empty waits for the next message
+    # without taking it: BLMOVE moves it, atomically, from its queue to the queue's landing list,
+    # and TAKE, sent next, takes from the landing lists first; whatever a worker killed in
+    # between left there is taken by the next TAKE of any worker (each one that waits in vain
+    # sends one when its wait times out, every `brpop_timeout`, 1 s). BLMOVE waits on one list:
+    # a worker consuming several queues (or a message sent with a priority) waits in BRPOP as
+    # kombu does, and books what that brings the old way.
     _busy = False  # the last take found a message: the queues likely hold more
     _taking: list[str] | None = None  # a TAKE in flight: the acknowledgements it deletes
+
+    _waking = False  # a BLMOVE in flight
 
     def _brpop_start(self, timeout: Any = None) -> None:
         lost, self._taking = self._taking, None  # a TAKE whose connection went away unread
         if lost:
             self.qos.give_back_acked(lost)
-        if not self._busy:
-            super()._brpop_start(timeout)  # type: ignore[misc]
-            return
+        self._waking = False
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        qos = self.qos
         prefix = self.global_keyprefix
-        keys = [qos.unacked_key, qos.unacked_index_key] + [
-            self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues
+        connection = self.client.connection
+        if not self._busy and len(queues) > 1:
+            super()._brpop_start(timeout)  # type: ignore[misc]
+            return
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()
+        if not self._busy:  # wait for one, moved to the landing list
+            self._waking = True
+            connection.send_command(
+                "BLMOVE",
+                prefix + self._q_for_pri(queues[0], 0),
+                prefix + self._landing(queues[0]),
+                "RIGHT",
+                "LEFT",
+                self.brpop_timeout if timeout is None else timeout,
+            )
+            return
+        qos = self.qos
+        keys = [
+            qos.unacked_key,
+            qos.unacked_index_key,
+            *(self._landing(queue) for queue in queues),
+            *(self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues),
         ]
         acked = qos.take_acked()
         self._taking = acked
-        self._in_poll = self.client.connection
-        self._brpop_sent_at = time.monotonic()
-        self.client.connection.send_command(
+        connection.send_command(
             "EVALSHA", _TAKE_SHA, len(keys), *(prefix + k for k in keys), time.time(), *acked
         )
+
+    def _landing(self, queue: str) -> str:
+        """The list a waiting worker moves a message of `queue` to, for TAKE to take."""
+        return f"{queue}{self.sep}landing"
 
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's _brpop_read, with the item checked before it is delivered, and TAKE's reply
         taking, self._taking = self._taking, None
+        waking, self._waking = self._waking, False
         try:
             try:
+                if waking:  # a message moved to the landing list, or none in time: TAKE next
+                    self.client.parse_response(self.client.connection, "BLMOVE", **options)
+                    self._busy = True
+                    raise Empty()
                 if taking is None:
                     reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
                     booked = None
@@ -247,6 +281,10 @@ class CheckedItems:
         if type == "BRPOP" and self._taking is not None:  # the reply to read is TAKE's
             acked, self._taking = self._taking, None
             self._taken(acked, **options)
+            return
+        if type == "BRPOP" and self._waking:  # BLMOVE's
+            self._waking = False
+            self.client.parse_response(self.client.connection, "BLMOVE", **options)
             return
         super()._poll_error(type, **options)  # type: ignore[misc]
 

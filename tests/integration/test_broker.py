@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import time
 
 import kombu
 import pytest
@@ -142,3 +145,31 @@ def test_a_busy_queue_is_taken_from_with_pop_and_booking_in_one_step(redis_clien
             )["n"]
             for e in back
         ) == list(range(6))
+
+
+def test_a_message_left_on_the_landing_list_is_taken_by_the_next_worker(redis_client, redis_server):
+    """A worker that found its queue empty waits with BLMOVE, which moves the next message to
+    the queue's landing list without taking it; TAKE takes it from there. A worker killed in
+    between leaves it on the landing list, where any worker's next take finds it (one whose
+    wait times out takes too): put there by hand here, as such a worker leaves it."""
+    connection = kombu.Connection(redis_server.url, transport=Transport)
+    queue = kombu.Queue("land-test", routing_key="land-test")
+    received: list[kombu.Message] = []
+    with connection:
+        producer = connection.Producer(serializer="json")
+        producer.publish({"n": 1}, routing_key="land-test", declare=[queue])
+        landing = "land-test\x06\x16landing"
+        assert redis_client.lmove("land-test", landing, "RIGHT", "LEFT") is not None
+        redis_client.config_resetstat()
+        with connection.Consumer(
+            queue, callbacks=[lambda body, message: received.append(message)], accept=["json"]
+        ):
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    connection.drain_events(timeout=1)
+        assert [m.payload for m in received] == [{"n": 1}]
+        assert redis_client.llen(landing) == 0
+        assert redis_client.hexists("unacked", received[0].delivery_tag), "booked by TAKE"
+        stats = redis_client.info("commandstats")
+        assert "cmdstat_blmove" in stats and "cmdstat_brpop" not in stats
