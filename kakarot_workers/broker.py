@@ -73,8 +73,8 @@ def envelope(text: str, decode_body: Any) -> dict[str, Any]:
 
 
 TAKE = """
--- broker.CheckedItems's take of a message while the queues have some: pop the first message of
--- the queues and book it as unacknowledged in the same step, as QoS.append would (its envelope,
+-- broker.CheckedItems's take of a message: pop the first message of the landing lists and the
+-- queues and book it as unacknowledged in the same step, as QoS.append would (its envelope,
 -- exchange and routing key, under its delivery tag, in the unacked hash and its index), so a
 -- message is always in a queue or booked, never only in a worker's memory. Also deletes the
 -- bookings of acknowledged messages.
@@ -166,12 +166,14 @@ class CheckedItems:
     # and TAKE, sent next, takes from the landing lists first; whatever a worker killed in
     # between left there is taken by the next TAKE of any worker (each one that waits in vain
     # sends one when its wait times out, every `brpop_timeout`, 1 s). BLMOVE waits on one list:
-    # a worker consuming several queues (or a message sent with a priority) waits in BRPOP as
-    # kombu does, and books what that brings the old way.
+    # a message sent with a priority (on a list of its own) is taken when the wait times out,
+    # and a worker consuming several queues, or served by a Redis older than 6.2, waits in
+    # BRPOP as kombu does and books what that brings the old way.
     _busy = False  # the last take found a message: the queues likely hold more
     _taking: list[str] | None = None  # a TAKE in flight: the acknowledgements it deletes
 
     _waking = False  # a BLMOVE in flight
+    _blmove = True  # False: the server has no BLMOVE (Redis < 6.2)
 
     def _brpop_start(self, timeout: Any = None) -> None:
         lost, self._taking = self._taking, None  # a TAKE whose connection went away unread
@@ -183,7 +185,7 @@ class CheckedItems:
             return
         prefix = self.global_keyprefix
         connection = self.client.connection
-        if not self._busy and len(queues) > 1:
+        if not self._busy and (len(queues) > 1 or not self._blmove):
             super()._brpop_start(timeout)  # type: ignore[misc]
             return
         self._in_poll = connection
@@ -223,8 +225,7 @@ class CheckedItems:
         try:
             try:
                 if waking:  # a message moved to the landing list, or none in time: TAKE next
-                    self.client.parse_response(self.client.connection, "BLMOVE", **options)
-                    self._busy = True
+                    self._woken(**options)
                     raise Empty()
                 if taking is None:
                     reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
@@ -277,6 +278,15 @@ class CheckedItems:
             reply[0] = bytes_to_str(reply[0])[len(self.global_keyprefix) :]
         return reply
 
+    def _woken(self, **options: Any) -> None:
+        """BLMOVE's reply (a message moved to the landing list, or none in time): TAKE next."""
+        try:
+            self.client.parse_response(self.client.connection, "BLMOVE", **options)
+        except redis.exceptions.ResponseError as exc:  # not a connection error: no BLMOVE
+            log.warning("the broker's Redis has no BLMOVE (%s): waiting with BRPOP", exc)
+            self._blmove = False
+        self._busy = True
+
     def _poll_error(self, type: str, **options: Any) -> None:
         if type == "BRPOP" and self._taking is not None:  # the reply to read is TAKE's
             acked, self._taking = self._taking, None
@@ -284,7 +294,7 @@ class CheckedItems:
             return
         if type == "BRPOP" and self._waking:  # BLMOVE's
             self._waking = False
-            self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            self._woken(**options)
             return
         super()._poll_error(type, **options)  # type: ignore[misc]
 

@@ -52,12 +52,14 @@ class EmbeddedRedis:
         workdir: Path | None = None,
         appendonly: bool = False,
         replica_of: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kakarot-redis-"))
         self.appendonly = appendonly
         self.replica_of = replica_of  # the port of the primary it replicates (127.0.0.1)
+        self.extra_args = extra_args  # more of the server's options (`--rename-command`, …)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,6 +91,7 @@ class EmbeddedRedis:
         ]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        args += self.extra_args
         # its own process group: a Ctrl-C in the terminal reaches whoever started it, who stops
         # it last (Redis first would leave the workers unable to finish); it dies with its parent
         self._process = subprocess.Popen(

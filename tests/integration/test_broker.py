@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from kakarot_workers.broker import Transport
+from kakarot_workers.tools.embedded_redis import EmbeddedRedis
 
 
 def test_a_channel_of_a_connection_taken_apart_fails_as_a_lost_connection(redis_server):
@@ -173,3 +174,27 @@ def test_a_message_left_on_the_landing_list_is_taken_by_the_next_worker(redis_cl
         assert redis_client.hexists("unacked", received[0].delivery_tag), "booked by TAKE"
         stats = redis_client.info("commandstats")
         assert "cmdstat_blmove" in stats and "cmdstat_brpop" not in stats
+
+
+def test_a_redis_without_blmove_is_waited_on_with_brpop(caplog):
+    """A server older than 6.2 has no BLMOVE (here one that has it renamed away): the worker
+    says so once and waits with BRPOP, as kombu does; messages are taken all the same."""
+    with EmbeddedRedis(extra_args=("--rename-command", "BLMOVE", "")) as server:
+        connection = kombu.Connection(server.url, transport=Transport)
+        queue = kombu.Queue("old-test", routing_key="old-test")
+        received: list[object] = []
+        with (
+            connection,
+            connection.Consumer(
+                queue, callbacks=[lambda body, message: received.append(body)], accept=["json"]
+            ),
+        ):
+            producer = connection.Producer(serializer="json")
+            for n in range(3):
+                producer.publish({"n": n}, routing_key="old-test", declare=[queue])
+                deadline = time.monotonic() + 10
+                while len(received) <= n and time.monotonic() < deadline:
+                    with contextlib.suppress(TimeoutError, socket.timeout):
+                        connection.drain_events(timeout=1)
+        assert received == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert "has no BLMOVE" in caplog.text
